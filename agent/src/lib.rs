@@ -1,0 +1,15 @@
+//! What runs on one orch host: the task supervisor, the local control socket and the
+//! SQLite state store. Cluster decisions live in the `orchestrator` crate, which builds
+//! these parts from the configuration.
+
+pub mod control;
+pub mod state;
+pub mod supervisor;
+
+/// Milliseconds since the Unix epoch: the one clock the state store records in.
+pub fn unix_millis(t: std::time::SystemTime) -> i64 {
+    match t.duration_since(std::time::UNIX_EPOCH) {
+        Ok(d) => i64::try_from(d.as_millis()).unwrap_or(i64::MAX),
+        Err(e) => -i64::try_from(e.duration().as_millis()).unwrap_or(i64::MAX),
+    }
+}

@@ -1,0 +1,513 @@
+//! The node's state store: one SQLite database in the state directory (WAL mode,
+//! synchronous writes) holding each site's master and epoch, the run history and the
+//! mail outbox. The schema lives in `agent/migrations/` and is applied at open.
+
+use serde::Serialize;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{Row, SqlitePool};
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+pub const DB_FILE: &str = "state.db";
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("state directory {path}: {source}")]
+    Dir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("no state store at {0} (has `orch agent` run on this node with this state_dir?)")]
+    Missing(PathBuf),
+    #[error("state store {path}: {source}")]
+    Db { path: PathBuf, source: sqlx::Error },
+    #[error("state store {path}: migrating the schema: {source}")]
+    Migrate {
+        path: PathBuf,
+        source: sqlx::migrate::MigrateError,
+    },
+}
+
+/// Who is master of a site, under which epoch.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SiteState {
+    pub site: String,
+    pub master: String,
+    pub epoch: i64,
+    pub updated_at: i64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, sqlx::Type)]
+#[serde(rename_all = "lowercase")]
+#[sqlx(rename_all = "lowercase")]
+pub enum Outcome {
+    Ok,
+    Warn,
+    Fail,
+    Info,
+}
+
+impl Outcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Ok => "ok",
+            Outcome::Warn => "warn",
+            Outcome::Fail => "fail",
+            Outcome::Info => "info",
+        }
+    }
+}
+
+/// An event to record.
+#[derive(Debug, Clone)]
+pub struct NewEvent<'a> {
+    pub at: i64,
+    pub site: Option<&'a str>,
+    pub kind: &'a str,
+    pub outcome: Outcome,
+    pub summary: &'a str,
+    pub detail: Option<serde_json::Value>,
+}
+
+/// A recorded event.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Event {
+    pub id: i64,
+    pub at: i64,
+    pub site: Option<String>,
+    pub kind: String,
+    pub outcome: Outcome,
+    pub summary: String,
+    pub detail: Option<serde_json::Value>,
+}
+
+/// A message to queue for sending.
+#[derive(Debug, Clone)]
+pub struct NewMail<'a> {
+    pub message_id: &'a str,
+    pub created_at: i64,
+    pub origin: &'a str,
+    pub site: Option<&'a str>,
+    pub subject: &'a str,
+    pub message: &'a [u8],
+}
+
+/// A queued message that is due.
+#[derive(Debug, Clone, PartialEq)]
+pub struct QueuedMail {
+    pub id: i64,
+    pub message_id: String,
+    pub subject: String,
+    pub message: Vec<u8>,
+    pub attempts: i64,
+}
+
+#[derive(Clone)]
+pub struct Store {
+    pool: SqlitePool,
+    path: PathBuf,
+}
+
+impl Store {
+    /// Opens (creating if needed) the store in `state_dir`, which is created 0700.
+    pub async fn open(state_dir: &Path) -> Result<Store, StoreError> {
+        create_private_dir(state_dir)?;
+        let path = state_dir.join(DB_FILE);
+        let options = Self::options(&path).create_if_missing(true);
+        let store = Self::connect(path, options).await?;
+        sqlx::migrate!("./migrations")
+            .run(&store.pool)
+            .await
+            .map_err(|source| StoreError::Migrate {
+                path: store.path.clone(),
+                source,
+            })?;
+        Ok(store)
+    }
+
+    /// Opens an existing store read-only (for `orch history` while the agent runs).
+    pub async fn open_read_only(state_dir: &Path) -> Result<Store, StoreError> {
+        let path = state_dir.join(DB_FILE);
+        if !path.exists() {
+            return Err(StoreError::Missing(path));
+        }
+        let options = Self::options(&path).read_only(true);
+        Self::connect(path, options).await
+    }
+
+    fn options(path: &Path) -> SqliteConnectOptions {
+        SqliteConnectOptions::new()
+            .filename(path)
+            .journal_mode(SqliteJournalMode::Wal)
+            // A queued mail or a new epoch must survive a power cut.
+            .synchronous(SqliteSynchronous::Full)
+            .busy_timeout(Duration::from_secs(10))
+            .foreign_keys(true)
+    }
+
+    async fn connect(path: PathBuf, options: SqliteConnectOptions) -> Result<Store, StoreError> {
+        let pool = SqlitePoolOptions::new()
+            .max_connections(4)
+            .connect_with(options)
+            .await
+            .map_err(|source| StoreError::Db {
+                path: path.clone(),
+                source,
+            })?;
+        Ok(Store { pool, path })
+    }
+
+    fn db_err(&self, source: sqlx::Error) -> StoreError {
+        StoreError::Db {
+            path: self.path.clone(),
+            source,
+        }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+
+    /// Returns the site's state, first recording `master` at epoch 1 if the site is new.
+    pub async fn ensure_site(
+        &self,
+        site: &str,
+        master: &str,
+        now: i64,
+    ) -> Result<SiteState, StoreError> {
+        sqlx::query(
+            "INSERT INTO site_state (site, master, epoch, updated_at) VALUES (?, ?, 1, ?)
+             ON CONFLICT (site) DO NOTHING",
+        )
+        .bind(site)
+        .bind(master)
+        .bind(now)
+        .execute(&self.pool)
+        .await
+        .map_err(|e| self.db_err(e))?;
+        self.site_state(site)
+            .await?
+            .ok_or_else(|| self.db_err(sqlx::Error::RowNotFound))
+    }
+
+    pub async fn site_state(&self, site: &str) -> Result<Option<SiteState>, StoreError> {
+        let row =
+            sqlx::query("SELECT site, master, epoch, updated_at FROM site_state WHERE site = ?")
+                .bind(site)
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(|e| self.db_err(e))?;
+        Ok(row.map(|r| SiteState {
+            site: r.get("site"),
+            master: r.get("master"),
+            epoch: r.get("epoch"),
+            updated_at: r.get("updated_at"),
+        }))
+    }
+
+    /// Records a new master under a strictly higher epoch. Returns false, changing
+    /// nothing, when the store already holds this epoch or a higher one: epochs never
+    /// go back, so a stale decision cannot undo a newer one.
+    pub async fn advance_site(
+        &self,
+        site: &str,
+        master: &str,
+        epoch: i64,
+        now: i64,
+    ) -> Result<bool, StoreError> {
+        let done = sqlx::query(
+            "INSERT INTO site_state (site, master, epoch, updated_at) VALUES (?1, ?2, ?3, ?4)
+             ON CONFLICT (site) DO UPDATE SET master = ?2, epoch = ?3, updated_at = ?4
+             WHERE site_state.epoch < ?3",
+        )
+        .bind(site)
+        .bind(master)
+        .bind(epoch)
+        .bind(now)
+        .execute(&self.pool)
+        .await
+        .map_err(|e| self.db_err(e))?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    pub async fn record(&self, event: &NewEvent<'_>) -> Result<i64, StoreError> {
+        let detail = event.detail.as_ref().map(serde_json::Value::to_string);
+        let done = sqlx::query(
+            "INSERT INTO history (at, site, kind, outcome, summary, detail) VALUES (?, ?, ?, ?, ?, ?)",
+        )
+        .bind(event.at)
+        .bind(event.site)
+        .bind(event.kind)
+        .bind(event.outcome)
+        .bind(event.summary)
+        .bind(detail)
+        .execute(&self.pool)
+        .await
+        .map_err(|e| self.db_err(e))?;
+        Ok(done.last_insert_rowid())
+    }
+
+    /// The newest `limit` events, oldest first; node-wide events are included when a
+    /// site is named, since they explain what happened to it.
+    pub async fn history(&self, site: Option<&str>, limit: u32) -> Result<Vec<Event>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT * FROM (
+                SELECT id, at, site, kind, outcome, summary, detail FROM history
+                WHERE ?1 IS NULL OR site = ?1 OR site IS NULL
+                ORDER BY id DESC LIMIT ?2
+             ) ORDER BY id ASC",
+        )
+        .bind(site)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(|e| self.db_err(e))?;
+        Ok(rows
+            .into_iter()
+            .map(|r| Event {
+                id: r.get("id"),
+                at: r.get("at"),
+                site: r.get("site"),
+                kind: r.get("kind"),
+                outcome: r.get("outcome"),
+                summary: r.get("summary"),
+                detail: r
+                    .get::<Option<String>, _>("detail")
+                    .and_then(|d| serde_json::from_str(&d).ok()),
+            })
+            .collect())
+    }
+
+    /// Queues a message. Returns false when its message id is already known (sent,
+    /// queued, or handed over): the same message is never queued twice.
+    pub async fn outbox_enqueue(&self, mail: &NewMail<'_>) -> Result<bool, StoreError> {
+        let done = sqlx::query(
+            "INSERT INTO outbox (message_id, created_at, origin, site, subject, message, next_attempt_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?2) ON CONFLICT (message_id) DO NOTHING",
+        )
+        .bind(mail.message_id)
+        .bind(mail.created_at)
+        .bind(mail.origin)
+        .bind(mail.site)
+        .bind(mail.subject)
+        .bind(mail.message)
+        .execute(&self.pool)
+        .await
+        .map_err(|e| self.db_err(e))?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// Pending messages whose next attempt is due, oldest first.
+    pub async fn outbox_due(&self, now: i64, limit: u32) -> Result<Vec<QueuedMail>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT id, message_id, subject, message, attempts FROM outbox
+             WHERE state = 'pending' AND next_attempt_at <= ? ORDER BY id LIMIT ?",
+        )
+        .bind(now)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(|e| self.db_err(e))?;
+        Ok(rows
+            .into_iter()
+            .map(|r| QueuedMail {
+                id: r.get("id"),
+                message_id: r.get("message_id"),
+                subject: r.get("subject"),
+                message: r.get("message"),
+                attempts: r.get("attempts"),
+            })
+            .collect())
+    }
+
+    /// Marks a message delivered (`handed_off`: given to the peer, which now owns it).
+    pub async fn outbox_done(&self, id: i64, handed_off: bool, now: i64) -> Result<(), StoreError> {
+        let state = if handed_off { "handed_off" } else { "sent" };
+        sqlx::query("UPDATE outbox SET state = ?, done_at = ?, last_error = NULL WHERE id = ?")
+            .bind(state)
+            .bind(now)
+            .bind(id)
+            .execute(&self.pool)
+            .await
+            .map_err(|e| self.db_err(e))?;
+        Ok(())
+    }
+
+    /// Records a failed attempt and when to try again.
+    pub async fn outbox_retry_later(
+        &self,
+        id: i64,
+        error: &str,
+        next_at: i64,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE outbox SET attempts = attempts + 1, last_error = ?, next_attempt_at = ? WHERE id = ?",
+        )
+        .bind(error)
+        .bind(next_at)
+        .bind(id)
+        .execute(&self.pool)
+        .await
+        .map_err(|e| self.db_err(e))?;
+        Ok(())
+    }
+}
+
+/// Creates `dir` (and parents) with mode 0700, and tightens an existing one that is
+/// readable by others: it holds the control socket and diverged copies of user data.
+pub fn create_private_dir(dir: &Path) -> Result<(), StoreError> {
+    let err = |source| StoreError::Dir {
+        path: dir.to_owned(),
+        source,
+    };
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(err)?;
+    let mode = std::fs::metadata(dir).map_err(err)?.permissions().mode();
+    if mode & 0o077 != 0 {
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).map_err(err)?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ev<'a>(at: i64, site: Option<&'a str>, summary: &'a str) -> NewEvent<'a> {
+        NewEvent {
+            at,
+            site,
+            kind: "push",
+            outcome: Outcome::Ok,
+            summary,
+            detail: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn sites_start_at_epoch_one_and_never_go_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("state")).await.unwrap();
+        let mode = std::fs::metadata(dir.path().join("state"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o700);
+
+        let s = store.ensure_site("web", "alice", 10).await.unwrap();
+        assert_eq!((s.master.as_str(), s.epoch), ("alice", 1));
+        // A second ensure keeps what is there.
+        let s = store.ensure_site("web", "bob", 11).await.unwrap();
+        assert_eq!((s.master.as_str(), s.epoch), ("alice", 1));
+
+        assert!(store.advance_site("web", "bob", 2, 12).await.unwrap());
+        assert!(
+            !store.advance_site("web", "alice", 2, 13).await.unwrap(),
+            "same epoch refused"
+        );
+        assert!(
+            !store.advance_site("web", "alice", 1, 14).await.unwrap(),
+            "lower epoch refused"
+        );
+        let s = store.site_state("web").await.unwrap().unwrap();
+        assert_eq!((s.master.as_str(), s.epoch, s.updated_at), ("bob", 2, 12));
+        assert_eq!(store.site_state("other").await.unwrap(), None);
+    }
+
+    #[tokio::test]
+    async fn history_filters_by_site_and_keeps_node_events() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).await.unwrap();
+        store.record(&ev(1, Some("a"), "push a")).await.unwrap();
+        store.record(&ev(2, Some("b"), "push b")).await.unwrap();
+        let mut start = ev(3, None, "agent started");
+        start.kind = "agent";
+        start.outcome = Outcome::Info;
+        start.detail = Some(serde_json::json!({"pid": 7}));
+        store.record(&start).await.unwrap();
+
+        let all = store.history(None, 100).await.unwrap();
+        assert_eq!(
+            all.iter().map(|e| e.summary.as_str()).collect::<Vec<_>>(),
+            ["push a", "push b", "agent started"]
+        );
+        assert_eq!(all[2].detail, Some(serde_json::json!({"pid": 7})));
+        let a = store.history(Some("a"), 100).await.unwrap();
+        assert_eq!(
+            a.iter().map(|e| e.summary.as_str()).collect::<Vec<_>>(),
+            ["push a", "agent started"]
+        );
+        let newest = store.history(None, 1).await.unwrap();
+        assert_eq!(newest[0].summary, "agent started");
+
+        // A reader sees the data while the writer keeps it open.
+        let reader = Store::open_read_only(dir.path()).await.unwrap();
+        assert_eq!(reader.history(None, 100).await.unwrap().len(), 3);
+    }
+
+    #[tokio::test]
+    async fn outbox_queues_once_retries_and_completes() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).await.unwrap();
+        let mail = NewMail {
+            message_id: "<1@orch>",
+            created_at: 100,
+            origin: "alice",
+            site: Some("web"),
+            subject: "hello",
+            message: b"Subject: hello\r\n\r\nbody",
+        };
+        assert!(store.outbox_enqueue(&mail).await.unwrap());
+        assert!(
+            !store.outbox_enqueue(&mail).await.unwrap(),
+            "duplicate id refused"
+        );
+
+        let due = store.outbox_due(100, 10).await.unwrap();
+        assert_eq!(due.len(), 1);
+        assert_eq!(due[0].message, mail.message);
+        store
+            .outbox_retry_later(due[0].id, "connection refused", 200)
+            .await
+            .unwrap();
+        assert!(store.outbox_due(150, 10).await.unwrap().is_empty());
+        let due = store.outbox_due(200, 10).await.unwrap();
+        assert_eq!(due[0].attempts, 1);
+        store.outbox_done(due[0].id, false, 201).await.unwrap();
+        assert!(store.outbox_due(10_000, 10).await.unwrap().is_empty());
+        assert!(
+            !store.outbox_enqueue(&mail).await.unwrap(),
+            "a sent message is never queued again"
+        );
+    }
+
+    #[tokio::test]
+    async fn reopening_keeps_everything() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let store = Store::open(dir.path()).await.unwrap();
+            store.ensure_site("web", "alice", 1).await.unwrap();
+            store.close().await;
+        }
+        let store = Store::open(dir.path()).await.unwrap();
+        assert_eq!(
+            store.site_state("web").await.unwrap().unwrap().master,
+            "alice"
+        );
+    }
+
+    #[tokio::test]
+    async fn read_only_open_of_a_missing_store_says_so() {
+        let dir = tempfile::tempdir().unwrap();
+        let err = Store::open_read_only(dir.path()).await.err().unwrap();
+        assert!(matches!(err, StoreError::Missing(_)), "{err}");
+    }
+}

@@ -1,0 +1,79 @@
+//! The `orch` command line.
+
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+
+/// orch keeps two self-hosted servers backing each other up: a WireGuard tunnel between
+/// them, scheduled pushes, replication checks, reports, and DNS failover.
+#[derive(Debug, Parser)]
+#[command(name = "orch", version, propagate_version = true, max_term_width = 100)]
+#[command(
+    after_help = "Exit codes: 0 ok, 1 the operation failed, 2 usage or config error, \
+3 the agent is not running or unreachable."
+)]
+pub struct Cli {
+    /// Config file [default: /etc/orch/orch.toml]
+    #[arg(long, global = true, env = "ORCH_CONFIG", value_name = "PATH")]
+    pub config: Option<PathBuf>,
+
+    /// Which node of the config this machine is [default: the node whose private key is here]
+    #[arg(long, global = true, env = "ORCH_NODE", value_name = "NAME")]
+    pub node: Option<String>,
+
+    /// Log filter, e.g. "debug" or "info,agent=trace" [default: RUST_LOG, else info for the agent, warn otherwise]
+    #[arg(long, global = true, value_name = "FILTER")]
+    pub log_level: Option<String>,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Create this node's key pair (never replacing one) and a commented starter config
+    Init {
+        /// This node's address inside the tunnel [default: 10.77.0.1]
+        #[arg(long, value_name = "IP")]
+        tunnel_ip: Option<std::net::IpAddr>,
+        /// Where the peer reaches this node, e.g. alice.dyn.example.org:51820
+        #[arg(long, value_name = "HOST:PORT")]
+        endpoint: Option<String>,
+    },
+    /// Print this node's WireGuard public key
+    Pubkey,
+    /// Work with the config file
+    Config {
+        #[command(subcommand)]
+        command: ConfigCommand,
+    },
+    /// Run the daemon in the foreground (systemd runs it as orch.service)
+    Agent,
+    /// Show this node's agent, sites, roles and epochs
+    Status {
+        /// Print JSON (documented in docs/status-json.md)
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show past pushes, checks, failovers, alerts and agent starts from the state store
+    History {
+        /// Only this site (node-wide events are shown too)
+        site: Option<String>,
+        /// How many of the newest events to show
+        #[arg(long, default_value_t = 50)]
+        limit: u32,
+        /// Print JSON lines, one event each
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print a shell completion script, e.g. `orch completions bash > /etc/bash_completion.d/orch`
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// Parse and validate the config; print every problem as FILE:LINE:COL; exit 2 on any
+    Check,
+}

@@ -1,0 +1,322 @@
+//! What each subcommand does. Every command returns `Err(Exit)` carrying its exit code;
+//! `main` prints the error once.
+
+use crate::api::{Request, Role, StatusReport};
+use crate::cli::{Cli, Command, ConfigCommand};
+use crate::config::{self, ConfigError, LoadOptions, Loaded};
+use agent::control::{self, ControlError};
+use anyhow::{anyhow, Context as _};
+use std::io::Write as _;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// A failed command: the exit code and the error to print.
+#[derive(Debug)]
+pub struct Exit {
+    pub code: u8,
+    pub error: anyhow::Error,
+}
+
+impl Exit {
+    pub const FAILED: u8 = 1;
+    pub const USAGE: u8 = 2;
+    pub const NO_AGENT: u8 = 3;
+
+    fn failed(error: impl Into<anyhow::Error>) -> Self {
+        Self {
+            code: Self::FAILED,
+            error: error.into(),
+        }
+    }
+    fn usage(error: impl Into<anyhow::Error>) -> Self {
+        Self {
+            code: Self::USAGE,
+            error: error.into(),
+        }
+    }
+}
+
+impl From<ConfigError> for Exit {
+    fn from(e: ConfigError) -> Self {
+        Exit::usage(e)
+    }
+}
+
+type Result<T = ()> = std::result::Result<T, Exit>;
+
+pub fn run(cli: Cli) -> Result {
+    let config_path = cli
+        .config
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(config::DEFAULT_CONFIG));
+    let options = LoadOptions {
+        node: cli.node.clone(),
+    };
+    match cli.command {
+        Command::Init {
+            tunnel_ip,
+            endpoint,
+        } => init(&config_path, cli.node.as_deref(), tunnel_ip, endpoint),
+        Command::Pubkey => pubkey(&config_path, &options),
+        Command::Config {
+            command: ConfigCommand::Check,
+        } => config_check(&config_path, &options),
+        Command::Agent => {
+            let loaded = config::load(&config_path, &options)?;
+            runtime()?
+                .block_on(crate::daemon::run(loaded))
+                .map_err(Exit::failed)
+        }
+        Command::Status { json } => status(&config::load(&config_path, &options)?, json),
+        Command::History { site, limit, json } => history(
+            &config::load(&config_path, &options)?,
+            site.as_deref(),
+            limit,
+            json,
+        ),
+        Command::Completions { shell } => {
+            let mut cmd = <Cli as clap::CommandFactory>::command();
+            clap_complete::generate(shell, &mut cmd, "orch", &mut std::io::stdout());
+            Ok(())
+        }
+    }
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")
+        .map_err(Exit::failed)
+}
+
+fn config_check(path: &Path, options: &LoadOptions) -> Result {
+    let loaded = config::load(path, options)?;
+    let c = &loaded.config;
+    let jobs: usize = c.sites.iter().map(|s| s.sync.len()).sum();
+    let dbs: usize = c.sites.iter().map(|s| s.databases.len()).sum();
+    println!(
+        "{}: ok: cluster {}, this node is {} (peer {}); {} site(s), {} sync job(s), {} database(s)",
+        path.display(),
+        c.cluster.name,
+        loaded.me,
+        loaded.peer().name,
+        c.sites.len(),
+        jobs,
+        dbs
+    );
+    Ok(())
+}
+
+fn init(
+    config_path: &Path,
+    node: Option<&str>,
+    tunnel_ip: Option<std::net::IpAddr>,
+    endpoint: Option<String>,
+) -> Result {
+    let node = node.ok_or_else(|| {
+        Exit::usage(anyhow!(
+            "orch init needs --node NAME (this node's name in the config)"
+        ))
+    })?;
+    if node.is_empty()
+        || !node
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+    {
+        return Err(Exit::usage(anyhow!(
+            "node name `{node}` must be letters, digits, '-' or '_'"
+        )));
+    }
+    if let Some(ep) = &endpoint {
+        config::validate_endpoint(ep).map_err(|e| Exit::usage(anyhow!("--endpoint: {e}")))?;
+    }
+    let dir = config::config_dir(config_path);
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o755)
+        .create(&dir)
+        .with_context(|| format!("creating {}", dir.display()))
+        .map_err(Exit::failed)?;
+
+    let key_file = dir.join(config::DEFAULT_KEY_FILE);
+    let key = if key_file.exists() {
+        let key = config::read_private_key(&key_file).map_err(|e| Exit::failed(anyhow!(e)))?;
+        eprintln!(
+            "Keeping the existing key {} (orch init never replaces a key).",
+            key_file.display()
+        );
+        key
+    } else {
+        let key = tunnel::PrivateKey::generate();
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&key_file)
+            .and_then(|mut f| {
+                f.write_all(format!("{}\n", key.to_base64()).as_bytes())?;
+                f.sync_all()?;
+                Ok(f)
+            })
+            .with_context(|| format!("writing {}", key_file.display()))
+            .map_err(Exit::failed)?;
+        file.flush().map_err(|e| Exit::failed(anyhow!(e)))?;
+        eprintln!("Wrote the private key {} (mode 0600).", key_file.display());
+        key
+    };
+    let public = key.public_key();
+    let tunnel_ip = tunnel_ip.unwrap_or(std::net::IpAddr::from([10, 77, 0, 1]));
+    let section =
+        crate::starter::node_section(node, &public.to_string(), tunnel_ip, endpoint.as_deref());
+
+    if config_path.exists() {
+        eprintln!(
+            "{} exists and was left alone. Make sure it has this node:\n\n{section}",
+            config_path.display()
+        );
+    } else {
+        let text = crate::starter::config(node, &section, tunnel_ip);
+        std::fs::write(config_path, text)
+            .with_context(|| format!("writing {}", config_path.display()))
+            .map_err(Exit::failed)?;
+        eprintln!(
+            "Wrote a starter config {}.\nNext: add the peer's [nodes.NAME] (its `orch pubkey`), then copy the \
+             same file to both nodes and run `orch config check` on each.",
+            config_path.display()
+        );
+    }
+    println!("{public}");
+    Ok(())
+}
+
+fn pubkey(config_path: &Path, options: &LoadOptions) -> Result {
+    let key_file = match config::load(config_path, options) {
+        Ok(loaded) => loaded.me().private_key_file.clone(),
+        // A config that is not complete yet (one node, right after `orch init`) still
+        // has the key beside it.
+        Err(_) => config::config_dir(config_path).join(config::DEFAULT_KEY_FILE),
+    };
+    let key = config::read_private_key(&key_file).map_err(|e| Exit::failed(anyhow!(e)))?;
+    println!("{}", key.public_key());
+    Ok(())
+}
+
+fn call<T: serde::de::DeserializeOwned>(loaded: &Loaded, request: &Request) -> Result<T> {
+    let socket = loaded.me().state_dir.join(crate::daemon::SOCKET);
+    let rt = runtime()?;
+    rt.block_on(control::call(&socket, request, Duration::from_secs(30))).map_err(|e| match e {
+        ControlError::Unreachable { .. } => Exit {
+            code: Exit::NO_AGENT,
+            error: anyhow!(e).context(format!(
+                "the agent of node {} is not running (start it: `systemctl start orch`, or `orch agent`)",
+                loaded.me
+            )),
+        },
+        other => Exit::failed(other),
+    })
+}
+
+fn status(loaded: &Loaded, json: bool) -> Result {
+    let report: StatusReport = call(loaded, &Request::Status)?;
+    if json {
+        let text = serde_json::to_string_pretty(&report).map_err(Exit::failed)?;
+        println!("{text}");
+        return Ok(());
+    }
+    let a = &report.agent;
+    println!(
+        "node {} (cluster {}): agent pid {}, orch {}, up {}",
+        report.node,
+        report.cluster,
+        a.pid,
+        a.orch_version,
+        humantime::format_duration(Duration::from_secs(a.uptime_secs))
+    );
+    if report.sites.is_empty() {
+        println!("\nno sites configured");
+        return Ok(());
+    }
+    let width = report
+        .sites
+        .iter()
+        .map(|s| s.name.len())
+        .max()
+        .unwrap_or(4)
+        .max(4);
+    println!(
+        "\n{:width$}  {:8} {:12} {:>6}  FAILOVER",
+        "SITE", "ROLE", "MASTER", "EPOCH"
+    );
+    for s in &report.sites {
+        let role = match s.role {
+            Role::Master => "master",
+            Role::Standby => "standby",
+        };
+        let failover = serde_json::to_value(s.failover)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_owned))
+            .unwrap_or_default();
+        println!(
+            "{:width$}  {:8} {:12} {:>6}  {}",
+            s.name, role, s.master, s.epoch, failover
+        );
+    }
+    Ok(())
+}
+
+fn history(loaded: &Loaded, site: Option<&str>, limit: u32, json: bool) -> Result {
+    if let Some(site) = site {
+        if loaded.config.site(site).is_none() {
+            let known: Vec<&str> = loaded
+                .config
+                .sites
+                .iter()
+                .map(|s| s.name.as_str())
+                .collect();
+            return Err(Exit::usage(anyhow!(
+                "no site `{site}` in the config (sites: {})",
+                known.join(", ")
+            )));
+        }
+    }
+    let state_dir = loaded.me().state_dir.clone();
+    let events = runtime()?
+        .block_on(async move {
+            let store = agent::state::Store::open_read_only(&state_dir).await?;
+            let events = store.history(site, limit).await;
+            store.close().await;
+            events
+        })
+        .map_err(Exit::failed)?;
+    let mut out = std::io::stdout().lock();
+    for e in &events {
+        let line = if json {
+            serde_json::to_string(e).map_err(Exit::failed)?
+        } else {
+            let at = chrono::DateTime::from_timestamp_millis(e.at)
+                .map(|t| {
+                    t.with_timezone(&chrono::Local)
+                        .format("%Y-%m-%d %H:%M:%S")
+                        .to_string()
+                })
+                .unwrap_or_else(|| e.at.to_string());
+            format!(
+                "{at}  {:10} {:9} {:5}  {}",
+                e.site.as_deref().unwrap_or("-"),
+                e.kind,
+                e.outcome.as_str(),
+                e.summary
+            )
+        };
+        // A closed pipe (`orch history | head`) ends the listing quietly.
+        if writeln!(out, "{line}").is_err() {
+            break;
+        }
+    }
+    if events.is_empty() && !json {
+        eprintln!("no events recorded yet");
+    }
+    Ok(())
+}

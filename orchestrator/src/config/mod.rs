@@ -1,0 +1,334 @@
+//! The cluster configuration (`/etc/orch/orch.toml`, identical on both nodes): the file
+//! is parsed into [`raw`] structs, then [`validate`] checks everything it can and builds
+//! the typed [`Config`], reporting every problem with its `FILE:LINE:COL`.
+
+mod locate;
+pub mod raw;
+mod schedule;
+mod validate;
+
+pub use locate::{KeyPath, Locator, Position};
+pub use raw::{DbKind, DnsKind, FailoverMode, MailTls, MailTransport, NotifyKind};
+pub use schedule::{parse_duration, CronSchedule};
+
+use ipnet::IpNet;
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use tunnel::PublicKey;
+
+pub const DEFAULT_CONFIG: &str = "/etc/orch/orch.toml";
+pub const DEFAULT_STATE_DIR: &str = "/var/lib/orch";
+pub const DEFAULT_INTERFACE: &str = "orch0";
+/// File name of a node's private key beside the config file (`/etc/orch/private.key`).
+pub const DEFAULT_KEY_FILE: &str = "private.key";
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The file this was read from; relative paths inside it are relative to its folder.
+    pub path: PathBuf,
+    pub cluster: Cluster,
+    /// Exactly two, in name order.
+    pub nodes: Vec<Node>,
+    pub mail: Mail,
+    pub dns: BTreeMap<String, DnsProvider>,
+    pub sites: Vec<Site>,
+    pub notify: Option<Notify>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Cluster {
+    pub name: String,
+    pub network: IpNet,
+    pub listen_port: u16,
+    pub keepalive: Duration,
+    pub control_port: u16,
+}
+
+#[derive(Debug, Clone)]
+pub struct Node {
+    pub name: String,
+    pub public_key: PublicKey,
+    pub tunnel_ip: IpAddr,
+    pub endpoint: Option<Endpoint>,
+    pub public_ip: PublicIp,
+    pub ddns: Option<Ddns>,
+    pub ssh: Ssh,
+    pub private_key_file: PathBuf,
+    pub state_dir: PathBuf,
+    pub interface: String,
+    pub listen_port: u16,
+}
+
+/// `host:port`, where host is a name (re-resolved when the tunnel is suspect) or an address.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Endpoint {
+    pub host: String,
+    pub port: u16,
+}
+
+impl fmt::Display for Endpoint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.host.contains(':') {
+            write!(f, "[{}]:{}", self.host, self.port)
+        } else {
+            write!(f, "{}:{}", self.host, self.port)
+        }
+    }
+}
+
+/// Where a node learns its own public address.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PublicIp {
+    Auto,
+    Fixed(IpAddr),
+    Interface(String),
+    Url(url::Url),
+}
+
+#[derive(Debug, Clone)]
+pub struct Ddns {
+    pub provider: String,
+    pub name: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct Ssh {
+    pub user: String,
+    pub port: u16,
+}
+
+#[derive(Debug, Clone)]
+pub struct Mail {
+    pub transport: MailTransport,
+    pub host: Option<String>,
+    pub port: u16,
+    pub tls: MailTls,
+    pub ca_file: Option<PathBuf>,
+    pub username: Option<String>,
+    pub password_file: Option<PathBuf>,
+    pub from: Option<String>,
+    pub to: Vec<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct DnsProvider {
+    pub name: String,
+    pub kind: DnsKind,
+    pub server: Option<String>,
+    pub zone: Option<String>,
+    pub tsig_name: Option<String>,
+    pub tsig_algorithm: Option<String>,
+    pub tsig_secret_file: Option<PathBuf>,
+    pub token_file: Option<PathBuf>,
+    pub endpoint: Option<String>,
+    pub application_key: Option<String>,
+    pub application_secret_file: Option<PathBuf>,
+    pub consumer_key_file: Option<PathBuf>,
+    pub username: Option<String>,
+    pub password_file: Option<PathBuf>,
+    pub command: Option<Vec<String>>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Site {
+    pub name: String,
+    pub primary: String,
+    pub standby: String,
+    pub dns: Option<String>,
+    pub records: Vec<String>,
+    pub ttl: u32,
+    pub health: Vec<url::Url>,
+    pub failover: FailoverMode,
+    pub after: Duration,
+    pub witnesses: Vec<Witness>,
+    pub promote: Vec<String>,
+    pub demote: Vec<String>,
+    pub report: Option<CronSchedule>,
+    pub sync: Vec<SyncJob>,
+    pub databases: Vec<Database>,
+}
+
+/// An "am I online" probe.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Witness {
+    Tcp { host: String, port: u16 },
+}
+
+#[derive(Debug, Clone)]
+pub struct SyncJob {
+    pub name: String,
+    /// The job's tree on each node.
+    pub paths: BTreeMap<String, PathBuf>,
+    pub schedule: Option<CronSchedule>,
+    pub watch: bool,
+    pub exclude: Vec<String>,
+    pub max_delete: MaxDelete,
+}
+
+/// The most a push may delete without `--force`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum MaxDelete {
+    Percent(f64),
+    Count(u64),
+}
+
+#[derive(Debug, Clone)]
+pub struct Database {
+    pub name: String,
+    pub kind: DbKind,
+    /// The URL with `{node}` still in it; [`Database::url_for`] fills it in.
+    pub url: String,
+    pub password_file: Option<PathBuf>,
+    pub max_lag: Duration,
+    pub interval: Duration,
+    pub heartbeat: bool,
+    pub heartbeat_table: String,
+}
+
+impl Database {
+    /// The connection URL for the database on the node with this tunnel address.
+    pub fn url_for(&self, tunnel_ip: IpAddr) -> String {
+        let host = match tunnel_ip {
+            IpAddr::V4(a) => a.to_string(),
+            IpAddr::V6(a) => format!("[{a}]"),
+        };
+        self.url.replace("{node}", &host)
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Notify {
+    pub kind: NotifyKind,
+    pub url: url::Url,
+    pub token_file: Option<PathBuf>,
+}
+
+impl Config {
+    pub fn node(&self, name: &str) -> Option<&Node> {
+        self.nodes.iter().find(|n| n.name == name)
+    }
+
+    /// The other node of the pair.
+    pub fn peer_of(&self, name: &str) -> Option<&Node> {
+        self.nodes.iter().find(|n| n.name != name)
+    }
+
+    pub fn site(&self, name: &str) -> Option<&Site> {
+        self.sites.iter().find(|s| s.name == name)
+    }
+}
+
+/// A loaded, valid config, and which of its nodes this machine is.
+#[derive(Debug, Clone)]
+pub struct Loaded {
+    pub config: Config,
+    pub me: String,
+}
+
+impl Loaded {
+    pub fn me(&self) -> &Node {
+        // `validate` only returns a `Loaded` whose `me` names one of its two nodes.
+        self.config.node(&self.me).unwrap_or(&self.config.nodes[0])
+    }
+    pub fn peer(&self) -> &Node {
+        self.config
+            .peer_of(&self.me)
+            .unwrap_or(&self.config.nodes[1])
+    }
+}
+
+/// One problem, where it is, and in which file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Diagnostic {
+    pub file: PathBuf,
+    pub position: Option<Position>,
+    pub message: String,
+}
+
+impl fmt::Display for Diagnostic {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.position {
+            Some(p) => write!(
+                f,
+                "{}:{}:{}: {}",
+                self.file.display(),
+                p.line,
+                p.column,
+                self.message
+            ),
+            None => write!(f, "{}: {}", self.file.display(), self.message),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config {path}: {source} (create it with `orch init --node NAME`, or pass --config PATH)")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{}", render(.0))]
+    Invalid(Vec<Diagnostic>),
+}
+
+fn render(diagnostics: &[Diagnostic]) -> String {
+    let mut out: Vec<String> = diagnostics.iter().map(ToString::to_string).collect();
+    let n = diagnostics.len();
+    out.push(format!(
+        "{n} problem{} found",
+        if n == 1 { "" } else { "s" }
+    ));
+    out.join("\n")
+}
+
+/// What the caller knows beyond the file.
+#[derive(Debug, Clone, Default)]
+pub struct LoadOptions {
+    /// `--node` / `ORCH_NODE`; otherwise the node whose key file matches its public key.
+    pub node: Option<String>,
+}
+
+/// Reads, parses and validates the config at `path`.
+pub fn load(path: &Path, options: &LoadOptions) -> Result<Loaded, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.to_owned(),
+        source,
+    })?;
+    parse(path, &text, options)
+}
+
+/// Parses and validates config text; `path` names it in messages and anchors relative paths.
+pub fn parse(path: &Path, text: &str, options: &LoadOptions) -> Result<Loaded, ConfigError> {
+    let raw: raw::RawConfig = match toml::from_str(text) {
+        Ok(raw) => raw,
+        Err(e) => {
+            let locator = Locator::new(text);
+            let position = e.span().map(|s| locator.position_of_offset(s.start));
+            return Err(ConfigError::Invalid(vec![Diagnostic {
+                file: path.to_owned(),
+                position,
+                message: e.message().trim_end().to_owned(),
+            }]));
+        }
+    };
+    validate::validate(path, text, raw, options).map_err(ConfigError::Invalid)
+}
+
+/// The folder relative paths in the config are resolved against.
+pub fn config_dir(path: &Path) -> PathBuf {
+    match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_owned(),
+        _ => PathBuf::from("."),
+    }
+}
+
+pub use validate::{check_secret_mode, read_private_key};
+
+/// Checks a `HOST:PORT` endpoint as the config would.
+pub fn validate_endpoint(text: &str) -> Result<Endpoint, String> {
+    validate::parse_endpoint(text, None)
+}

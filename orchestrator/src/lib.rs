@@ -1,0 +1,12 @@
+//! orch: two self-hosters back each other up. This crate holds the cluster logic (the
+//! config model, and the commands built on the agent's parts); `main.rs` only parses
+//! arguments and prints the outcome.
+
+pub mod api;
+pub mod cli;
+pub mod commands;
+pub mod config;
+pub mod daemon;
+pub mod logging;
+pub mod playbook;
+mod starter;

@@ -1,0 +1,5 @@
+//! Userspace WireGuard for orch: keys, and (built on them) the boringtun tunnel.
+
+pub mod keys;
+
+pub use keys::{KeyError, PrivateKey, PublicKey};
