@@ -28,11 +28,11 @@ const READ_TIMEOUT: Duration = Duration::from_secs(10);
 
 #[derive(Debug, thiserror::Error)]
 pub enum ControlError {
-    #[error("no agent answers at {path}: {source}")]
+    #[error("no agent answers at {path}")]
     Unreachable { path: PathBuf, source: io::Error },
     #[error("an agent is already running on {0} (stop it first, or use another state_dir)")]
     AlreadyRunning(PathBuf),
-    #[error("control socket {path}: {source}")]
+    #[error("control socket {path}")]
     Io { path: PathBuf, source: io::Error },
     #[error("the agent gave no answer within {0:?}")]
     Timeout(Duration),
@@ -110,7 +110,7 @@ pub async fn serve<H: Handler>(
                             () = stop.cancelled() => {}
                             result = serve_one(stream, handler.as_ref()) => {
                                 if let Err(error) = result {
-                                    tracing::debug!(%error, "Control connection ended with an error");
+                                    tracing::debug!(error = crate::error_chain(&error), "Control connection ended with an error");
                                 }
                             }
                         }

@@ -13,3 +13,16 @@ pub fn unix_millis(t: std::time::SystemTime) -> i64 {
         Err(e) => -i64::try_from(e.duration().as_millis()).unwrap_or(i64::MAX),
     }
 }
+
+/// An error with all its causes, `outer: inner: innermost`, for log fields (`tracing`
+/// shows only the outer message of a `%error`).
+pub fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = error.to_string();
+    let mut source = error.source();
+    while let Some(e) = source {
+        out.push_str(": ");
+        out.push_str(&e.to_string());
+        source = e.source();
+    }
+    out
+}

@@ -13,16 +13,16 @@ pub const DB_FILE: &str = "state.db";
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    #[error("state directory {path}: {source}")]
+    #[error("state directory {path}")]
     Dir {
         path: PathBuf,
         source: std::io::Error,
     },
     #[error("no state store at {0} (has `orch agent` run on this node with this state_dir?)")]
     Missing(PathBuf),
-    #[error("state store {path}: {source}")]
+    #[error("state store {path}")]
     Db { path: PathBuf, source: sqlx::Error },
-    #[error("state store {path}: migrating the schema: {source}")]
+    #[error("state store {path}: migrating the schema")]
     Migrate {
         path: PathBuf,
         source: sqlx::migrate::MigrateError,

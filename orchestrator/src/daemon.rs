@@ -95,7 +95,10 @@ async fn record(store: &Store, outcome: Outcome, summary: &str) {
         detail: None,
     };
     if let Err(error) = store.record(&event).await {
-        tracing::warn!(%error, "Could not record an event in the state store");
+        tracing::warn!(
+            error = agent::error_chain(&error),
+            "Could not record an event in the state store"
+        );
     }
 }
 

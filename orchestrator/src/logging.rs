@@ -1,5 +1,6 @@
 //! Logging setup: `tracing` to stderr, filtered by `--log-level`, else `RUST_LOG`.
 
+use std::io::IsTerminal as _;
 use tracing_subscriber::EnvFilter;
 
 pub fn init(flag: Option<&str>, default: &str) -> Result<(), String> {
@@ -10,6 +11,7 @@ pub fn init(flag: Option<&str>, default: &str) -> Result<(), String> {
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_target(false)
         .init();
     Ok(())

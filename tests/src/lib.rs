@@ -1,1 +1,68 @@
-//! placeholder
+//! The end-to-end harness for orch: runs the real `orch` binary, builds lab hosts out of
+//! network namespaces, and waits on conditions with deadlines instead of sleeping.
+
+// A panic here is a failed test, which is what a broken fixture should be.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+pub mod fixture;
+pub mod lab;
+pub mod orch;
+pub mod process;
+pub mod wait;
+
+pub use wait::eventually;
+
+/// True when running under CI (`CI=true`), where a missing prerequisite is a failure.
+pub fn in_ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "0" && v != "false")
+}
+
+/// Checks what a test needs from the machine (root, programs). When something is
+/// missing: under CI the test fails; elsewhere it is skipped, loudly: the reason goes to
+/// stderr and to `target/lab-skips.txt`, which `scripts/test` prints at the end.
+/// Returns false when the test must return without running.
+#[must_use]
+pub fn prerequisites(test: &str, root: bool, programs: &[&str]) -> bool {
+    let mut missing = Vec::new();
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    #[allow(unsafe_code)]
+    let euid = unsafe { libc::geteuid() };
+    if root && euid != 0 {
+        missing.push("root (network namespaces)".to_string());
+    }
+    for program in programs {
+        if which(program).is_none() {
+            missing.push(format!("`{program}` (see scripts/install-deps)"));
+        }
+    }
+    if missing.is_empty() {
+        return true;
+    }
+    let reason = format!("{test}: needs {}", missing.join(", "));
+    assert!(
+        !in_ci(),
+        "{reason}: CI must install it (.ci/run calls scripts/install-deps)"
+    );
+    eprintln!("SKIPPED {reason}");
+    let log = orch::target_dir().join("lab-skips.txt");
+    if let Ok(mut f) = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+    {
+        use std::io::Write as _;
+        let _ = writeln!(f, "{reason}");
+    }
+    false
+}
+
+/// The first `program` on PATH (plus the sbin folders, where `ip` lives).
+pub fn which(program: &str) -> Option<std::path::PathBuf> {
+    let path = std::env::var("PATH").unwrap_or_default();
+    let found = path
+        .split(':')
+        .chain(["/usr/sbin", "/sbin", "/usr/local/sbin"])
+        .map(|dir| std::path::Path::new(dir).join(program))
+        .find(|p| p.is_file());
+    found
+}

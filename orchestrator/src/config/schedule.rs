@@ -36,8 +36,17 @@ impl CronSchedule {
         // The `cron` crate counts weekdays 1 = Sunday .. 7 = Saturday; crontab counts
         // 0 = Sunday, 1 = Monday .. 7 = Sunday. Translate so "1" still means Monday.
         full[5] = crontab_weekdays(&full[5]).map_err(|e| format!("`{text}`: {e}"))?;
-        let schedule = cron::Schedule::from_str(&full.join(" "))
-            .map_err(|e| format!("`{text}` is not a cron schedule: {e}"))?;
+        let schedule = cron::Schedule::from_str(&full.join(" ")).map_err(|e| {
+            // The crate's message quotes the expanded expression with a caret; its last
+            // line is the reason, which is what the user needs.
+            let e = e.to_string();
+            let reason = e
+                .lines()
+                .rev()
+                .find(|l| !l.trim().is_empty())
+                .unwrap_or("invalid");
+            format!("`{text}` is not a cron schedule: {}", reason.trim())
+        })?;
         Ok(Self {
             text: text.to_owned(),
             schedule,

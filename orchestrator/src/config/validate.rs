@@ -43,7 +43,7 @@ impl Checker {
             }
             Ok(d) => d,
             Err(e) => {
-                self.err(path, format!("{}: {e}", path_leaf(path)));
+                self.err(path, e);
                 Duration::ZERO
             }
         }
@@ -76,14 +76,6 @@ impl Checker {
             );
         }
     }
-}
-
-fn path_leaf(path: &KeyPath) -> String {
-    path.to_string()
-        .rsplit('.')
-        .next()
-        .unwrap_or_default()
-        .to_owned()
 }
 
 /// Refuses a secret file that is missing or readable by group or others.

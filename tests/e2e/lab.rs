@@ -1,0 +1,158 @@
+//! The lab harness itself, and the agents running inside lab hosts.
+
+use orch_tests::fixture::Pair;
+use orch_tests::lab::{assert_lab_address, namespace_exists, Lab};
+use orch_tests::{eventually, orch, prerequisites};
+use std::time::Duration;
+
+fn ping(lab: &Lab, from: &orch_tests::lab::Host, to: &str) -> Result<(), String> {
+    let out = lab.run(from, &["ping", "-c", "1", "-W", "1", to]);
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+}
+
+#[test]
+fn lab_hosts_reach_each_other_through_the_switch() {
+    if !prerequisites(
+        "lab_hosts_reach_each_other_through_the_switch",
+        true,
+        &["ip", "ping"],
+    ) {
+        return;
+    }
+    let mut lab = Lab::new("smoke");
+    let alice = lab.host("alice", &["192.0.2.1/24", "2001:db8::1/64"]);
+    let bob = lab.host("bob", &["192.0.2.2/24", "2001:db8::2/64"]);
+    for (from, to) in [
+        (&alice, "192.0.2.2"),
+        (&bob, "192.0.2.1"),
+        (&alice, "2001:db8::2"),
+        (&bob, "2001:db8::1"),
+    ] {
+        eventually(
+            &format!("{} pings {to}", from.name),
+            Duration::from_secs(10),
+            || ping(&lab, from, to),
+        );
+    }
+    // A host outside the lab's ranges is unreachable: the namespaces have no other route.
+    assert!(ping(&lab, &alice, "203.0.113.9").is_err());
+}
+
+#[test]
+fn the_lab_is_removed_even_when_a_test_panics() {
+    if !prerequisites(
+        "the_lab_is_removed_even_when_a_test_panics",
+        true,
+        &["ip", "sleep"],
+    ) {
+        return;
+    }
+    let seen = std::sync::Mutex::new((Vec::new(), 0u32));
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        let mut lab = Lab::new("panics");
+        let host = lab.host("h", &["203.0.113.1/24"]);
+        let mut sleep = std::process::Command::new("sleep");
+        sleep.arg("600");
+        let i = lab.spawn(&host, "sleep", sleep);
+        let pid = lab.proc(i).pid();
+        *seen.lock().unwrap() = (lab.namespaces(), pid);
+        panic!("a failing test");
+    }));
+    assert!(result.is_err());
+    let (namespaces, pid) = seen.into_inner().unwrap();
+    assert_eq!(namespaces.len(), 2);
+    for ns in namespaces {
+        assert!(!namespace_exists(&ns), "{ns} left behind");
+    }
+    assert!(
+        pid != 0 && !std::path::Path::new(&format!("/proc/{pid}")).exists(),
+        "process {pid} left running"
+    );
+}
+
+#[test]
+fn the_lab_refuses_addresses_outside_the_documentation_ranges() {
+    for ok in [
+        "127.0.0.1",
+        "192.0.2.7/24",
+        "198.51.100.1",
+        "203.0.113.254/24",
+        "2001:db8::5/64",
+    ] {
+        assert_lab_address(ok);
+    }
+    // Built at run time so that no such literal sits in the test tree.
+    for bad in [
+        format!("{}.1.2.3/8", 10),
+        format!("{}.{}.0.1/16", 192, 168),
+        "8.8.8.8".to_string(),
+        "2001:4860::1".to_string(),
+    ] {
+        assert!(
+            std::panic::catch_unwind(|| assert_lab_address(&bad)).is_err(),
+            "{bad} accepted"
+        );
+    }
+}
+
+#[test]
+fn two_agents_run_in_lab_hosts() {
+    if !prerequisites("two_agents_run_in_lab_hosts", true, &["ip"]) {
+        return;
+    }
+    let mut lab = Lab::new("two-agents");
+    let pair = Pair::new(lab.dir(), "");
+    let hosts = [
+        lab.host("alice", &["192.0.2.1/24"]),
+        lab.host("bob", &["192.0.2.2/24"]),
+    ];
+    let mut agents = Vec::new();
+    for (host, dir) in hosts.iter().zip([&pair.alice, &pair.bob]) {
+        let mut cmd = std::process::Command::new(orch::bin());
+        cmd.arg("--config").arg(dir.join("orch.toml")).arg("agent");
+        agents.push(lab.spawn(host, &format!("agent-{}", host.name), cmd));
+    }
+    for (host, node, peer) in [(&hosts[0], "alice", "bob"), (&hosts[1], "bob", "alice")] {
+        let config = pair.config(node);
+        let status: serde_json::Value = eventually(
+            &format!("{node}'s agent answers"),
+            Duration::from_secs(20),
+            || {
+                let out = lab.run(
+                    host,
+                    &[
+                        orch::bin().to_str().unwrap(),
+                        "--config",
+                        config.to_str().unwrap(),
+                        "status",
+                        "--json",
+                    ],
+                );
+                if !out.status.success() {
+                    return Err(String::from_utf8_lossy(&out.stderr).into_owned());
+                }
+                serde_json::from_slice(&out.stdout).map_err(|e| e.to_string())
+            },
+        );
+        assert_eq!(status["node"], node);
+        assert!(status["sites"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|s| s["peer"] == peer));
+    }
+    for i in agents {
+        let status = lab
+            .proc(i)
+            .signal_and_wait(libc::SIGTERM, Duration::from_secs(5));
+        assert!(
+            status.is_some_and(|s| s.success()),
+            "{status:?}\n{}",
+            lab.log("agent-alice")
+        );
+    }
+}

@@ -1,0 +1,76 @@
+//! Ready-made two-node configurations: one folder per node holding the same
+//! `orch.toml`, that node's `private.key` and (by the relative `state_dir`) its state.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+pub struct Pair {
+    pub alice: PathBuf,
+    pub bob: PathBuf,
+    pub alice_key: tunnel::PrivateKey,
+    pub bob_key: tunnel::PrivateKey,
+}
+
+impl Pair {
+    /// Writes the pair under `root`, with `extra` TOML appended to the config.
+    pub fn new(root: &Path, extra: &str) -> Pair {
+        let alice_key = tunnel::PrivateKey::generate();
+        let bob_key = tunnel::PrivateKey::generate();
+        let text = format!(
+            r#"[cluster]
+name = "lab"
+network = "198.51.100.0/24"
+keepalive = "5s"
+
+[nodes.alice]
+public_key = "{}"
+tunnel_ip = "198.51.100.1"
+endpoint = "192.0.2.1:51820"
+state_dir = "state"
+
+[nodes.bob]
+public_key = "{}"
+tunnel_ip = "198.51.100.2"
+endpoint = "192.0.2.2:51820"
+state_dir = "state"
+
+[sites.alice-web]
+primary = "alice"
+standby = "bob"
+report = "30 4 * * *"
+
+[sites.bob-cloud]
+primary = "bob"
+standby = "alice"
+failover = "manual"
+{extra}"#,
+            alice_key.public_key(),
+            bob_key.public_key()
+        );
+        let pair = Pair {
+            alice: root.join("alice"),
+            bob: root.join("bob"),
+            alice_key,
+            bob_key,
+        };
+        for (dir, key) in [(&pair.alice, &pair.alice_key), (&pair.bob, &pair.bob_key)] {
+            std::fs::create_dir_all(dir).unwrap();
+            std::fs::write(dir.join("orch.toml"), &text).unwrap();
+            write_secret(&dir.join("private.key"), &key.to_base64());
+        }
+        pair
+    }
+
+    pub fn config(&self, node: &str) -> PathBuf {
+        match node {
+            "alice" => self.alice.join("orch.toml"),
+            _ => self.bob.join("orch.toml"),
+        }
+    }
+}
+
+/// Writes a file with mode 0600, as orch requires of secrets.
+pub fn write_secret(path: &Path, content: &str) {
+    std::fs::write(path, format!("{content}\n")).unwrap();
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).unwrap();
+}
