@@ -150,19 +150,17 @@ fn init(
         key
     } else {
         let key = tunnel::PrivateKey::generate();
-        let mut file = std::fs::OpenOptions::new()
+        std::fs::OpenOptions::new()
             .write(true)
             .create_new(true)
             .mode(0o600)
             .open(&key_file)
             .and_then(|mut f| {
                 f.write_all(format!("{}\n", key.to_base64()).as_bytes())?;
-                f.sync_all()?;
-                Ok(f)
+                f.sync_all()
             })
             .with_context(|| format!("writing {}", key_file.display()))
             .map_err(Exit::failed)?;
-        file.flush().map_err(|e| Exit::failed(anyhow!(e)))?;
         eprintln!("Wrote the private key {} (mode 0600).", key_file.display());
         key
     };

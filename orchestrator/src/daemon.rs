@@ -17,6 +17,9 @@ const GRACE: Duration = Duration::from_secs(4);
 pub const SOCKET: &str = "orch.sock";
 
 pub async fn run(loaded: Loaded) -> anyhow::Result<()> {
+    // Before anything can answer: whoever sees the agent up may signal it at once.
+    let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
     let loaded = Arc::new(loaded);
     let me = loaded.me();
     let store = Store::open(&me.state_dir)
@@ -54,8 +57,6 @@ pub async fn run(loaded: Loaded) -> anyhow::Result<()> {
     });
     tracing::info!(node = %loaded.me, cluster = %loaded.config.cluster.name, pid, "Agent running");
 
-    let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
-    let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
     let token = supervisor.token();
     let failed = tokio::select! {
         _ = term.recv() => { tracing::info!("SIGTERM received, stopping"); false }

@@ -1096,3 +1096,162 @@ fn hostname(name: &str) -> Result<(), String> {
         Err(format!("`{name}` is not a DNS name"))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    /// A valid two-node config plus `extra`, checked as node alice.
+    fn check(extra: &str) -> Result<Loaded, Vec<String>> {
+        let dir = tempfile::tempdir().unwrap();
+        let alice = tunnel::PrivateKey::generate();
+        let bob = tunnel::PrivateKey::generate();
+        let key = dir.path().join("private.key");
+        std::fs::write(&key, alice.to_base64()).unwrap();
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let secret = dir.path().join("secret");
+        std::fs::write(&secret, "x").unwrap();
+        std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let text = format!(
+            "[cluster]\nname = \"t\"\nnetwork = \"198.51.100.0/24\"\n\n\
+             [nodes.alice]\npublic_key = \"{}\"\ntunnel_ip = \"198.51.100.1\"\nendpoint = \"192.0.2.1:51820\"\n\n\
+             [nodes.bob]\npublic_key = \"{}\"\ntunnel_ip = \"198.51.100.2\"\n\n{extra}",
+            alice.public_key(),
+            bob.public_key()
+        );
+        let path = dir.path().join("orch.toml");
+        super::super::parse(&path, &text, &LoadOptions::default()).map_err(|e| match e {
+            ConfigError::Invalid(d) => d.into_iter().map(|d| d.message).collect(),
+            other => vec![other.to_string()],
+        })
+    }
+
+    fn problems(extra: &str) -> Vec<String> {
+        check(extra).err().unwrap_or_default()
+    }
+
+    #[test]
+    fn a_minimal_pair_is_valid_with_defaults() {
+        let loaded = check("").unwrap();
+        assert_eq!(loaded.me, "alice");
+        assert_eq!(loaded.peer().name, "bob");
+        let c = &loaded.config;
+        assert_eq!(
+            (c.cluster.listen_port, c.cluster.control_port),
+            (51820, 7440)
+        );
+        assert_eq!(c.cluster.keepalive, Duration::from_secs(15));
+        assert_eq!(loaded.me().interface, "orch0");
+        assert_eq!(loaded.me().state_dir, PathBuf::from("/var/lib/orch"));
+        assert_eq!(c.mail.transport, MailTransport::File);
+    }
+
+    #[test]
+    fn sync_paths_per_node_and_their_overlaps() {
+        let loaded = check(
+            "[sites.w]\nprimary = \"alice\"\nstandby = \"bob\"\n\
+             [[sites.w.sync]]\nname = \"a\"\npath = { alice = \"/srv/a\", bob = \"/backup/a\" }\nschedule = \"0 3 * * *\"\n",
+        )
+        .unwrap();
+        let job = &loaded.config.sites[0].sync[0];
+        assert_eq!(job.paths["bob"], PathBuf::from("/backup/a"));
+        assert_eq!(job.max_delete, MaxDelete::Percent(25.0));
+
+        let p = problems(
+            "[sites.w]\nprimary = \"alice\"\nstandby = \"bob\"\n\
+             [[sites.w.sync]]\nname = \"a\"\npath = \"/srv\"\nwatch = true\n\
+             [[sites.w.sync]]\nname = \"b\"\npath = { alice = \"/srv/b\", carol = \"/x\" }\nwatch = true\n\
+             [[sites.w.sync]]\nname = \"c\"\npath = \"relative\"\n",
+        );
+        let all = p.join("\n");
+        assert!(all.contains("/srv/b overlaps the sync path /srv"), "{all}");
+        assert!(all.contains("no node `carol`"), "{all}");
+        assert!(all.contains("no path for node bob"), "{all}");
+        assert!(all.contains("`relative` is not an absolute path"), "{all}");
+        assert!(all.contains("give a schedule"), "{all}");
+    }
+
+    #[test]
+    fn database_urls_keep_passwords_out() {
+        let site = "[sites.w]\nprimary = \"alice\"\nstandby = \"bob\"\n[[sites.w.database]]\nname = \"d\"\nkind = \"postgres\"\n";
+        let loaded = check(&format!("{site}url = \"postgres://orch@{{node}}/app\"\n")).unwrap();
+        let db = &loaded.config.sites[0].databases[0];
+        assert_eq!(
+            db.url_for("198.51.100.2".parse().unwrap()),
+            "postgres://orch@198.51.100.2/app"
+        );
+        assert_eq!(
+            db.url_for("2001:db8::2".parse().unwrap()),
+            "postgres://orch@[2001:db8::2]/app"
+        );
+        let p = problems(&format!("{site}url = \"postgres://orch:hunter2@{{node}}/app\"\nheartbeat_table = \"x; DROP TABLE y\"\n"));
+        assert!(p.iter().any(|m| m.contains("holds a password")), "{p:?}");
+        assert!(
+            p.iter().any(|m| m.contains("not a plain SQL table name")),
+            "{p:?}"
+        );
+        assert!(
+            !p.join("").contains("hunter2"),
+            "a secret must not be echoed: {p:?}"
+        );
+        let p = problems(&format!("{site}url = \"mysql://orch@{{node}}/app\"\n"));
+        assert!(p.iter().any(|m| m.contains("does not match kind")), "{p:?}");
+    }
+
+    #[test]
+    fn dns_keys_depend_on_the_kind() {
+        let p = problems("[dns.d]\nkind = \"rfc2136\"\nserver = \"192.0.2.53\"\nzone = \"example.org\"\ntoken_file = \"secret\"\n");
+        assert!(
+            p.iter()
+                .any(|m| m.contains("`token_file` does not apply to kind = \"rfc2136\"")),
+            "{p:?}"
+        );
+        assert!(p.iter().any(|m| m.contains("needs `tsig_name`")), "{p:?}");
+        assert!(
+            p.iter().any(|m| m.contains("needs `tsig_secret_file`")),
+            "{p:?}"
+        );
+        let loaded = check(
+            "[dns.d]\nkind = \"rfc2136\"\nserver = \"192.0.2.53\"\nzone = \"example.org.\"\ntsig_name = \"k\"\ntsig_secret_file = \"secret\"\n\
+             [sites.w]\nprimary = \"alice\"\nstandby = \"bob\"\ndns = \"d\"\nrecords = [\"www.example.org\"]\n",
+        )
+        .unwrap();
+        assert_eq!(loaded.config.dns["d"].zone.as_deref(), Some("example.org"));
+        let p = problems(
+            "[dns.d]\nkind = \"duckdns\"\ntoken_file = \"missing\"\n\
+             [sites.w]\nprimary = \"alice\"\nstandby = \"bob\"\ndns = \"d\"\nrecords = [\"www.example.net\"]\n",
+        );
+        assert!(
+            p.iter().any(|m| m.contains("missing: No such file")),
+            "{p:?}"
+        );
+    }
+
+    #[test]
+    fn endpoints() {
+        assert_eq!(
+            parse_endpoint("[2001:db8::1]:51820", None).unwrap().host,
+            "2001:db8::1"
+        );
+        assert_eq!(
+            parse_endpoint("ns1.example.net", Some(53)).unwrap().port,
+            53
+        );
+        assert!(parse_endpoint("2001:db8::1:51820", None).is_err());
+        assert!(parse_endpoint("host:0", None).is_err());
+        assert!(parse_endpoint("host", None).is_err());
+        assert!(parse_endpoint("bad host:1", None).is_err());
+    }
+
+    #[test]
+    fn network_and_addresses() {
+        let p = problems("").len();
+        assert_eq!(p, 0);
+        let text_problem = |extra: &str| problems(extra).join("\n");
+        // A third node, and a duplicate of alice's address.
+        let all = text_problem("[nodes.carol]\npublic_key = \"AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=\"\ntunnel_ip = \"198.51.100.1\"\n");
+        assert!(all.contains("exactly two nodes, this file has 3"), "{all}");
+        assert!(all.contains("is also node alice's tunnel_ip"), "{all}");
+    }
+}
