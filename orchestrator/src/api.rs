@@ -20,7 +20,33 @@ pub struct StatusReport {
     pub node: String,
     pub cluster: String,
     pub agent: AgentInfo,
+    pub tunnel: TunnelStatus,
     pub sites: Vec<SiteStatus>,
+}
+
+/// The WireGuard tunnel to the peer.
+#[derive(Debug, Serialize, Deserialize, PartialEq)]
+pub struct TunnelStatus {
+    pub interface: String,
+    /// This node's tunnel address.
+    pub address: String,
+    pub listen_port: u16,
+    pub peer: String,
+    pub peer_address: String,
+    /// Where the peer's packets come from now (`null` until known).
+    pub endpoint: Option<String>,
+    /// True when a handshake completed less than 180 s ago and the peer is not silent.
+    pub up: bool,
+    /// Nothing authenticated from the peer for 2 x keepalive: re-resolving and re-handshaking.
+    pub suspect: bool,
+    pub last_handshake_secs: Option<u64>,
+    pub last_received_secs: Option<u64>,
+    pub rx_bytes: u64,
+    pub tx_bytes: u64,
+    pub handshakes: u64,
+    pub roams: u64,
+    /// Datagrams that failed authentication, and packets refused by cryptokey routing.
+    pub rejected: u64,
 }
 
 #[derive(Debug, Serialize, Deserialize, PartialEq)]

@@ -232,6 +232,31 @@ fn status(loaded: &Loaded, json: bool) -> Result {
         a.orch_version,
         humantime::format_duration(Duration::from_secs(a.uptime_secs))
     );
+    let t = &report.tunnel;
+    let ago = |s: Option<u64>| {
+        s.map_or("never".to_string(), |s| {
+            format!("{} ago", humantime::format_duration(Duration::from_secs(s)))
+        })
+    };
+    println!(
+        "tunnel {} {} → {} {} at {}: {}; last handshake {}, last received {}; rx {} B, tx {} B",
+        t.interface,
+        t.address,
+        t.peer,
+        t.peer_address,
+        t.endpoint.as_deref().unwrap_or("(endpoint unknown)"),
+        if t.up {
+            "up"
+        } else if t.suspect {
+            "DOWN (suspect: re-resolving, re-handshaking)"
+        } else {
+            "connecting"
+        },
+        ago(t.last_handshake_secs),
+        ago(t.last_received_secs),
+        t.rx_bytes,
+        t.tx_bytes
+    );
     if report.sites.is_empty() {
         println!("\nno sites configured");
         return Ok(());

@@ -1,7 +1,7 @@
 //! `orch agent`: builds the agent's parts from the config, runs them under the
 //! supervisor, and stops them all on SIGTERM or SIGINT.
 
-use crate::api::{AgentInfo, Request, Role, SiteStatus, StatusReport, STATUS_SCHEMA};
+use crate::api::{AgentInfo, Request, Role, SiteStatus, StatusReport, TunnelStatus, STATUS_SCHEMA};
 use crate::config::Loaded;
 use agent::control;
 use agent::state::{NewEvent, Outcome, Store};
@@ -11,6 +11,8 @@ use anyhow::Context as _;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 use tokio::signal::unix::{signal, SignalKind};
+use tokio::sync::watch;
+use tunnel::link::LinkStats;
 
 /// Everything must have stopped this long after a signal (systemd waits 90 s; users less).
 const GRACE: Duration = Duration::from_secs(4);
@@ -33,6 +35,14 @@ pub async fn run(loaded: Loaded) -> anyhow::Result<()> {
 
     let socket = me.state_dir.join(SOCKET);
     let listener = control::bind(&socket)?;
+    let (tunnel, tunnel_stats) =
+        match tunnel_config(&loaded).and_then(|c| Ok(tunnel::device::open(c)?)) {
+            Ok(t) => t,
+            Err(e) => {
+                let _ = std::fs::remove_file(&socket);
+                return Err(e.context("starting the tunnel"));
+            }
+        };
     let pid = std::process::id();
     record(
         &store,
@@ -50,6 +60,10 @@ pub async fn run(loaded: Loaded) -> anyhow::Result<()> {
         store: store.clone(),
         started: SystemTime::now(),
         started_instant: Instant::now(),
+        tunnel: tunnel_stats,
+    });
+    supervisor.spawn("tunnel", move |stop| async move {
+        tunnel.run(stop).await.map_err(|e| format!("tunnel: {e}"))
     });
     supervisor.spawn("control", move |stop| async move {
         control::serve(listener, socket, api, stop).await;
@@ -103,12 +117,33 @@ async fn record(store: &Store, outcome: Outcome, summary: &str) {
     }
 }
 
+/// The tunnel as the config describes it.
+fn tunnel_config(loaded: &Loaded) -> anyhow::Result<tunnel::device::TunnelConfig> {
+    let (me, peer) = (loaded.me(), loaded.peer());
+    let private_key =
+        crate::config::read_private_key(&me.private_key_file).map_err(|e| anyhow::anyhow!(e))?;
+    Ok(tunnel::device::TunnelConfig {
+        link: tunnel::link::LinkConfig {
+            private_key,
+            peer_public_key: peer.public_key,
+            peer_tunnel_ip: peer.tunnel_ip,
+            keepalive: loaded.config.cluster.keepalive,
+            peer_endpoint: peer.endpoint.as_ref().map(|e| (e.host.clone(), e.port)),
+        },
+        interface: me.interface.clone(),
+        address: me.tunnel_ip,
+        prefix: loaded.config.cluster.network.prefix_len(),
+        listen_port: me.listen_port,
+    })
+}
+
 /// Answers the control socket.
 struct Api {
     loaded: Arc<Loaded>,
     store: Store,
     started: SystemTime,
     started_instant: Instant,
+    tunnel: watch::Receiver<LinkStats>,
 }
 
 impl control::Handler for Api {
@@ -158,7 +193,34 @@ impl Api {
                 uptime_secs: self.started_instant.elapsed().as_secs(),
                 state_dir: self.loaded.me().state_dir.display().to_string(),
             },
+            tunnel: self.tunnel_status(),
             sites,
         })
+    }
+
+    fn tunnel_status(&self) -> TunnelStatus {
+        let stats = self.tunnel.borrow().clone();
+        let (me, peer) = (self.loaded.me(), self.loaded.peer());
+        let secs = |d: Option<Duration>| d.map(|d| d.as_secs());
+        TunnelStatus {
+            interface: me.interface.clone(),
+            address: me.tunnel_ip.to_string(),
+            listen_port: me.listen_port,
+            peer: peer.name.clone(),
+            peer_address: peer.tunnel_ip.to_string(),
+            endpoint: stats.endpoint.map(|e| e.to_string()),
+            up: stats
+                .since_handshake
+                .is_some_and(|d| d < Duration::from_secs(180))
+                && !stats.suspect,
+            suspect: stats.suspect,
+            last_handshake_secs: secs(stats.since_handshake),
+            last_received_secs: secs(stats.since_authenticated_rx),
+            rx_bytes: stats.rx_bytes,
+            tx_bytes: stats.tx_bytes,
+            handshakes: stats.handshakes,
+            roams: stats.roams,
+            rejected: stats.rejected,
+        }
     }
 }

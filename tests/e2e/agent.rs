@@ -1,21 +1,33 @@
-//! `orch agent`, `orch status`, `orch history`: the daemon and its control socket.
+//! `orch agent`, `orch status`, `orch history`: the daemon and its control socket. The
+//! agent owns a TUN device and a UDP port, so each test runs it in its own lab host.
 
 use orch_tests::fixture::Pair;
-use orch_tests::process::Proc;
-use orch_tests::{eventually, orch};
+use orch_tests::lab::{Host, Lab};
+use orch_tests::{eventually, orch, prerequisites};
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-fn start_agent(config: &Path, log: &Path) -> Proc {
-    Proc::spawn(
-        "agent",
-        &mut orch::command(&["--config", config.to_str().unwrap(), "agent"]),
-        log,
-    )
+/// A lab with host `node` (192.0.2.1 alice, 192.0.2.2 bob) and a config pair in it.
+fn lab_for(test: &str, node: &str) -> (Lab, Pair, Host) {
+    let mut lab = Lab::new(test);
+    let pair = Pair::new(lab.dir(), "");
+    let addr = if node == "alice" {
+        "192.0.2.1/24"
+    } else {
+        "192.0.2.2/24"
+    };
+    let host = lab.host(node, &[addr]);
+    (lab, pair, host)
 }
 
-fn status_json(config: &Path) -> Result<serde_json::Value, String> {
+fn start_agent(lab: &mut Lab, host: &Host, config: &Path) -> usize {
+    let mut cmd = std::process::Command::new(orch::bin());
+    cmd.arg("--config").arg(config).arg("agent");
+    lab.spawn(host, "agent", cmd)
+}
+
+pub fn status_json(config: &Path) -> Result<serde_json::Value, String> {
     let out = orch::run(&["--config", config.to_str().unwrap(), "status", "--json"]);
     let (stdout, stderr) = orch::text(&out);
     if orch::code(&out) != 0 {
@@ -26,11 +38,16 @@ fn status_json(config: &Path) -> Result<serde_json::Value, String> {
 
 #[test]
 fn agent_serves_status_and_stops_cleanly_on_sigterm() {
-    let tmp = tempfile::tempdir().unwrap();
-    let pair = Pair::new(tmp.path(), "");
+    if !prerequisites(
+        "agent_serves_status_and_stops_cleanly_on_sigterm",
+        true,
+        &["ip"],
+    ) {
+        return;
+    }
+    let (mut lab, pair, host) = lab_for("agent-status", "alice");
     let config = pair.config("alice");
-    let log = tmp.path().join("agent.log");
-    let mut agent = start_agent(&config, &log);
+    let agent = start_agent(&mut lab, &host, &config);
 
     let status = eventually("the agent answers", Duration::from_secs(20), || {
         status_json(&config)
@@ -38,7 +55,11 @@ fn agent_serves_status_and_stops_cleanly_on_sigterm() {
     assert_eq!(status["schema"], 1);
     assert_eq!(status["node"], "alice", "the node is found by its key");
     assert_eq!(status["cluster"], "lab");
-    assert_eq!(status["agent"]["pid"], agent.pid());
+    assert_eq!(status["agent"]["pid"], lab.proc(agent).pid());
+    assert_eq!(status["tunnel"]["interface"], "orch0");
+    assert_eq!(status["tunnel"]["address"], "198.51.100.1");
+    assert_eq!(status["tunnel"]["peer"], "bob");
+    assert_eq!(status["tunnel"]["up"], false, "bob is not running");
     let sites: Vec<(String, String, i64)> = status["sites"]
         .as_array()
         .unwrap()
@@ -79,27 +100,35 @@ fn agent_serves_status_and_stops_cleanly_on_sigterm() {
         human.contains("node alice (cluster lab)") && human.contains("bob-cloud  standby  bob"),
         "{human}"
     );
-
-    // A second agent on the same state directory refuses to start.
-    let out = orch::run(&["--config", config.to_str().unwrap(), "agent"]);
-    assert_eq!(orch::code(&out), 1);
     assert!(
-        orch::text(&out).1.contains("already running"),
-        "{}",
-        orch::text(&out).1
+        human.contains("tunnel orch0 198.51.100.1 → bob 198.51.100.2"),
+        "{human}"
     );
 
+    // A second agent on the same state directory refuses to start.
+    let second = lab.run(
+        &host,
+        &[
+            orch::bin().to_str().unwrap(),
+            "--config",
+            config.to_str().unwrap(),
+            "agent",
+        ],
+    );
+    assert_eq!(second.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&second.stderr).contains("already running"));
+
     let asked = Instant::now();
-    let exit = agent.signal_and_wait(libc::SIGTERM, Duration::from_secs(5));
-    let exit = exit.unwrap_or_else(|| {
-        panic!(
-            "still running 5 s after SIGTERM:\n{}",
-            std::fs::read_to_string(&log).unwrap()
-        )
-    });
-    assert!(exit.success(), "exit {exit:?}");
+    let exit = lab
+        .proc(agent)
+        .signal_and_wait(libc::SIGTERM, Duration::from_secs(5));
+    let exit =
+        exit.unwrap_or_else(|| panic!("still running 5 s after SIGTERM:\n{}", lab.log("agent")));
+    assert!(exit.success(), "exit {exit:?}\n{}", lab.log("agent"));
     assert!(asked.elapsed() < Duration::from_secs(5));
     assert!(!socket.exists(), "the socket is removed on exit");
+    let links = lab.run(&host, &["ip", "link", "show", "orch0"]);
+    assert!(!links.status.success(), "the TUN device is removed on exit");
 
     let out = orch::run(&["--config", config.to_str().unwrap(), "status"]);
     assert_eq!(orch::code(&out), 3);
@@ -120,14 +149,17 @@ fn agent_serves_status_and_stops_cleanly_on_sigterm() {
 
 #[test]
 fn sigint_stops_the_agent_too() {
-    let tmp = tempfile::tempdir().unwrap();
-    let pair = Pair::new(tmp.path(), "");
+    if !prerequisites("sigint_stops_the_agent_too", true, &["ip"]) {
+        return;
+    }
+    let (mut lab, pair, host) = lab_for("agent-sigint", "bob");
     let config = pair.config("bob");
-    let mut agent = start_agent(&config, &tmp.path().join("agent.log"));
+    let agent = start_agent(&mut lab, &host, &config);
     eventually("the agent answers", Duration::from_secs(20), || {
         status_json(&config)
     });
-    let exit = agent
+    let exit = lab
+        .proc(agent)
         .signal_and_wait(libc::SIGINT, Duration::from_secs(5))
         .expect("stopped within 5 s");
     assert!(exit.success(), "exit {exit:?}");

@@ -1,5 +1,6 @@
 //! Userspace WireGuard for orch: keys, and (built on them) the boringtun tunnel.
 
+pub mod device;
 pub mod keys;
 pub mod link;
 

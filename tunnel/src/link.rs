@@ -29,8 +29,9 @@ pub const MAX_PACKET: usize = 65_535;
 const TICK: Duration = Duration::from_millis(250);
 /// How often the endpoint name is re-resolved while the link is suspect.
 pub const RESOLVE_EVERY: Duration = Duration::from_secs(15);
-/// Re-initiation backoff while suspect: from the first to the last value, doubling.
-const REINIT_FIRST: Duration = Duration::from_secs(2);
+/// Re-initiation backoff while suspect or never connected: from the first to the last
+/// value, doubling. (`Tunn` alone retries every 5 s, and not at all after 90 s.)
+const REINIT_FIRST: Duration = Duration::from_secs(1);
 const REINIT_MAX: Duration = Duration::from_secs(10);
 
 /// What the link is configured with.
@@ -277,12 +278,15 @@ impl Link {
                 _ => {}
             }
         }
-        if !self.is_suspect(now) {
-            return;
-        }
-        if self.config.peer_endpoint.is_some() && now >= self.next_resolve {
+        let suspect = self.is_suspect(now);
+        if suspect && self.config.peer_endpoint.is_some() && now >= self.next_resolve {
             self.next_resolve = now + RESOLVE_EVERY;
             self.resolve_requested = true;
+        }
+        // Never connected yet (the peer may have started after our first initiation
+        // was lost), or silent: keep initiating, with backoff.
+        if !suspect && self.last_authenticated.is_some() {
+            return;
         }
         match self.next_reinit {
             None => self.next_reinit = Some(now + self.reinit_backoff),

@@ -314,3 +314,30 @@ fn a_silent_peer_gets_initiations_with_backoff_forever() {
         Some(ipv4(A_TUN, B_TUN, b"back").as_slice())
     );
 }
+
+#[test]
+fn a_lost_first_initiation_is_retried_after_one_second() {
+    let mut p = pair(None);
+    // The peer was not up yet: A's first initiation is lost.
+    let first = p.a.poll_transmit().expect("an initiation at start");
+    assert_eq!(first.payload[0], HANDSHAKE_INIT);
+    let start = p.now;
+    let mut retried_at = None;
+    for ms in (0..=3_000).step_by(250) {
+        p.now = start + Duration::from_millis(ms);
+        p.a.handle_timeout(p.now);
+        if let Some(t) = p.a.poll_transmit() {
+            assert_eq!(t.payload[0], HANDSHAKE_INIT);
+            retried_at = Some(ms);
+            p.a.transmits.push_front(t); // this one reaches B
+            break;
+        }
+    }
+    assert!(
+        retried_at.is_some_and(|ms| ms <= 1_250),
+        "retried at {retried_at:?} ms"
+    );
+    p.pump();
+    p.send_from_a(&ipv4(A_TUN, B_TUN, b"hello"));
+    assert_eq!(p.b_tun.len(), 1);
+}

@@ -1,0 +1,207 @@
+//! The tunnel's I/O shell: a TUN device, a UDP socket and one [`Link`], driven by one
+//! tokio task. All decisions are the link's; this file only moves bytes and time.
+
+use crate::link::{Link, LinkConfig, LinkStats, MAX_PACKET, OVERHEAD};
+use socket2::{Domain, Protocol, Socket, Type};
+use std::io;
+use std::net::{IpAddr, Ipv6Addr, SocketAddr};
+use std::time::Duration;
+use tokio::net::UdpSocket;
+use tokio::sync::{mpsc, watch};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+/// MTU of the tunnel interface: 1500 minus the IPv6, UDP and WireGuard headers.
+pub const MTU: u16 = 1420;
+/// A name lookup that takes longer than this is abandoned (and retried 15 s later).
+const RESOLVE_TIMEOUT: Duration = Duration::from_secs(5);
+
+#[derive(Clone)]
+pub struct TunnelConfig {
+    pub link: LinkConfig,
+    /// TUN device name, e.g. `orch0`.
+    pub interface: String,
+    /// This node's tunnel address and the overlay's prefix length.
+    pub address: IpAddr,
+    pub prefix: u8,
+    pub listen_port: u16,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum TunnelError {
+    #[error("creating TUN device {name} (needs root or CAP_NET_ADMIN, and /dev/net/tun)")]
+    Tun { name: String, source: io::Error },
+    #[error("binding UDP port {port} (is another WireGuard or orch using it?)")]
+    Udp { port: u16, source: io::Error },
+}
+
+/// Creates the device and socket; returns the handle to run, and the stats it publishes.
+pub fn open(config: TunnelConfig) -> Result<(Tunnel, watch::Receiver<LinkStats>), TunnelError> {
+    let tun = tun_device(&config).map_err(|source| TunnelError::Tun {
+        name: config.interface.clone(),
+        source,
+    })?;
+    let udp = udp_socket(config.listen_port).map_err(|source| TunnelError::Udp {
+        port: config.listen_port,
+        source,
+    })?;
+    let (stats_tx, stats_rx) = watch::channel(LinkStats::default());
+    Ok((
+        Tunnel {
+            config,
+            tun,
+            udp,
+            stats: stats_tx,
+        },
+        stats_rx,
+    ))
+}
+
+fn tun_device(config: &TunnelConfig) -> io::Result<tun_rs::AsyncDevice> {
+    let builder = tun_rs::DeviceBuilder::new()
+        .name(config.interface.clone())
+        .mtu(MTU);
+    let builder = match config.address {
+        IpAddr::V4(a) => builder.ipv4(a, config.prefix, None),
+        IpAddr::V6(a) => builder.ipv6(a, config.prefix),
+    };
+    builder.build_async()
+}
+
+/// One socket for both families where the host has IPv6; IPv4 alone otherwise.
+fn udp_socket(port: u16) -> io::Result<UdpSocket> {
+    let socket = match Socket::new(Domain::IPV6, Type::DGRAM, Some(Protocol::UDP)) {
+        Ok(s) => {
+            s.set_only_v6(false)?;
+            s.bind(&SocketAddr::from((Ipv6Addr::UNSPECIFIED, port)).into())?;
+            s
+        }
+        Err(_) => {
+            let s = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP))?;
+            s.bind(&SocketAddr::from(([0, 0, 0, 0], port)).into())?;
+            s
+        }
+    };
+    // Room for bursts at line rate; the kernel caps these at its own maximum.
+    let _ = socket.set_recv_buffer_size(4 << 20);
+    let _ = socket.set_send_buffer_size(4 << 20);
+    socket.set_nonblocking(true)?;
+    UdpSocket::from_std(socket.into())
+}
+
+/// IPv4 peers arrive on the dual-stack socket as `::ffff:a.b.c.d`; the link sees `a.b.c.d`.
+fn canonical(addr: SocketAddr) -> SocketAddr {
+    SocketAddr::new(addr.ip().to_canonical(), addr.port())
+}
+
+pub struct Tunnel {
+    config: TunnelConfig,
+    tun: tun_rs::AsyncDevice,
+    udp: UdpSocket,
+    stats: watch::Sender<LinkStats>,
+}
+
+impl Tunnel {
+    /// Runs until `stop` fires; the TUN device is removed when this returns.
+    pub async fn run(self, stop: CancellationToken) -> io::Result<()> {
+        let Tunnel {
+            config,
+            tun,
+            udp,
+            stats,
+        } = self;
+        let v6_socket = udp.local_addr()?.is_ipv6();
+        let target = |to: SocketAddr| match (to.ip(), v6_socket) {
+            (IpAddr::V4(a), true) => SocketAddr::new(IpAddr::V6(a.to_ipv6_mapped()), to.port()),
+            _ => to,
+        };
+        let index = rand_index();
+        let mut link = Link::new(config.link.clone(), Instant::now().into_std(), index);
+        let (resolved_tx, mut resolved_rx) = mpsc::channel::<Vec<IpAddr>>(4);
+        let mut tun_buf = vec![0u8; MAX_PACKET];
+        let mut udp_buf = vec![0u8; MAX_PACKET];
+        let mut out = vec![0u8; MAX_PACKET + OVERHEAD];
+        let mut next_stats = Instant::now();
+        tracing::info!(interface = %config.interface, address = %config.address, port = config.listen_port, "Tunnel up");
+
+        loop {
+            let wake = Instant::from_std(link.poll_timeout()).min(next_stats);
+            tokio::select! {
+                () = stop.cancelled() => break,
+                read = tun.recv(&mut tun_buf) => {
+                    let n = read?;
+                    if let Some((to, datagram)) = link.handle_tun_packet(&tun_buf[..n], &mut out) {
+                        send(&udp, target(to), datagram).await;
+                    }
+                }
+                received = udp.recv_from(&mut udp_buf) => {
+                    match received {
+                        Ok((n, from)) => {
+                            let now = Instant::now().into_std();
+                            if let Some(packet) = link.handle_datagram(now, canonical(from), &udp_buf[..n], &mut out) {
+                                if let Err(error) = tun.send(packet).await {
+                                    tracing::debug!(%error, "Writing to the TUN device failed");
+                                }
+                            }
+                        }
+                        // ICMP errors (port unreachable while the peer is down) surface here.
+                        Err(error) => tracing::trace!(%error, "UDP receive error"),
+                    }
+                }
+                Some(addrs) = resolved_rx.recv() => link.handle_resolved(&addrs),
+                () = tokio::time::sleep_until(wake) => {
+                    let now = Instant::now();
+                    link.handle_timeout(now.into_std());
+                    if now >= next_stats {
+                        next_stats = now + Duration::from_millis(500);
+                        stats.send_replace(link.stats(now.into_std()));
+                    }
+                }
+            }
+            while let Some(t) = link.poll_transmit() {
+                send(&udp, target(t.to), &t.payload).await;
+            }
+            if let Some((host, port)) = link.poll_resolve() {
+                spawn_resolve(host, port, resolved_tx.clone(), stop.clone());
+            }
+        }
+        tracing::info!(interface = %config.interface, "Tunnel down");
+        Ok(())
+    }
+}
+
+async fn send(udp: &UdpSocket, to: SocketAddr, datagram: &[u8]) {
+    if let Err(error) = udp.send_to(datagram, to).await {
+        // Unreachable networks while an address changes are expected; the link retries.
+        tracing::trace!(%error, %to, "UDP send failed");
+    }
+}
+
+fn spawn_resolve(host: String, port: u16, tx: mpsc::Sender<Vec<IpAddr>>, stop: CancellationToken) {
+    tokio::spawn(async move {
+        let lookup = tokio::time::timeout(
+            RESOLVE_TIMEOUT,
+            tokio::net::lookup_host((host.as_str(), port)),
+        );
+        let result = tokio::select! {
+            () = stop.cancelled() => return,
+            r = lookup => r,
+        };
+        match result {
+            Ok(Ok(addrs)) => {
+                let addrs: Vec<IpAddr> = addrs.map(|a| a.ip()).collect();
+                tracing::debug!(%host, ?addrs, "Resolved the peer's endpoint");
+                let _ = tx.try_send(addrs);
+            }
+            Ok(Err(error)) => tracing::warn!(%host, %error, "Cannot resolve the peer's endpoint"),
+            Err(_) => tracing::warn!(%host, "Resolving the peer's endpoint timed out"),
+        }
+    });
+}
+
+/// A random session index for `Tunn` (24 bits are used).
+fn rand_index() -> u32 {
+    let mut b = [0u8; 4];
+    rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut b);
+    u32::from_le_bytes(b)
+}
