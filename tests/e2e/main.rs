@@ -6,3 +6,4 @@
 mod agent;
 mod config;
 mod lab;
+mod tunnel;

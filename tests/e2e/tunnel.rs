@@ -1,0 +1,137 @@
+//! The tunnel against independent implementations and hostile networks.
+
+use orch_tests::fixture::{write_secret, Pair};
+use orch_tests::lab::{Host, Lab};
+use orch_tests::{eventually, orch, prerequisites};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+fn ping(lab: &Lab, from: &Host, to: &str) -> Result<(), String> {
+    let out = lab.run(from, &["ping", "-c", "1", "-W", "1", to]);
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+}
+
+fn must(lab: &Lab, host: &Host, argv: &[&str]) {
+    let out = lab.run(host, argv);
+    assert!(
+        out.status.success(),
+        "{argv:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A wireguard-go interface name unique on this machine: their control sockets share
+/// one folder across namespaces.
+fn wg_name() -> String {
+    static N: AtomicU32 = AtomicU32::new(0);
+    format!(
+        "wgref{}x{}",
+        std::process::id() % 100_000,
+        N.fetch_add(1, Ordering::SeqCst)
+    )
+}
+
+/// Starts wireguard-go in `host` as node bob of `pair`, peered with alice at 192.0.2.1.
+fn start_wireguard_go(lab: &mut Lab, host: &Host, pair: &Pair) -> String {
+    let name = wg_name();
+    let mut cmd = std::process::Command::new("wireguard-go");
+    cmd.args(["-f", &name])
+        .env("WG_I_PREFER_BUGGY_USERSPACE_TO_POLISHED_KMOD", "1")
+        .env("WG_PROCESS_FOREGROUND", "1");
+    lab.spawn(host, "wireguard-go", cmd);
+    eventually(
+        "wireguard-go creates its interface",
+        Duration::from_secs(10),
+        || {
+            let out = lab.run(host, &["wg", "show", &name]);
+            if out.status.success() {
+                Ok(())
+            } else {
+                Err(String::from_utf8_lossy(&out.stderr).into_owned())
+            }
+        },
+    );
+    let key = lab.dir().join("bob-wg.key");
+    write_secret(&key, &pair.bob_key.to_base64());
+    let alice = pair.alice_key.public_key().to_string();
+    must(
+        lab,
+        host,
+        &[
+            "wg",
+            "set",
+            &name,
+            "listen-port",
+            "51820",
+            "private-key",
+            key.to_str().unwrap(),
+            "peer",
+            &alice,
+            "endpoint",
+            "192.0.2.1:51820",
+            "allowed-ips",
+            "198.51.100.1/32",
+            "persistent-keepalive",
+            "5",
+        ],
+    );
+    must(
+        lab,
+        host,
+        &["ip", "addr", "add", "198.51.100.2/24", "dev", &name],
+    );
+    must(lab, host, &["ip", "link", "set", &name, "up"]);
+    name
+}
+
+#[test]
+fn orch_and_wireguard_go_carry_traffic_both_ways() {
+    if !prerequisites(
+        "orch_and_wireguard_go_carry_traffic_both_ways",
+        true,
+        &["ip", "ping", "wg", "wireguard-go"],
+    ) {
+        return;
+    }
+    let mut lab = Lab::new("wg-interop");
+    let pair = Pair::new(lab.dir(), "");
+    let alice = lab.host("alice", &["192.0.2.1/24"]);
+    let bob = lab.host("bob", &["192.0.2.2/24"]);
+    // The responder first, as a real deployment would have it running already.
+    let wg = start_wireguard_go(&mut lab, &bob, &pair);
+    let mut cmd = std::process::Command::new(orch::bin());
+    cmd.arg("--config").arg(pair.config("alice")).arg("agent");
+    lab.spawn(&alice, "agent-alice", cmd);
+
+    eventually("orch pings wireguard-go", Duration::from_secs(15), || {
+        ping(&lab, &alice, "198.51.100.2")
+    });
+    eventually("wireguard-go pings orch", Duration::from_secs(5), || {
+        ping(&lab, &bob, "198.51.100.1")
+    });
+    let out = lab.run(&bob, &["wg", "show", &wg, "latest-handshakes"]);
+    let handshake: u64 = String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .nth(1)
+        .and_then(|t| t.parse().ok())
+        .unwrap_or(0);
+    assert!(handshake > 0, "wireguard-go records a handshake with orch");
+    let status = eventually("orch reports the tunnel up", Duration::from_secs(5), || {
+        let s = crate::agent::status_json(&pair.config("alice"))?;
+        if s["tunnel"]["up"] == true {
+            Ok(s)
+        } else {
+            Err(s["tunnel"].to_string())
+        }
+    });
+    assert_eq!(
+        status["tunnel"]["endpoint"],
+        "192.0.2.2:51820",
+        "{}",
+        lab.log("agent-alice")
+    );
+}
