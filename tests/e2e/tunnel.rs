@@ -135,3 +135,120 @@ fn orch_and_wireguard_go_carry_traffic_both_ways() {
         lab.log("agent-alice")
     );
 }
+
+/// Starts both agents of `pair` in `hosts` (alice, bob); returns when they ping each other.
+fn start_agents(lab: &mut Lab, pair: &Pair, hosts: &[Host; 2]) -> Vec<usize> {
+    let mut agents = Vec::new();
+    for (host, node) in hosts.iter().zip(["alice", "bob"]) {
+        let mut cmd = std::process::Command::new(orch::bin());
+        cmd.arg("--config").arg(pair.config(node)).arg("agent");
+        agents.push(lab.spawn(host, &format!("agent-{node}"), cmd));
+    }
+    eventually("the tunnel comes up", Duration::from_secs(10), || {
+        ping(lab, &hosts[0], "198.51.100.2")
+    });
+    agents
+}
+
+fn tunnel_status(pair: &Pair, node: &str) -> Result<serde_json::Value, String> {
+    crate::agent::status_json(&pair.config(node)).map(|s| s["tunnel"].clone())
+}
+
+#[test]
+fn one_side_changing_address_heals_without_restart() {
+    if !prerequisites(
+        "one_side_changing_address_heals_without_restart",
+        true,
+        &["ip", "ping"],
+    ) {
+        return;
+    }
+    let mut lab = Lab::new("roam-one");
+    let pair = Pair::new(lab.dir(), "");
+    let hosts = [
+        lab.host("alice", &["192.0.2.1/24"]),
+        lab.host("bob", &["192.0.2.2/24"]),
+    ];
+    start_agents(&mut lab, &pair, &hosts);
+
+    // Alice's ISP hands out a new address; nobody restarts anything.
+    // (Old address first: deleting a primary address also deletes its secondaries.)
+    must(
+        &lab,
+        &hosts[0],
+        &["ip", "addr", "del", "192.0.2.1/24", "dev", "eth0"],
+    );
+    must(
+        &lab,
+        &hosts[0],
+        &["ip", "addr", "add", "192.0.2.11/24", "dev", "eth0"],
+    );
+    let changed = std::time::Instant::now();
+    // 3 x keepalive (5 s in the fixture).
+    eventually("bob reaches alice again", Duration::from_secs(15), || {
+        ping(&lab, &hosts[1], "198.51.100.1")
+    });
+    eprintln!("healed {:?} after the address change", changed.elapsed());
+    let t = eventually(
+        "bob's status shows the roam",
+        Duration::from_secs(5),
+        || {
+            let t = tunnel_status(&pair, "bob")?;
+            if t["endpoint"] == "192.0.2.11:51820" {
+                Ok(t)
+            } else {
+                Err(t.to_string())
+            }
+        },
+    );
+    assert!(t["roams"].as_u64().unwrap() >= 1, "{t}");
+    assert_eq!(t["up"], true);
+}
+
+#[test]
+fn a_peer_gone_for_more_than_three_minutes_is_back_promptly() {
+    if !prerequisites(
+        "a_peer_gone_for_more_than_three_minutes_is_back_promptly",
+        true,
+        &["ip", "ping"],
+    ) {
+        return;
+    }
+    let mut lab = Lab::new("expiry");
+    let pair = Pair::new(lab.dir(), "");
+    let hosts = [
+        lab.host("alice", &["192.0.2.1/24"]),
+        lab.host("bob", &["192.0.2.2/24"]),
+    ];
+    start_agents(&mut lab, &pair, &hosts);
+
+    // Bob's line goes dead for longer than WireGuard's 90 s of handshake attempts and
+    // its 180 s session lifetime: boringtun's `Tunn` expires on both sides.
+    must(&lab, &hosts[1], &["ip", "link", "set", "eth0", "down"]);
+    let down = std::time::Instant::now();
+    eventually(
+        "alice sees the tunnel down",
+        Duration::from_secs(20),
+        || {
+            let t = tunnel_status(&pair, "alice")?;
+            if t["suspect"] == true {
+                Ok(())
+            } else {
+                Err(t.to_string())
+            }
+        },
+    );
+    std::thread::sleep(Duration::from_secs(190).saturating_sub(down.elapsed())); // the outage itself
+    must(&lab, &hosts[1], &["ip", "link", "set", "eth0", "up"]);
+    let back = std::time::Instant::now();
+    // 2 x keepalive (5 s) + 15 s.
+    eventually("the tunnel is back", Duration::from_secs(25), || {
+        ping(&lab, &hosts[0], "198.51.100.2")
+    });
+    eventually(
+        "both ways",
+        Duration::from_secs(25).saturating_sub(back.elapsed()),
+        || ping(&lab, &hosts[1], "198.51.100.1"),
+    );
+    eprintln!("back {:?} after the peer returned", back.elapsed());
+}
