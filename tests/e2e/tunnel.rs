@@ -252,3 +252,102 @@ fn a_peer_gone_for_more_than_three_minutes_is_back_promptly() {
     );
     eprintln!("back {:?} after the peer returned", back.elapsed());
 }
+
+#[test]
+fn hostile_datagrams_change_nothing() {
+    if !prerequisites(
+        "hostile_datagrams_change_nothing",
+        true,
+        &["ip", "ping", "python3"],
+    ) {
+        return;
+    }
+    let tool = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tools/wgfuzz.py");
+    let mut lab = Lab::new("hostile");
+    let pair = Pair::new(lab.dir(), "");
+    let hosts = [
+        lab.host("alice", &["192.0.2.1/24"]),
+        lab.host("bob", &["192.0.2.2/24"]),
+    ];
+    let mallory = lab.host("mallory", &["192.0.2.66/24"]);
+
+    // Record what alice sends bob (handshakes, keepalives, data) to replay it later.
+    let capture = lab.dir().join("capture.hex");
+    let mut sniff = std::process::Command::new("/usr/bin/python3");
+    sniff
+        .arg(&tool)
+        .args(["sniff", "eth0", "51820"])
+        .arg(&capture)
+        .arg("4");
+    let sniffer = lab.spawn(&hosts[1], "sniffer", sniff);
+    std::thread::sleep(Duration::from_millis(300)); // let the sniffer bind before traffic starts
+    start_agents(&mut lab, &pair, &hosts);
+    for _ in 0..5 {
+        ping(&lab, &hosts[0], "198.51.100.2").unwrap();
+    }
+    eventually("the capture is written", Duration::from_secs(10), || {
+        lab.proc(sniffer)
+            .try_wait()
+            .map(|_| ())
+            .ok_or_else(|| "sniffing".to_string())
+    });
+    let captured = std::fs::read_to_string(&capture).unwrap();
+    let kinds: Vec<&str> = captured.lines().map(|l| &l[..2]).collect();
+    assert!(
+        kinds.contains(&"01") && kinds.contains(&"04"),
+        "captured a handshake and data: {kinds:?}"
+    );
+
+    let log_before = lab.log("agent-bob").lines().count();
+    let before = tunnel_status(&pair, "bob").unwrap();
+    let out = lab.run(
+        &mallory,
+        &[
+            "/usr/bin/python3",
+            tool.to_str().unwrap(),
+            "attack",
+            "192.0.2.2",
+            "51820",
+            capture.to_str().unwrap(),
+            "7",
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let sent: u64 = String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .nth(1)
+        .unwrap()
+        .parse()
+        .unwrap();
+
+    // Still up, both ways; the endpoint did not follow the attacker; nothing crashed.
+    ping(&lab, &hosts[0], "198.51.100.2").unwrap();
+    ping(&lab, &hosts[1], "198.51.100.1").unwrap();
+    let after = eventually(
+        "bob counts the rejected datagrams",
+        Duration::from_secs(5),
+        || {
+            let t = tunnel_status(&pair, "bob")?;
+            let rejected =
+                t["rejected"].as_u64().unwrap_or(0) - before["rejected"].as_u64().unwrap_or(0);
+            if rejected * 2 >= sent {
+                Ok(t)
+            } else {
+                Err(format!("{rejected} of {sent} rejected: {t}"))
+            }
+        },
+    );
+    assert_eq!(after["endpoint"], "192.0.2.1:51820");
+    assert_eq!(after["up"], true);
+    assert_eq!(after["roams"], before["roams"], "{}", lab.log("agent-bob"));
+    let log = lab.log("agent-bob");
+    let new_lines = log.lines().count() - log_before;
+    assert!(
+        new_lines <= 5,
+        "{new_lines} log lines for {sent} hostile datagrams:\n{log}"
+    );
+}

@@ -8,7 +8,9 @@
 //!   name is re-resolved every 15 s, and a changed address gets a handshake at once;
 //! - re-initiation with backoff while suspect, because `Tunn` falls silent for good
 //!   after 90 s of failed handshakes (`ConnectionExpired`);
-//! - roaming: the endpoint follows the source of *authenticated* packets only;
+//! - roaming: the endpoint follows the source of packets that prove a live session
+//!   (data, keepalives, handshake responses) — not of initiations, which can be
+//!   delivered late by whoever captured them;
 //! - cryptokey routing: a decrypted packet must come from the peer's tunnel address,
 //!   and only packets for that address are sent.
 //!
@@ -188,18 +190,26 @@ impl Link {
         datagram: &[u8],
         out: &'o mut [u8],
     ) -> Option<&'o [u8]> {
-        let kind = datagram.first().copied().unwrap_or(0);
+        // `Tunn::decapsulate` reads an empty datagram as "flush your queue" and answers
+        // `Done`; nothing shorter than a keepalive (the smallest message) is WireGuard.
+        if datagram.len() < MIN_MESSAGE {
+            self.stats.rejected += 1;
+            return None;
+        }
+        let kind = datagram[0];
         let (authenticated, tun_len) = match self.tunn.decapsulate(Some(from.ip()), datagram, out) {
             TunnResult::Done => (kind != COOKIE_REPLY, None),
             TunnResult::WriteToNetwork(reply) => {
-                // A cookie reply from the rate limiter answers an unverified packet.
+                // Answered where it came from: a handshake response to an initiation, or
+                // a cookie reply from the rate limiter to an unverified packet.
                 let authenticated = reply.first() != Some(&COOKIE_REPLY);
                 let reply = reply.to_vec();
                 self.transmits.push_back(Transmit {
                     to: from,
                     payload: reply,
                 });
-                if authenticated {
+                if authenticated && kind == HANDSHAKE_RESPONSE {
+                    // Our handshake completed: send what waited for it.
                     self.flush_queued(from);
                 }
                 (authenticated, None)
@@ -222,7 +232,14 @@ impl Link {
         if matches!(kind, HANDSHAKE_INIT | HANDSHAKE_RESPONSE) {
             self.stats.handshakes += 1;
         }
-        self.authenticated_from(now, from);
+        // An initiation proves the peer's key, but not that it is current: one that never
+        // reached us can be delivered later by whoever captured it. Only data (counters
+        // stop replays) and responses (bound to our own handshake) prove a live session,
+        // so only they move the endpoint and count as signs of life. The real peer sends
+        // data right after our response, from wherever it really is.
+        if kind != HANDSHAKE_INIT {
+            self.authenticated_from(now, from, kind);
+        }
         let (len, src) = tun_len?;
         if src != self.config.peer_tunnel_ip {
             // The peer may only speak as its own tunnel address.
@@ -245,14 +262,14 @@ impl Link {
         }
     }
 
-    fn authenticated_from(&mut self, now: Instant, from: SocketAddr) {
+    fn authenticated_from(&mut self, now: Instant, from: SocketAddr, kind: u8) {
         self.last_authenticated = Some(now);
         self.next_reinit = None;
         self.reinit_backoff = REINIT_FIRST;
         if self.endpoint != Some(from) {
             if self.endpoint.is_some() {
                 self.stats.roams += 1;
-                tracing::info!(old = ?self.endpoint, new = %from, "Peer roamed");
+                tracing::info!(old = ?self.endpoint, new = %from, packet_type = kind, "Peer roamed");
             }
             self.endpoint = Some(from);
         }
@@ -352,6 +369,8 @@ impl Link {
     }
 }
 
+/// A keepalive: 16 bytes of header and a 16-byte tag; every other message is longer.
+const MIN_MESSAGE: usize = 32;
 const HANDSHAKE_INIT: u8 = 1;
 const HANDSHAKE_RESPONSE: u8 = 2;
 const COOKIE_REPLY: u8 = 3;

@@ -191,6 +191,11 @@ fn garbage_and_replays_neither_deliver_nor_move_the_endpoint() {
                 .is_none());
         }
     }
+    // An empty datagram asks `Tunn` to flush its queue: it must not pass for the peer.
+    assert!(p
+        .b
+        .handle_datagram(p.now, attacker, &[], &mut out)
+        .is_none());
     for d in &captured {
         assert!(
             p.b.handle_datagram(p.now, attacker, d, &mut out).is_none(),
@@ -340,4 +345,48 @@ fn a_lost_first_initiation_is_retried_after_one_second() {
     p.pump();
     p.send_from_a(&ipv4(A_TUN, B_TUN, b"hello"));
     assert_eq!(p.b_tun.len(), 1);
+}
+
+#[test]
+fn an_undelivered_initiation_replayed_later_gets_an_answer_but_moves_nothing() {
+    let mut p = pair(None);
+    p.pump();
+    // An initiation of A's that never reached B (lost, or held back by an attacker).
+    p.a.initiate(true);
+    let held = p.a.poll_transmit().expect("an initiation").payload;
+    assert_eq!(held[0], HANDSHAKE_INIT);
+    let attacker = addr("203.0.113.66:4444");
+    let mut out = vec![0u8; MAX_PACKET];
+    let before = p.b.stats(p.now);
+    p.now += Duration::from_secs(1);
+    assert!(p
+        .b
+        .handle_datagram(p.now, attacker, &held, &mut out)
+        .is_none());
+    let reply =
+        p.b.poll_transmit()
+            .expect("B answers where the initiation came from");
+    assert_eq!((reply.to, reply.payload[0]), (attacker, HANDSHAKE_RESPONSE));
+    let after = p.b.stats(p.now);
+    assert_eq!(
+        p.b.endpoint(),
+        Some(p.a_addr),
+        "the endpoint stays with the confirmed peer"
+    );
+    assert_eq!(after.roams, 0);
+    assert_eq!(
+        after.since_authenticated_rx,
+        before
+            .since_authenticated_rx
+            .map(|d| d + Duration::from_secs(1)),
+        "not counted as a sign of life"
+    );
+
+    // A genuine move: A initiates from a new address and confirms with data.
+    p.a_addr = addr("203.0.113.10:40000");
+    p.a.initiate(true);
+    p.pump();
+    p.send_from_a(&ipv4(A_TUN, B_TUN, b"moved"));
+    assert_eq!(p.b.endpoint(), Some(p.a_addr));
+    assert_eq!(p.b.stats(p.now).roams, 1);
 }
