@@ -351,3 +351,73 @@ fn hostile_datagrams_change_nothing() {
         "{new_lines} log lines for {sent} hostile datagrams:\n{log}"
     );
 }
+
+#[test]
+fn a_hundred_megabytes_cross_the_tunnel_intact() {
+    if !prerequisites(
+        "a_hundred_megabytes_cross_the_tunnel_intact",
+        true,
+        &["ip", "ping", "python3"],
+    ) {
+        return;
+    }
+    let tool = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tools/tcpcheck.py");
+    let mut lab = Lab::new("bulk");
+    let pair = Pair::new(lab.dir(), "");
+    let hosts = [
+        lab.host("alice", &["192.0.2.1/24"]),
+        lab.host("bob", &["192.0.2.2/24"]),
+    ];
+    start_agents(&mut lab, &pair, &hosts);
+
+    let mut serve = std::process::Command::new("/usr/bin/python3");
+    serve
+        .arg(&tool)
+        .args(["serve", "198.51.100.2", "9000", "120"]);
+    let server = lab.spawn(&hosts[1], "tcp-server", serve);
+    eventually("the receiver listens", Duration::from_secs(10), || {
+        if lab.log("tcp-server").contains("listening") {
+            Ok(())
+        } else {
+            Err(lab.log("tcp-server"))
+        }
+    });
+    let started = std::time::Instant::now();
+    let out = lab.run(
+        &hosts[0],
+        &[
+            "/usr/bin/python3",
+            tool.to_str().unwrap(),
+            "send",
+            "198.51.100.2",
+            "9000",
+            "100",
+            "42",
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let elapsed = started.elapsed();
+    let sent = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    eventually("the receiver finishes", Duration::from_secs(30), || {
+        lab.proc(server)
+            .try_wait()
+            .map(|_| ())
+            .ok_or_else(|| "reading".to_string())
+    });
+    let received = lab
+        .log("tcp-server")
+        .lines()
+        .last()
+        .unwrap_or_default()
+        .to_string();
+    assert_eq!(received, sent, "bytes and SHA-256 at both ends");
+    assert!(sent.starts_with("104857600 "), "{sent}");
+    eprintln!(
+        "100 MiB in {elapsed:?} ({:.0} Mbit/s, debug build)",
+        838.86 / elapsed.as_secs_f64()
+    );
+}
