@@ -421,3 +421,82 @@ fn a_hundred_megabytes_cross_the_tunnel_intact() {
         838.86 / elapsed.as_secs_f64()
     );
 }
+
+#[test]
+fn both_sides_changing_address_heal_through_dns() {
+    if !prerequisites(
+        "both_sides_changing_address_heal_through_dns",
+        true,
+        &["ip", "ping", "named", "nsupdate", "dig", "tsig-keygen"],
+    ) {
+        return;
+    }
+    let mut lab = Lab::new("roam-both");
+    let dns = lab.host("dns", &["192.0.2.53/24"]);
+    let bind = orch_tests::bind::Bind::start(
+        &mut lab,
+        &dns,
+        "example.org",
+        &[("alice", "192.0.2.1"), ("bob", "192.0.2.2")],
+    );
+    let pair = Pair::new(lab.dir(), "");
+    for node in ["alice", "bob"] {
+        let config = pair.config(node);
+        let text = std::fs::read_to_string(&config)
+            .unwrap()
+            .replace(
+                "endpoint = \"192.0.2.1:51820\"",
+                "endpoint = \"alice.example.org:51820\"",
+            )
+            .replace(
+                "endpoint = \"192.0.2.2:51820\"",
+                "endpoint = \"bob.example.org:51820\"",
+            );
+        std::fs::write(&config, text).unwrap();
+    }
+    let hosts = [
+        lab.host("alice", &["192.0.2.1/24"]),
+        lab.host("bob", &["192.0.2.2/24"]),
+    ];
+    hosts.iter().for_each(|h| bind.serve(h));
+    start_agents(&mut lab, &pair, &hosts);
+
+    // Both ISPs renumber at once; each node's dynamic DNS name follows (here by nsupdate,
+    // as the node's own ddns will do). Neither side can reach the other's old address.
+    for (host, name, old, new) in [
+        (&hosts[0], "alice", "192.0.2.1/24", "192.0.2.21/24"),
+        (&hosts[1], "bob", "192.0.2.2/24", "192.0.2.22/24"),
+    ] {
+        must(&lab, host, &["ip", "addr", "del", old, "dev", "eth0"]);
+        must(&lab, host, &["ip", "addr", "add", new, "dev", "eth0"]);
+        bind.set_a(&lab, name, new.split('/').next().unwrap());
+    }
+    let changed = std::time::Instant::now();
+    eventually(
+        "the pair heals by re-resolving",
+        Duration::from_secs(60),
+        || ping(&lab, &hosts[0], "198.51.100.2"),
+    );
+    eventually(
+        "both ways",
+        Duration::from_secs(60).saturating_sub(changed.elapsed()),
+        || ping(&lab, &hosts[1], "198.51.100.1"),
+    );
+    eprintln!(
+        "healed {:?} after both addresses changed",
+        changed.elapsed()
+    );
+    let t = eventually(
+        "alice sees bob's new address",
+        Duration::from_secs(5),
+        || {
+            let t = tunnel_status(&pair, "alice")?;
+            if t["endpoint"] == "192.0.2.22:51820" {
+                Ok(t)
+            } else {
+                Err(t.to_string())
+            }
+        },
+    );
+    assert_eq!(t["up"], true);
+}

@@ -4,6 +4,7 @@
 // A panic here is a failed test, which is what a broken fixture should be.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+pub mod bind;
 pub mod fixture;
 pub mod lab;
 pub mod orch;
