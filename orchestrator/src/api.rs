@@ -21,7 +21,31 @@ pub struct StatusReport {
     pub cluster: String,
     pub agent: AgentInfo,
     pub tunnel: TunnelStatus,
+    pub peer: PeerStatus,
     pub sites: Vec<SiteStatus>,
+}
+
+/// The peer's agent, as its heartbeats over the tunnel describe it.
+#[derive(Debug, Serialize, Deserialize, PartialEq)]
+pub struct PeerStatus {
+    pub node: String,
+    /// A heartbeat went through within the last 15 s.
+    pub reachable: bool,
+    pub last_contact_secs: Option<u64>,
+    /// This node's public address and port as the peer sees its WireGuard packets
+    /// (what `public_ip = "auto"` uses).
+    pub our_public_endpoint: Option<String>,
+    /// The peer's view of each site.
+    pub sites: Vec<PeerSite>,
+    /// Why the last heartbeat failed, if it did.
+    pub last_error: Option<String>,
+}
+
+#[derive(Debug, Serialize, Deserialize, PartialEq)]
+pub struct PeerSite {
+    pub name: String,
+    pub master: String,
+    pub epoch: i64,
 }
 
 /// The WireGuard tunnel to the peer.

@@ -257,6 +257,21 @@ fn status(loaded: &Loaded, json: bool) -> Result {
         t.rx_bytes,
         t.tx_bytes
     );
+    let p = &report.peer;
+    match (p.reachable, &p.last_error) {
+        (true, _) => println!(
+            "peer agent {}: answering (last heartbeat {}); it sees this node at {}",
+            p.node,
+            ago(p.last_contact_secs),
+            p.our_public_endpoint.as_deref().unwrap_or("(unknown)")
+        ),
+        (false, error) => println!(
+            "peer agent {}: NOT answering (last heartbeat {}){}",
+            p.node,
+            ago(p.last_contact_secs),
+            error.as_ref().map(|e| format!(": {e}")).unwrap_or_default()
+        ),
+    }
     if report.sites.is_empty() {
         println!("\nno sites configured");
         return Ok(());

@@ -1,8 +1,10 @@
 //! `orch agent`: builds the agent's parts from the config, runs them under the
 //! supervisor, and stops them all on SIGTERM or SIGINT.
 
+use crate::api::PeerStatus;
 use crate::api::{AgentInfo, Request, Role, SiteStatus, StatusReport, TunnelStatus, STATUS_SCHEMA};
 use crate::config::Loaded;
+use crate::peering::{PeerView, Peering};
 use agent::control;
 use agent::state::{NewEvent, Outcome, Store};
 use agent::supervisor::{Shutdown, Supervisor};
@@ -43,6 +45,22 @@ pub async fn run(loaded: Loaded) -> anyhow::Result<()> {
                 return Err(e.context("starting the tunnel"));
             }
         };
+    let peer_listener =
+        tokio::net::TcpListener::bind((me.tunnel_ip, loaded.config.cluster.control_port))
+            .await
+            .with_context(|| {
+                format!(
+                    "binding peer RPC on {}:{}",
+                    me.tunnel_ip, loaded.config.cluster.control_port
+                )
+            })?;
+    let (view_tx, peer_view) = watch::channel(PeerView::default());
+    let peering = Peering {
+        loaded: Arc::clone(&loaded),
+        store: store.clone(),
+        tunnel: tunnel_stats.clone(),
+        view: view_tx,
+    };
     let pid = std::process::id();
     record(
         &store,
@@ -61,9 +79,28 @@ pub async fn run(loaded: Loaded) -> anyhow::Result<()> {
         started: SystemTime::now(),
         started_instant: Instant::now(),
         tunnel: tunnel_stats,
+        peer_view,
     });
     supervisor.spawn("tunnel", move |stop| async move {
         tunnel.run(stop).await.map_err(|e| format!("tunnel: {e}"))
+    });
+    let (me_name, peer) = (loaded.me.clone(), loaded.peer().clone());
+    let handler = Arc::new(peering.clone());
+    supervisor.spawn("peer-rpc", move |stop| async move {
+        agent::peer::serve(
+            peer_listener,
+            me_name,
+            peer.name,
+            peer.tunnel_ip,
+            handler,
+            stop,
+        )
+        .await;
+        Ok(())
+    });
+    supervisor.spawn("heartbeat", move |stop| async move {
+        peering.run_heartbeats(stop).await;
+        Ok(())
     });
     supervisor.spawn("control", move |stop| async move {
         control::serve(listener, socket, api, stop).await;
@@ -144,6 +181,7 @@ struct Api {
     started: SystemTime,
     started_instant: Instant,
     tunnel: watch::Receiver<LinkStats>,
+    peer_view: watch::Receiver<PeerView>,
 }
 
 impl control::Handler for Api {
@@ -194,8 +232,31 @@ impl Api {
                 state_dir: self.loaded.me().state_dir.display().to_string(),
             },
             tunnel: self.tunnel_status(),
+            peer: self.peer_status(),
             sites,
         })
+    }
+
+    fn peer_status(&self) -> PeerStatus {
+        let view = self.peer_view.borrow().clone();
+        let age = view.last_contact.map(|t| t.elapsed());
+        let heartbeat = view.heartbeat.unwrap_or_default();
+        PeerStatus {
+            node: self.loaded.peer().name.clone(),
+            reachable: age.is_some_and(|a| a < crate::peering::HEARTBEAT_EVERY * 3),
+            last_contact_secs: age.map(|a| a.as_secs()),
+            our_public_endpoint: heartbeat.observed_endpoint.map(|e| e.to_string()),
+            sites: heartbeat
+                .sites
+                .into_iter()
+                .map(|(name, c)| crate::api::PeerSite {
+                    name,
+                    master: c.master,
+                    epoch: c.epoch,
+                })
+                .collect(),
+            last_error: view.last_error,
+        }
     }
 
     fn tunnel_status(&self) -> TunnelStatus {

@@ -8,5 +8,6 @@ pub mod commands;
 pub mod config;
 pub mod daemon;
 pub mod logging;
+pub mod peering;
 pub mod playbook;
 mod starter;

@@ -155,12 +155,56 @@ fn two_agents_ping_each_other_through_the_tunnel() {
         );
         assert_eq!(status["node"], node);
         assert_eq!(status["tunnel"]["endpoint"], peer_underlay);
+        // Peer RPC over the tunnel: the peer's heartbeat, and our address as it sees us.
+        let status: serde_json::Value = eventually(
+            &format!("{node} hears {peer}'s heartbeat"),
+            Duration::from_secs(15),
+            || {
+                let s = crate::agent::status_json(&config)?;
+                if s["peer"]["reachable"] == true {
+                    Ok(s)
+                } else {
+                    Err(s["peer"].to_string())
+                }
+            },
+        );
+        let own_underlay = if node == "alice" {
+            "192.0.2.1:51820"
+        } else {
+            "192.0.2.2:51820"
+        };
+        assert_eq!(status["peer"]["our_public_endpoint"], own_underlay);
+        let peer_sites: Vec<(String, i64)> = status["peer"]["sites"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| {
+                (
+                    s["name"].as_str().unwrap().to_string(),
+                    s["epoch"].as_i64().unwrap(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            peer_sites,
+            [("alice-web".to_string(), 1), ("bob-cloud".to_string(), 1)]
+        );
         assert!(status["sites"]
             .as_array()
             .unwrap()
             .iter()
             .all(|s| s["peer"] == peer));
     }
+    // Peer RPC answers only the peer's tunnel address: alice's own address gets a
+    // connection closed without a word (the peer would first receive a hello).
+    let probe = "exec 3<>/dev/tcp/198.51.100.1/7440 && timeout 3 cat <&3 | wc -c";
+    let out = lab.run(&hosts[0], &["bash", "-c", probe]);
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "0",
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     for i in agents {
         let status = lab
             .proc(i)

@@ -1,0 +1,427 @@
+//! Peer RPC: the agents talk over the tunnel on `tunnel_ip:control_port`.
+//!
+//! Only the peer's tunnel address may connect (WireGuard's cryptokey routing makes that
+//! source authentic). A connection opens with a hello in each direction carrying the
+//! protocol version and node name; then one request and its response per frame. A frame
+//! is a 4-byte big-endian length and that many bytes of JSON, at most [`MAX_FRAME`];
+//! every count and string inside is bounded as well. The peer is another person's
+//! machine: nothing it sends is trusted beyond what the config allows.
+
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+
+pub const PROTOCOL_VERSION: u32 = 1;
+pub const MAX_FRAME: usize = 1 << 20;
+/// At most this many sites in a heartbeat, and this long a name.
+pub const MAX_SITES: usize = 256;
+pub const MAX_NAME: usize = 63;
+/// A connection that says nothing for this long is closed.
+const IDLE: Duration = Duration::from_secs(30);
+/// At most this many connections are served at once.
+const MAX_CONNECTIONS: usize = 8;
+
+#[derive(Debug, thiserror::Error)]
+pub enum PeerError {
+    #[error("connecting to the peer agent at {0}")]
+    Connect(SocketAddr, #[source] io::Error),
+    #[error("peer connection")]
+    Io(#[from] io::Error),
+    #[error("the peer agent did not answer within {0:?}")]
+    Timeout(Duration),
+    #[error("a frame of {0} bytes is over the {MAX_FRAME}-byte limit")]
+    Oversized(usize),
+    #[error("malformed message from the peer: {0}")]
+    Malformed(String),
+    #[error("the peer speaks protocol {0}, this agent {PROTOCOL_VERSION}: upgrade the older one")]
+    Version(u32),
+    #[error("the peer says it is `{got}`, the config says `{want}`")]
+    WrongNode { got: String, want: String },
+    #[error("the peer refused: {0}")]
+    Refused(String),
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Hello {
+    pub protocol: u32,
+    pub node: String,
+}
+
+/// What one agent tells the other at each heartbeat.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, Default)]
+pub struct Heartbeat {
+    pub node: String,
+    /// Per site: who the sender believes is master, under which epoch.
+    pub sites: BTreeMap<String, SiteClaim>,
+    /// The UDP address the sender's tunnel sees the receiver's packets come from: the
+    /// receiver's public endpoint as the internet sees it.
+    pub observed_endpoint: Option<SocketAddr>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct SiteClaim {
+    pub master: String,
+    pub epoch: i64,
+}
+
+impl Heartbeat {
+    /// Refuses a heartbeat whose counts or names are out of bounds.
+    pub fn check(&self) -> Result<(), String> {
+        if self.sites.len() > MAX_SITES {
+            return Err(format!(
+                "{} sites in a heartbeat (limit {MAX_SITES})",
+                self.sites.len()
+            ));
+        }
+        let names = std::iter::once(&self.node)
+            .chain(self.sites.keys())
+            .chain(self.sites.values().map(|c| &c.master));
+        for name in names {
+            if name.is_empty() || name.len() > MAX_NAME {
+                return Err(format!(
+                    "a name of {} bytes (1 to {MAX_NAME} allowed)",
+                    name.len()
+                ));
+            }
+        }
+        if self.sites.values().any(|c| c.epoch < 0) {
+            return Err("a negative epoch".into());
+        }
+        Ok(())
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Request {
+    Heartbeat(Heartbeat),
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Response {
+    Heartbeat(Heartbeat),
+    Error(String),
+}
+
+/// Answers the peer's requests.
+pub trait PeerHandler: Send + Sync + 'static {
+    fn handle(&self, request: Request) -> impl Future<Output = Response> + Send;
+}
+
+async fn write_frame<T: Serialize>(stream: &mut TcpStream, message: &T) -> Result<(), PeerError> {
+    let body = serde_json::to_vec(message).map_err(|e| PeerError::Malformed(e.to_string()))?;
+    if body.len() > MAX_FRAME {
+        return Err(PeerError::Oversized(body.len()));
+    }
+    let len = u32::try_from(body.len()).map_err(|_| PeerError::Oversized(body.len()))?;
+    stream.write_all(&len.to_be_bytes()).await?;
+    stream.write_all(&body).await?;
+    Ok(())
+}
+
+/// Reads one frame; `None` at a clean end of stream before a frame starts.
+async fn read_frame<T: serde::de::DeserializeOwned>(
+    stream: &mut TcpStream,
+) -> Result<Option<T>, PeerError> {
+    let mut len = [0u8; 4];
+    match stream.read_exact(&mut len).await {
+        Ok(_) => {}
+        Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(None),
+        Err(e) => return Err(e.into()),
+    }
+    let len = u32::from_be_bytes(len) as usize;
+    if len > MAX_FRAME {
+        return Err(PeerError::Oversized(len));
+    }
+    let mut body = vec![0u8; len];
+    stream.read_exact(&mut body).await?;
+    serde_json::from_slice(&body)
+        .map(Some)
+        .map_err(|e| PeerError::Malformed(e.to_string()))
+}
+
+async fn hello(stream: &mut TcpStream, me: &str, peer: &str) -> Result<(), PeerError> {
+    write_frame(
+        stream,
+        &Hello {
+            protocol: PROTOCOL_VERSION,
+            node: me.to_owned(),
+        },
+    )
+    .await?;
+    let theirs: Hello = read_frame(stream)
+        .await?
+        .ok_or_else(|| PeerError::Malformed("closed before hello".into()))?;
+    if theirs.protocol != PROTOCOL_VERSION {
+        return Err(PeerError::Version(theirs.protocol));
+    }
+    if theirs.node != peer {
+        return Err(PeerError::WrongNode {
+            got: theirs.node,
+            want: peer.to_owned(),
+        });
+    }
+    Ok(())
+}
+
+/// Serves the peer until `stop` fires. Connections from any address but `peer_ip` are
+/// closed at once, unanswered.
+pub async fn serve<H: PeerHandler>(
+    listener: TcpListener,
+    me: String,
+    peer: String,
+    peer_ip: IpAddr,
+    handler: Arc<H>,
+    stop: CancellationToken,
+) {
+    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let tracker = tokio_util::task::TaskTracker::new();
+    loop {
+        let (mut stream, from) = tokio::select! {
+            () = stop.cancelled() => break,
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(error) => {
+                    tracing::warn!(%error, "Accepting a peer connection failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+        };
+        if from.ip().to_canonical() != peer_ip {
+            tracing::debug!(%from, "Peer RPC connection from a foreign address refused");
+            continue;
+        }
+        let Ok(permit) = Arc::clone(&slots).try_acquire_owned() else {
+            tracing::debug!(%from, "Too many peer connections; refused");
+            continue;
+        };
+        let (handler, me, peer, stop) =
+            (Arc::clone(&handler), me.clone(), peer.clone(), stop.clone());
+        tracker.spawn(async move {
+            let _permit = permit;
+            let served =
+                async {
+                    tokio::time::timeout(IDLE, hello(&mut stream, &me, &peer))
+                        .await
+                        .map_err(|_| PeerError::Timeout(IDLE))??;
+                    loop {
+                        let request =
+                            match tokio::time::timeout(IDLE, read_frame::<Request>(&mut stream))
+                                .await
+                            {
+                                Err(_) => return Err(PeerError::Timeout(IDLE)),
+                                Ok(Ok(None)) => return Ok(()),
+                                Ok(Ok(Some(r))) => r,
+                                Ok(Err(PeerError::Malformed(e))) => {
+                                    let _ = write_frame(
+                                        &mut stream,
+                                        &Response::Error(format!("malformed request: {e}")),
+                                    )
+                                    .await;
+                                    return Err(PeerError::Malformed(e));
+                                }
+                                Ok(Err(e)) => return Err(e),
+                            };
+                        let response = handler.handle(request).await;
+                        write_frame(&mut stream, &response).await?;
+                    }
+                };
+            tokio::select! {
+                () = stop.cancelled() => {}
+                result = served => if let Err(error) = result {
+                    tracing::debug!(error = crate::error_chain(&error), "Peer connection ended");
+                }
+            }
+        });
+    }
+    tracker.close();
+    tracker.wait().await;
+}
+
+/// Connects to the peer agent and makes one request.
+pub async fn call(
+    addr: SocketAddr,
+    me: &str,
+    peer: &str,
+    request: &Request,
+    timeout: Duration,
+) -> Result<Response, PeerError> {
+    let exchange = async {
+        let mut stream = TcpStream::connect(addr)
+            .await
+            .map_err(|e| PeerError::Connect(addr, e))?;
+        hello(&mut stream, me, peer).await?;
+        write_frame(&mut stream, request).await?;
+        match read_frame::<Response>(&mut stream).await? {
+            Some(Response::Error(message)) => Err(PeerError::Refused(message)),
+            Some(response) => Ok(response),
+            None => Err(PeerError::Malformed("closed without an answer".into())),
+        }
+    };
+    tokio::time::timeout(timeout, exchange)
+        .await
+        .map_err(|_| PeerError::Timeout(timeout))?
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Echo;
+    impl PeerHandler for Echo {
+        async fn handle(&self, request: Request) -> Response {
+            match request {
+                Request::Heartbeat(mut h) => {
+                    h.node = "bob".into();
+                    Response::Heartbeat(h)
+                }
+            }
+        }
+    }
+
+    async fn start(peer_ip: &str) -> (SocketAddr, CancellationToken) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let stop = CancellationToken::new();
+        tokio::spawn(serve(
+            listener,
+            "bob".into(),
+            "alice".into(),
+            peer_ip.parse().unwrap(),
+            Arc::new(Echo),
+            stop.clone(),
+        ));
+        (addr, stop)
+    }
+
+    fn beat() -> Heartbeat {
+        let mut sites = BTreeMap::new();
+        sites.insert(
+            "web".to_string(),
+            SiteClaim {
+                master: "alice".into(),
+                epoch: 3,
+            },
+        );
+        Heartbeat {
+            node: "alice".into(),
+            sites,
+            observed_endpoint: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn heartbeat_round_trip() {
+        let (addr, stop) = start("127.0.0.1").await;
+        let got = call(
+            addr,
+            "alice",
+            "bob",
+            &Request::Heartbeat(beat()),
+            Duration::from_secs(5),
+        )
+        .await
+        .unwrap();
+        let Response::Heartbeat(h) = got else {
+            panic!("{got:?}")
+        };
+        assert_eq!(h.node, "bob");
+        assert_eq!(h.sites["web"].epoch, 3);
+        stop.cancel();
+    }
+
+    #[tokio::test]
+    async fn only_the_peer_address_is_served() {
+        let (addr, stop) = start("127.0.0.2").await;
+        let err = call(
+            addr,
+            "alice",
+            "bob",
+            &Request::Heartbeat(beat()),
+            Duration::from_secs(5),
+        )
+        .await
+        .unwrap_err();
+        assert!(
+            matches!(err, PeerError::Malformed(_) | PeerError::Io(_)),
+            "{err}"
+        );
+        stop.cancel();
+    }
+
+    #[tokio::test]
+    async fn the_wrong_node_and_oversized_frames_are_refused() {
+        let (addr, stop) = start("127.0.0.1").await;
+        let err = call(
+            addr,
+            "mallory",
+            "bob",
+            &Request::Heartbeat(beat()),
+            Duration::from_secs(5),
+        )
+        .await
+        .unwrap_err();
+        assert!(
+            matches!(err, PeerError::Malformed(_) | PeerError::Io(_)),
+            "the server hangs up on a stranger: {err}"
+        );
+        let err = call(
+            addr,
+            "alice",
+            "carol",
+            &Request::Heartbeat(beat()),
+            Duration::from_secs(5),
+        )
+        .await
+        .unwrap_err();
+        assert!(matches!(err, PeerError::WrongNode { .. }), "{err}");
+
+        let mut s = TcpStream::connect(addr).await.unwrap();
+        s.write_all(&u32::MAX.to_be_bytes()).await.unwrap();
+        let mut buf = Vec::new();
+        let _ = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut buf))
+            .await
+            .unwrap();
+        // The server's own hello, then nothing: the oversized frame closes the connection.
+        let len = u32::from_be_bytes(buf[..4].try_into().unwrap()) as usize;
+        assert_eq!(buf.len(), 4 + len, "only the hello came back");
+        let hello: Hello = serde_json::from_slice(&buf[4..]).unwrap();
+        assert_eq!(
+            hello,
+            Hello {
+                protocol: PROTOCOL_VERSION,
+                node: "bob".into()
+            }
+        );
+        stop.cancel();
+    }
+
+    #[test]
+    fn heartbeat_bounds() {
+        let mut h = beat();
+        assert!(h.check().is_ok());
+        h.node = "x".repeat(64);
+        assert!(h.check().is_err());
+        let mut h = beat();
+        for i in 0..=MAX_SITES {
+            h.sites.insert(
+                format!("s{i}"),
+                SiteClaim {
+                    master: "a".into(),
+                    epoch: 1,
+                },
+            );
+        }
+        assert!(h.check().unwrap_err().contains("sites"));
+    }
+}

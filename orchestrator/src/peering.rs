@@ -1,0 +1,118 @@
+//! The agent's side of peer RPC: a heartbeat to the peer every few seconds, answers to
+//! the peer's heartbeats, and the shared view of what the peer last said.
+
+use crate::config::Loaded;
+use agent::peer::{self, Heartbeat, PeerHandler, Request, Response, SiteClaim};
+use agent::state::Store;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+use tunnel::link::LinkStats;
+
+/// How often this agent sends the peer a heartbeat.
+pub const HEARTBEAT_EVERY: Duration = Duration::from_secs(5);
+const CALL_TIMEOUT: Duration = Duration::from_secs(4);
+
+/// What we last heard from the peer's agent.
+#[derive(Debug, Clone, Default)]
+pub struct PeerView {
+    pub last_contact: Option<Instant>,
+    pub heartbeat: Option<Heartbeat>,
+    pub last_error: Option<String>,
+}
+
+#[derive(Clone)]
+pub struct Peering {
+    pub loaded: Arc<Loaded>,
+    pub store: Store,
+    pub tunnel: watch::Receiver<LinkStats>,
+    pub view: watch::Sender<PeerView>,
+}
+
+impl Peering {
+    /// This node's heartbeat: its sites' masters and epochs, and where it sees the peer.
+    async fn heartbeat(&self) -> Heartbeat {
+        let mut sites = std::collections::BTreeMap::new();
+        for site in &self.loaded.config.sites {
+            match self.store.site_state(&site.name).await {
+                Ok(Some(s)) => {
+                    sites.insert(
+                        site.name.clone(),
+                        SiteClaim {
+                            master: s.master,
+                            epoch: s.epoch,
+                        },
+                    );
+                }
+                Ok(None) => {}
+                Err(error) => tracing::warn!(
+                    error = agent::error_chain(&error),
+                    "Reading site state for the heartbeat"
+                ),
+            }
+        }
+        Heartbeat {
+            node: self.loaded.me.clone(),
+            sites,
+            observed_endpoint: self.tunnel.borrow().endpoint,
+        }
+    }
+
+    fn heard(&self, heartbeat: Heartbeat) {
+        self.view.send_modify(|v| {
+            v.last_contact = Some(Instant::now());
+            v.heartbeat = Some(heartbeat);
+            v.last_error = None;
+        });
+    }
+
+    /// Sends a heartbeat every [`HEARTBEAT_EVERY`] until `stop`.
+    pub async fn run_heartbeats(self, stop: CancellationToken) {
+        let peer = self.loaded.peer();
+        let addr = SocketAddr::new(peer.tunnel_ip, self.loaded.config.cluster.control_port);
+        let mut tick = tokio::time::interval(HEARTBEAT_EVERY);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                () = stop.cancelled() => return,
+                _ = tick.tick() => {}
+            }
+            let request = Request::Heartbeat(self.heartbeat().await);
+            let result = tokio::select! {
+                () = stop.cancelled() => return,
+                r = peer::call(addr, &self.loaded.me, &peer.name, &request, CALL_TIMEOUT) => r,
+            };
+            match result {
+                Ok(Response::Heartbeat(h)) if h.check().is_ok() && h.node == peer.name => {
+                    self.heard(h)
+                }
+                Ok(other) => self.failed(format!("unexpected answer: {other:?}")),
+                Err(error) => self.failed(agent::error_chain(&error)),
+            }
+        }
+    }
+
+    fn failed(&self, error: String) {
+        tracing::debug!(%error, "Heartbeat to the peer failed");
+        self.view.send_modify(|v| v.last_error = Some(error));
+    }
+}
+
+impl PeerHandler for Peering {
+    async fn handle(&self, request: Request) -> Response {
+        match request {
+            Request::Heartbeat(h) => {
+                if let Err(e) = h.check() {
+                    return Response::Error(format!("heartbeat refused: {e}"));
+                }
+                if h.node != self.loaded.peer().name {
+                    return Response::Error(format!("heartbeat from `{}`, not the peer", h.node));
+                }
+                self.heard(h);
+                Response::Heartbeat(self.heartbeat().await)
+            }
+        }
+    }
+}
