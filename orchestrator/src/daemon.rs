@@ -37,14 +37,20 @@ pub async fn run(loaded: Loaded) -> anyhow::Result<()> {
 
     let socket = me.state_dir.join(SOCKET);
     let listener = control::bind(&socket)?;
-    let (tunnel, tunnel_stats) =
-        match tunnel_config(&loaded).and_then(|c| Ok(tunnel::device::open(c)?)) {
-            Ok(t) => t,
-            Err(e) => {
-                let _ = std::fs::remove_file(&socket);
-                return Err(e.context("starting the tunnel"));
-            }
-        };
+    let supervisor = Supervisor::new();
+    let started = match tunnel_config(&loaded) {
+        Ok(config) => tunnel::device::spawn(config, supervisor.token().child_token())
+            .await
+            .map_err(anyhow::Error::from),
+        Err(e) => Err(e),
+    };
+    let (tunnel, tunnel_stats) = match started {
+        Ok(t) => t,
+        Err(e) => {
+            let _ = std::fs::remove_file(&socket);
+            return Err(e.context("starting the tunnel"));
+        }
+    };
     let peer_listener =
         tokio::net::TcpListener::bind((me.tunnel_ip, loaded.config.cluster.control_port))
             .await
@@ -72,7 +78,6 @@ pub async fn run(loaded: Loaded) -> anyhow::Result<()> {
     )
     .await;
 
-    let supervisor = Supervisor::new();
     let api = Arc::new(Api {
         loaded: Arc::clone(&loaded),
         store: store.clone(),
@@ -81,8 +86,9 @@ pub async fn run(loaded: Loaded) -> anyhow::Result<()> {
         tunnel: tunnel_stats,
         peer_view,
     });
-    supervisor.spawn("tunnel", move |stop| async move {
-        tunnel.run(stop).await.map_err(|e| format!("tunnel: {e}"))
+    // The tunnel runs on its own thread and stops with the supervisor's token.
+    supervisor.spawn("tunnel", move |_stop| async move {
+        tunnel.wait().await.map_err(|e| format!("tunnel: {e}"))
     });
     let (me_name, peer) = (loaded.me.clone(), loaded.peer().clone());
     let handler = Arc::new(peering.clone());

@@ -33,6 +33,70 @@ pub enum TunnelError {
     Tun { name: String, source: io::Error },
     #[error("binding UDP port {port} (is another WireGuard or orch using it?)")]
     Udp { port: u16, source: io::Error },
+    #[error("starting the tunnel thread")]
+    Runtime(#[source] io::Error),
+}
+
+/// Runs the tunnel on a thread of its own with a single-threaded runtime: every packet
+/// crosses one epoll wake-up on one thread, with no hand-off between worker threads,
+/// which is what keeps the added round-trip time low. Returns once the device and socket
+/// exist (or could not be made); the thread ends after `stop` fires.
+pub async fn spawn(
+    config: TunnelConfig,
+    stop: CancellationToken,
+) -> Result<(TunnelThread, watch::Receiver<LinkStats>), TunnelError> {
+    let (opened_tx, opened_rx) = tokio::sync::oneshot::channel();
+    let (done_tx, done_rx) = tokio::sync::oneshot::channel();
+    let name = format!("tunnel-{}", config.interface);
+    let thread = std::thread::Builder::new().name(name).spawn(move || {
+        let runtime = match tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        {
+            Ok(rt) => rt,
+            Err(source) => {
+                let _ = opened_tx.send(Err(TunnelError::Runtime(source)));
+                return;
+            }
+        };
+        let result = runtime.block_on(async move {
+            // Made here, so that they register with this thread's reactor.
+            let (tunnel, stats) = match open(config) {
+                Ok(opened) => opened,
+                Err(e) => {
+                    let _ = opened_tx.send(Err(e));
+                    return Ok(());
+                }
+            };
+            let _ = opened_tx.send(Ok(stats));
+            tunnel.run(stop).await
+        });
+        let _ = done_tx.send(result);
+    });
+    if let Err(source) = thread {
+        return Err(TunnelError::Runtime(source));
+    }
+    match opened_rx.await {
+        Ok(Ok(stats)) => Ok((TunnelThread { done: done_rx }, stats)),
+        Ok(Err(e)) => Err(e),
+        Err(_) => Err(TunnelError::Runtime(io::Error::other(
+            "the tunnel thread ended while starting",
+        ))),
+    }
+}
+
+/// The running tunnel thread.
+pub struct TunnelThread {
+    done: tokio::sync::oneshot::Receiver<io::Result<()>>,
+}
+
+impl TunnelThread {
+    /// Waits until the tunnel thread has stopped (and removed its device).
+    pub async fn wait(self) -> io::Result<()> {
+        self.done
+            .await
+            .unwrap_or_else(|_| Err(io::Error::other("the tunnel thread panicked")))
+    }
 }
 
 /// Creates the device and socket; returns the handle to run, and the stats it publishes.
@@ -123,9 +187,15 @@ impl Tunnel {
         let mut out = vec![0u8; MAX_PACKET + OVERHEAD];
         let mut next_stats = Instant::now();
         tracing::info!(interface = %config.interface, address = %config.address, port = config.listen_port, "Tunnel up");
+        // One timer, moved only when the deadline changes: not a new one per packet.
+        let timer = tokio::time::sleep_until(next_stats);
+        tokio::pin!(timer);
 
         loop {
             let wake = Instant::from_std(link.poll_timeout()).min(next_stats);
+            if timer.deadline() != wake {
+                timer.as_mut().reset(wake);
+            }
             tokio::select! {
                 () = stop.cancelled() => break,
                 read = tun.recv(&mut tun_buf) => {
@@ -149,7 +219,7 @@ impl Tunnel {
                     }
                 }
                 Some(addrs) = resolved_rx.recv() => link.handle_resolved(&addrs),
-                () = tokio::time::sleep_until(wake) => {
+                () = &mut timer => {
                     let now = Instant::now();
                     link.handle_timeout(now.into_std());
                     if now >= next_stats {
