@@ -27,15 +27,6 @@ fn start_agent(lab: &mut Lab, host: &Host, config: &Path) -> usize {
     lab.spawn(host, "agent", cmd)
 }
 
-pub fn status_json(config: &Path) -> Result<serde_json::Value, String> {
-    let out = orch::run(&["--config", config.to_str().unwrap(), "status", "--json"]);
-    let (stdout, stderr) = orch::text(&out);
-    if orch::code(&out) != 0 {
-        return Err(stderr);
-    }
-    serde_json::from_str(&stdout).map_err(|e| format!("{e}: {stdout}"))
-}
-
 #[test]
 fn agent_serves_status_and_stops_cleanly_on_sigterm() {
     if !prerequisites(
@@ -50,7 +41,7 @@ fn agent_serves_status_and_stops_cleanly_on_sigterm() {
     let agent = start_agent(&mut lab, &host, &config);
 
     let status = eventually("the agent answers", Duration::from_secs(20), || {
-        status_json(&config)
+        orch::status_json(&config)
     });
     assert_eq!(status["schema"], 1);
     assert_eq!(status["node"], "alice", "the node is found by its key");
@@ -156,7 +147,7 @@ fn sigint_stops_the_agent_too() {
     let config = pair.config("bob");
     let agent = start_agent(&mut lab, &host, &config);
     eventually("the agent answers", Duration::from_secs(20), || {
-        status_json(&config)
+        orch::status_json(&config)
     });
     let exit = lab
         .proc(agent)

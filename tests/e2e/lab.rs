@@ -5,15 +5,6 @@ use orch_tests::lab::{assert_lab_address, namespace_exists, Lab};
 use orch_tests::{eventually, orch, prerequisites};
 use std::time::Duration;
 
-fn ping(lab: &Lab, from: &orch_tests::lab::Host, to: &str) -> Result<(), String> {
-    let out = lab.run(from, &["ping", "-c", "1", "-W", "1", to]);
-    if out.status.success() {
-        Ok(())
-    } else {
-        Err(String::from_utf8_lossy(&out.stdout).into_owned())
-    }
-}
-
 #[test]
 fn lab_hosts_reach_each_other_through_the_switch() {
     if !prerequisites(
@@ -35,11 +26,11 @@ fn lab_hosts_reach_each_other_through_the_switch() {
         eventually(
             &format!("{} pings {to}", from.name),
             Duration::from_secs(10),
-            || ping(&lab, from, to),
+            || lab.ping(from, to),
         );
     }
     // A host outside the lab's ranges is unreachable: the namespaces have no other route.
-    assert!(ping(&lab, &alice, "203.0.113.9").is_err());
+    assert!(lab.ping(&alice, "203.0.113.9").is_err());
 }
 
 #[test]
@@ -114,20 +105,15 @@ fn two_agents_ping_each_other_through_the_tunnel() {
         lab.host("alice", &["192.0.2.1/24"]),
         lab.host("bob", &["192.0.2.2/24"]),
     ];
-    let orch_bin = orch::bin(); // may build it: not part of the agents' 10 s
+    orch::bin(); // may build it: not part of the agents' 10 s
     let started = std::time::Instant::now();
-    let mut agents = Vec::new();
-    for (host, dir) in hosts.iter().zip([&pair.alice, &pair.bob]) {
-        let mut cmd = std::process::Command::new(orch_bin);
-        cmd.arg("--config").arg(dir.join("orch.toml")).arg("agent");
-        agents.push(lab.spawn(host, &format!("agent-{}", host.name), cmd));
-    }
+    let agents = pair.spawn_agents(&mut lab, &hosts);
     for (from, to) in [(&hosts[0], "198.51.100.2"), (&hosts[1], "198.51.100.1")] {
         let left = Duration::from_secs(10).saturating_sub(started.elapsed());
         eventually(
             &format!("{} pings {to} through the tunnel", from.name),
             left,
-            || ping(&lab, from, to),
+            || lab.ping(from, to),
         );
     }
     eprintln!(
@@ -143,7 +129,7 @@ fn two_agents_ping_each_other_through_the_tunnel() {
             &format!("{node}'s agent reports the tunnel up"),
             Duration::from_secs(5),
             || {
-                let s = crate::agent::status_json(&config)?;
+                let s = orch::status_json(&config)?;
                 // Stats are published twice a second: wait for a snapshot after the pings.
                 let counted = s["tunnel"]["rx_bytes"].as_u64().unwrap_or(0) > 0;
                 if s["tunnel"]["up"] == true && counted {
@@ -160,7 +146,7 @@ fn two_agents_ping_each_other_through_the_tunnel() {
             &format!("{node} hears {peer}'s heartbeat"),
             Duration::from_secs(15),
             || {
-                let s = crate::agent::status_json(&config)?;
+                let s = orch::status_json(&config)?;
                 if s["peer"]["reachable"] == true {
                     Ok(s)
                 } else {

@@ -6,15 +6,6 @@ use orch_tests::{eventually, orch, prerequisites};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
-fn ping(lab: &Lab, from: &Host, to: &str) -> Result<(), String> {
-    let out = lab.run(from, &["ping", "-c", "1", "-W", "1", to]);
-    if out.status.success() {
-        Ok(())
-    } else {
-        Err(String::from_utf8_lossy(&out.stdout).into_owned())
-    }
-}
-
 fn must(lab: &Lab, host: &Host, argv: &[&str]) {
     let out = lab.run(host, argv);
     assert!(
@@ -105,13 +96,13 @@ fn orch_and_wireguard_go_carry_traffic_both_ways() {
     let wg = start_wireguard_go(&mut lab, &bob, &pair);
     let mut cmd = std::process::Command::new(orch::bin());
     cmd.arg("--config").arg(pair.config("alice")).arg("agent");
-    lab.spawn(&alice, "agent-alice", cmd);
+    lab.spawn(&alice, "agent-alice", cmd); // bob is wireguard-go
 
     eventually("orch pings wireguard-go", Duration::from_secs(15), || {
-        ping(&lab, &alice, "198.51.100.2")
+        lab.ping(&alice, "198.51.100.2")
     });
     eventually("wireguard-go pings orch", Duration::from_secs(5), || {
-        ping(&lab, &bob, "198.51.100.1")
+        lab.ping(&bob, "198.51.100.1")
     });
     let out = lab.run(&bob, &["wg", "show", &wg, "latest-handshakes"]);
     let handshake: u64 = String::from_utf8_lossy(&out.stdout)
@@ -121,7 +112,7 @@ fn orch_and_wireguard_go_carry_traffic_both_ways() {
         .unwrap_or(0);
     assert!(handshake > 0, "wireguard-go records a handshake with orch");
     let status = eventually("orch reports the tunnel up", Duration::from_secs(5), || {
-        let s = crate::agent::status_json(&pair.config("alice"))?;
+        let s = orch::status_json(&pair.config("alice"))?;
         if s["tunnel"]["up"] == true {
             Ok(s)
         } else {
@@ -137,21 +128,16 @@ fn orch_and_wireguard_go_carry_traffic_both_ways() {
 }
 
 /// Starts both agents of `pair` in `hosts` (alice, bob); returns when they ping each other.
-fn start_agents(lab: &mut Lab, pair: &Pair, hosts: &[Host; 2]) -> Vec<usize> {
-    let mut agents = Vec::new();
-    for (host, node) in hosts.iter().zip(["alice", "bob"]) {
-        let mut cmd = std::process::Command::new(orch::bin());
-        cmd.arg("--config").arg(pair.config(node)).arg("agent");
-        agents.push(lab.spawn(host, &format!("agent-{node}"), cmd));
-    }
+fn start_agents(lab: &mut Lab, pair: &Pair, hosts: &[Host; 2]) -> [usize; 2] {
+    let agents = pair.spawn_agents(lab, hosts);
     eventually("the tunnel comes up", Duration::from_secs(10), || {
-        ping(lab, &hosts[0], "198.51.100.2")
+        lab.ping(&hosts[0], "198.51.100.2")
     });
     agents
 }
 
 fn tunnel_status(pair: &Pair, node: &str) -> Result<serde_json::Value, String> {
-    crate::agent::status_json(&pair.config(node)).map(|s| s["tunnel"].clone())
+    orch::status_json(&pair.config(node)).map(|s| s["tunnel"].clone())
 }
 
 #[test]
@@ -186,7 +172,7 @@ fn one_side_changing_address_heals_without_restart() {
     let changed = std::time::Instant::now();
     // 3 x keepalive (5 s in the fixture).
     eventually("bob reaches alice again", Duration::from_secs(15), || {
-        ping(&lab, &hosts[1], "198.51.100.1")
+        lab.ping(&hosts[1], "198.51.100.1")
     });
     eprintln!("healed {:?} after the address change", changed.elapsed());
     let t = eventually(
@@ -243,12 +229,12 @@ fn a_peer_gone_for_more_than_three_minutes_is_back_promptly() {
     let back = std::time::Instant::now();
     // 2 x keepalive (5 s) + 15 s.
     eventually("the tunnel is back", Duration::from_secs(25), || {
-        ping(&lab, &hosts[0], "198.51.100.2")
+        lab.ping(&hosts[0], "198.51.100.2")
     });
     eventually(
         "both ways",
         Duration::from_secs(25).saturating_sub(back.elapsed()),
-        || ping(&lab, &hosts[1], "198.51.100.1"),
+        || lab.ping(&hosts[1], "198.51.100.1"),
     );
     eprintln!("back {:?} after the peer returned", back.elapsed());
 }
@@ -283,7 +269,7 @@ fn hostile_datagrams_change_nothing() {
     std::thread::sleep(Duration::from_millis(300)); // let the sniffer bind before traffic starts
     start_agents(&mut lab, &pair, &hosts);
     for _ in 0..5 {
-        ping(&lab, &hosts[0], "198.51.100.2").unwrap();
+        lab.ping(&hosts[0], "198.51.100.2").unwrap();
     }
     eventually("the capture is written", Duration::from_secs(10), || {
         lab.proc(sniffer)
@@ -325,8 +311,8 @@ fn hostile_datagrams_change_nothing() {
         .unwrap();
 
     // Still up, both ways; the endpoint did not follow the attacker; nothing crashed.
-    ping(&lab, &hosts[0], "198.51.100.2").unwrap();
-    ping(&lab, &hosts[1], "198.51.100.1").unwrap();
+    lab.ping(&hosts[0], "198.51.100.2").unwrap();
+    lab.ping(&hosts[1], "198.51.100.1").unwrap();
     let after = eventually(
         "bob counts the rejected datagrams",
         Duration::from_secs(5),
@@ -475,12 +461,12 @@ fn both_sides_changing_address_heal_through_dns() {
     eventually(
         "the pair heals by re-resolving",
         Duration::from_secs(60),
-        || ping(&lab, &hosts[0], "198.51.100.2"),
+        || lab.ping(&hosts[0], "198.51.100.2"),
     );
     eventually(
         "both ways",
         Duration::from_secs(60).saturating_sub(changed.elapsed()),
-        || ping(&lab, &hosts[1], "198.51.100.1"),
+        || lab.ping(&hosts[1], "198.51.100.1"),
     );
     eprintln!(
         "healed {:?} after both addresses changed",

@@ -69,6 +69,24 @@ failover = "manual"
     }
 }
 
+impl Pair {
+    /// Starts `orch agent` for alice and bob in `hosts` (in that order); returns their
+    /// indices in the lab. Logs go to `agent-alice` and `agent-bob`.
+    pub fn spawn_agents(
+        &self,
+        lab: &mut crate::lab::Lab,
+        hosts: &[crate::lab::Host; 2],
+    ) -> [usize; 2] {
+        let bin = crate::orch::bin();
+        let mut spawn = |host: &crate::lab::Host, node: &str| {
+            let mut cmd = std::process::Command::new(bin);
+            cmd.arg("--config").arg(self.config(node)).arg("agent");
+            lab.spawn(host, &format!("agent-{node}"), cmd)
+        };
+        [spawn(&hosts[0], "alice"), spawn(&hosts[1], "bob")]
+    }
+}
+
 /// Writes a file with mode 0600, as orch requires of secrets.
 pub fn write_secret(path: &Path, content: &str) {
     std::fs::write(path, format!("{content}\n")).unwrap();

@@ -168,6 +168,16 @@ impl Lab {
             .unwrap_or_else(|e| panic!("running {argv:?} in {}: {e}", host.name))
     }
 
+    /// One ping from `host` to `to` with a 1 s timeout.
+    pub fn ping(&self, from: &Host, to: &str) -> Result<(), String> {
+        let out = self.run(from, &["ping", "-c", "1", "-W", "1", to]);
+        if out.status.success() {
+            Ok(())
+        } else {
+            Err(String::from_utf8_lossy(&out.stdout).into_owned())
+        }
+    }
+
     /// Starts a long-running process in `host`; it is stopped (by pid) with the lab.
     /// Its output goes to `<lab dir>/<name>.log`. Returns its index for [`Lab::proc`].
     pub fn spawn(&mut self, host: &Host, name: &str, cmd: Command) -> usize {

@@ -67,3 +67,13 @@ pub fn code(out: &Output) -> i32 {
         .code()
         .unwrap_or_else(|| panic!("orch ended by a signal: {:?}", out.status))
 }
+
+/// `orch status --json` for the node of `config`, parsed; the error text when it fails.
+pub fn status_json(config: &Path) -> Result<serde_json::Value, String> {
+    let out = run(&["--config", config.to_str().unwrap(), "status", "--json"]);
+    let (stdout, stderr) = text(&out);
+    if code(&out) != 0 {
+        return Err(stderr);
+    }
+    serde_json::from_str(&stdout).map_err(|e| format!("{e}: {stdout}"))
+}
