@@ -1,8 +1,9 @@
 //! `orch agent`: builds the agent's parts from the config, runs them under the
 //! supervisor, and stops them all on SIGTERM or SIGINT.
 
-use crate::api::PeerStatus;
-use crate::api::{AgentInfo, Request, Role, SiteStatus, StatusReport, TunnelStatus, STATUS_SCHEMA};
+use crate::api::{
+    AgentInfo, PeerStatus, Request, Role, SiteStatus, StatusReport, TunnelStatus, STATUS_SCHEMA,
+};
 use crate::config::Loaded;
 use crate::peering::{PeerView, Peering};
 use agent::control;
@@ -38,28 +39,16 @@ pub async fn run(loaded: Loaded) -> anyhow::Result<()> {
     let socket = me.state_dir.join(SOCKET);
     let listener = control::bind(&socket)?;
     let supervisor = Supervisor::new();
-    let started = match tunnel_config(&loaded) {
-        Ok(config) => tunnel::device::spawn(config, supervisor.token().child_token())
-            .await
-            .map_err(anyhow::Error::from),
-        Err(e) => Err(e),
-    };
-    let (tunnel, tunnel_stats) = match started {
-        Ok(t) => t,
-        Err(e) => {
-            let _ = std::fs::remove_file(&socket);
-            return Err(e.context("starting the tunnel"));
-        }
-    };
-    let peer_listener =
-        tokio::net::TcpListener::bind((me.tunnel_ip, loaded.config.cluster.control_port))
-            .await
-            .with_context(|| {
-                format!(
-                    "binding peer RPC on {}:{}",
-                    me.tunnel_ip, loaded.config.cluster.control_port
-                )
-            })?;
+    // The tunnel and the peer port need the socket's cleanup if they cannot start.
+    let (tunnel, tunnel_stats, peer_listener) =
+        match start_network(&loaded, supervisor.token().child_token()).await {
+            Ok(started) => started,
+            Err(e) => {
+                supervisor.token().cancel(); // a tunnel thread that did start stops
+                let _ = std::fs::remove_file(&socket);
+                return Err(e);
+            }
+        };
     let (view_tx, peer_view) = watch::channel(PeerView::default());
     let peering = Peering {
         loaded: Arc::clone(&loaded),
@@ -158,6 +147,25 @@ async fn record(store: &Store, outcome: Outcome, summary: &str) {
             "Could not record an event in the state store"
         );
     }
+}
+
+/// Starts the tunnel (on its own thread) and binds peer RPC on the tunnel address.
+async fn start_network(
+    loaded: &Loaded,
+    stop: tokio_util::sync::CancellationToken,
+) -> anyhow::Result<(
+    tunnel::device::TunnelThread,
+    watch::Receiver<LinkStats>,
+    tokio::net::TcpListener,
+)> {
+    let (tunnel, stats) = tunnel::device::spawn(tunnel_config(loaded)?, stop)
+        .await
+        .context("starting the tunnel")?;
+    let (ip, port) = (loaded.me().tunnel_ip, loaded.config.cluster.control_port);
+    let listener = tokio::net::TcpListener::bind((ip, port))
+        .await
+        .with_context(|| format!("binding peer RPC on {ip}:{port} (is control_port in use?)"))?;
+    Ok((tunnel, stats, listener))
 }
 
 /// The tunnel as the config describes it.
