@@ -304,6 +304,18 @@ mod tests {
         (addr, stop)
     }
 
+    /// A heartbeat sent as node `me` to a server that should be `peer`.
+    async fn beat_as(addr: SocketAddr, me: &str, peer: &str) -> Result<Response, PeerError> {
+        call(
+            addr,
+            me,
+            peer,
+            &Request::Heartbeat(beat()),
+            Duration::from_secs(5),
+        )
+        .await
+    }
+
     fn beat() -> Heartbeat {
         let mut sites = BTreeMap::new();
         sites.insert(
@@ -323,15 +335,7 @@ mod tests {
     #[tokio::test]
     async fn heartbeat_round_trip() {
         let (addr, stop) = start("127.0.0.1").await;
-        let got = call(
-            addr,
-            "alice",
-            "bob",
-            &Request::Heartbeat(beat()),
-            Duration::from_secs(5),
-        )
-        .await
-        .unwrap();
+        let got = beat_as(addr, "alice", "bob").await.unwrap();
         let Response::Heartbeat(h) = got else {
             panic!("{got:?}")
         };
@@ -343,15 +347,7 @@ mod tests {
     #[tokio::test]
     async fn only_the_peer_address_is_served() {
         let (addr, stop) = start("127.0.0.2").await;
-        let err = call(
-            addr,
-            "alice",
-            "bob",
-            &Request::Heartbeat(beat()),
-            Duration::from_secs(5),
-        )
-        .await
-        .unwrap_err();
+        let err = beat_as(addr, "alice", "bob").await.unwrap_err();
         assert!(
             matches!(err, PeerError::Malformed(_) | PeerError::Io(_)),
             "{err}"
@@ -362,28 +358,12 @@ mod tests {
     #[tokio::test]
     async fn the_wrong_node_and_oversized_frames_are_refused() {
         let (addr, stop) = start("127.0.0.1").await;
-        let err = call(
-            addr,
-            "mallory",
-            "bob",
-            &Request::Heartbeat(beat()),
-            Duration::from_secs(5),
-        )
-        .await
-        .unwrap_err();
+        let err = beat_as(addr, "mallory", "bob").await.unwrap_err();
         assert!(
             matches!(err, PeerError::Malformed(_) | PeerError::Io(_)),
             "the server hangs up on a stranger: {err}"
         );
-        let err = call(
-            addr,
-            "alice",
-            "carol",
-            &Request::Heartbeat(beat()),
-            Duration::from_secs(5),
-        )
-        .await
-        .unwrap_err();
+        let err = beat_as(addr, "alice", "carol").await.unwrap_err();
         assert!(matches!(err, PeerError::WrongNode { .. }), "{err}");
 
         let mut s = TcpStream::connect(addr).await.unwrap();
