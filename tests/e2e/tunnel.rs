@@ -244,7 +244,7 @@ fn hostile_datagrams_change_nothing() {
     if !prerequisites(
         "hostile_datagrams_change_nothing",
         true,
-        &["ip", "ping", "python3"],
+        &["ip", "ping", "/usr/bin/python3"],
     ) {
         return;
     }
@@ -343,7 +343,7 @@ fn a_hundred_megabytes_cross_the_tunnel_intact() {
     if !prerequisites(
         "a_hundred_megabytes_cross_the_tunnel_intact",
         true,
-        &["ip", "ping", "python3"],
+        &["ip", "ping", "/usr/bin/python3"],
     ) {
         return;
     }
