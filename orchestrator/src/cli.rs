@@ -46,9 +46,10 @@ pub enum Command {
         #[command(subcommand)]
         command: ConfigCommand,
     },
-    /// Run the daemon in the foreground (systemd runs it as orch.service)
+    /// Run the daemon in the foreground: tunnel, peer RPC, control socket (needs root or
+    /// CAP_NET_ADMIN; systemd runs it as orch.service)
     Agent,
-    /// Show this node's agent, sites, roles and epochs
+    /// Show this node's agent, tunnel, peer agent, sites, roles and epochs
     Status {
         /// Print JSON (documented in docs/status-json.md)
         #[arg(long)]
