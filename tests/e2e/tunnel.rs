@@ -486,3 +486,30 @@ fn both_sides_changing_address_heal_through_dns() {
     );
     assert_eq!(t["up"], true);
 }
+
+#[test]
+fn the_tunnel_runs_over_ipv6() {
+    if !prerequisites("the_tunnel_runs_over_ipv6", true, &["ip", "ping"]) {
+        return;
+    }
+    let mut lab = Lab::new("ipv6");
+    let pair = Pair::new(lab.dir(), "");
+    for node in ["alice", "bob"] {
+        let config = pair.config(node);
+        let text = std::fs::read_to_string(&config)
+            .unwrap()
+            .replace("\"192.0.2.1:51820\"", "\"[2001:db8::1]:51820\"")
+            .replace("\"192.0.2.2:51820\"", "\"[2001:db8::2]:51820\"");
+        std::fs::write(&config, text).unwrap();
+    }
+    let hosts = [
+        lab.host("alice", &["2001:db8::1/64"]),
+        lab.host("bob", &["2001:db8::2/64"]),
+    ];
+    start_agents(&mut lab, &pair, &hosts);
+    eventually("bob pings alice", Duration::from_secs(10), || {
+        lab.ping(&hosts[1], "198.51.100.1")
+    });
+    let t = tunnel_status(&pair, "alice").unwrap();
+    assert_eq!(t["endpoint"], "[2001:db8::2]:51820");
+}
