@@ -66,6 +66,11 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Look at DNS as the site's authoritative server sees it
+    Dns {
+        #[command(subcommand)]
+        command: DnsCommand,
+    },
     /// Print a shell completion script, e.g. `orch completions bash > /etc/bash_completion.d/orch`
     Completions {
         #[arg(value_enum)]
@@ -77,4 +82,15 @@ pub enum Command {
 pub enum ConfigCommand {
     /// Parse and validate the config; print every problem as FILE:LINE:COL; exit 2 on any
     Check,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DnsCommand {
+    /// What each of the site's records and its `_orch` TXT record hold at the authoritative server
+    Show {
+        site: String,
+        /// Print JSON
+        #[arg(long)]
+        json: bool,
+    },
 }

@@ -2,7 +2,7 @@
 //! `main` prints the error once.
 
 use crate::api::{Request, Role, StatusReport};
-use crate::cli::{Cli, Command, ConfigCommand};
+use crate::cli::{Cli, Command, ConfigCommand, DnsCommand};
 use crate::config::{self, ConfigError, LoadOptions, Loaded};
 use agent::control::{self, ControlError};
 use anyhow::{anyhow, Context as _};
@@ -75,6 +75,9 @@ pub fn run(cli: Cli) -> Result {
             limit,
             json,
         ),
+        Command::Dns {
+            command: DnsCommand::Show { site, json },
+        } => dns_show(&config::load(&config_path, &options)?, &site, json),
         Command::Completions { shell } => {
             let mut cmd = <Cli as clap::CommandFactory>::command();
             clap_complete::generate(shell, &mut cmd, "orch", &mut std::io::stdout());
@@ -355,6 +358,67 @@ fn history(loaded: &Loaded, site: Option<&str>, limit: u32, json: bool) -> Resul
     }
     if events.is_empty() && !json {
         eprintln!("no events recorded yet");
+    }
+    Ok(())
+}
+
+fn dns_show(loaded: &Loaded, site: &str, json: bool) -> Result {
+    use crate::dns::{Kind, Provider as _};
+    let c = &loaded.config;
+    let site = c.site(site).ok_or_else(|| {
+        let known: Vec<&str> = c.sites.iter().map(|s| s.name.as_str()).collect();
+        Exit::usage(anyhow!(
+            "no site `{site}` in the config (sites: {})",
+            known.join(", ")
+        ))
+    })?;
+    let Some(provider_name) = &site.dns else {
+        return Err(Exit::usage(anyhow!(
+            "site {} has no dns provider (set dns = \"NAME\" and records)",
+            site.name
+        )));
+    };
+    let provider = c
+        .dns
+        .get(provider_name)
+        .ok_or_else(|| Exit::usage(anyhow!("no [dns.{provider_name}]")))?;
+    let zone = provider.zone.clone().unwrap_or_default();
+    let mut queries: Vec<(String, Kind)> = Vec::new();
+    for record in &site.records {
+        queries.push((record.clone(), Kind::A));
+        queries.push((record.clone(), Kind::Aaaa));
+    }
+    queries.push((crate::dns::orch_record(&site.name, &zone), Kind::Txt));
+    let rows = runtime()?
+        .block_on(async {
+            let dns = crate::dns::provider(provider).await?;
+            let mut rows = Vec::new();
+            for (name, kind) in queries {
+                let values = dns.get(&name, kind).await?;
+                rows.push((name, kind, values));
+            }
+            Ok::<_, crate::dns::DnsError>(rows)
+        })
+        .map_err(Exit::failed)?;
+    if json {
+        let doc: Vec<serde_json::Value> = rows
+            .iter()
+            .map(|(name, kind, values)| serde_json::json!({ "name": name, "type": kind.to_string(), "values": values }))
+            .collect();
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&doc).map_err(Exit::failed)?
+        );
+        return Ok(());
+    }
+    let width = rows.iter().map(|r| r.0.len()).max().unwrap_or(4);
+    for (name, kind, values) in rows {
+        let shown = if values.is_empty() {
+            "(none)".to_string()
+        } else {
+            values.join(", ")
+        };
+        println!("{name:width$}  {:4}  {shown}", kind.to_string());
     }
     Ok(())
 }

@@ -5,5 +5,6 @@
 
 mod agent;
 mod config;
+mod dns;
 mod lab;
 mod tunnel;

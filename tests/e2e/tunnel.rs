@@ -455,7 +455,7 @@ fn both_sides_changing_address_heal_through_dns() {
     ] {
         must(&lab, host, &["ip", "addr", "del", old, "dev", "eth0"]);
         must(&lab, host, &["ip", "addr", "add", new, "dev", "eth0"]);
-        bind.set_a(&lab, name, new.split('/').next().unwrap());
+        bind.set_a(name, new.split('/').next().unwrap());
     }
     let changed = std::time::Instant::now();
     eventually(

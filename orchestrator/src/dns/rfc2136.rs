@@ -1,0 +1,303 @@
+//! RFC 2136 dynamic updates signed with TSIG (RFC 8945), over UDP with a TCP retry when
+//! the answer is truncated. A swap is one UPDATE whose prerequisite is "this RRset exists
+//! with exactly these values" (RFC 2136 §2.4.2): the server applies it atomically or not
+//! at all. Every change is then verified by a query.
+
+use super::{same_values, DnsError, Kind, Provider, Swap};
+use crate::config::DnsProvider;
+use hickory_client::client::Client;
+use hickory_proto::dnssec::rdata::tsig::TsigAlgorithm;
+use hickory_proto::dnssec::tsig::TSigner;
+use hickory_proto::op::{update_message, Message, MessageType, OpCode, Query, ResponseCode};
+use hickory_proto::rr::rdata::{A, AAAA, TXT};
+use hickory_proto::rr::{Name, RData, Record, RecordSet, RecordType};
+use hickory_proto::runtime::TokioRuntimeProvider;
+use hickory_proto::tcp::TcpClientStream;
+use hickory_proto::udp::UdpClientStream;
+use hickory_proto::xfer::{DnsHandle, FirstAnswer};
+use std::net::{IpAddr, SocketAddr};
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+const TIMEOUT: Duration = Duration::from_secs(5);
+
+pub struct Rfc2136 {
+    server: SocketAddr,
+    zone: Name,
+    signer: Arc<TSigner>,
+    key_name: String,
+}
+
+impl Rfc2136 {
+    /// Builds the provider from its config; resolves the server name once.
+    pub async fn new(p: &DnsProvider) -> Result<Rfc2136, DnsError> {
+        let missing =
+            |k: &str| DnsError::Config(format!("dns.{}: `{k}` is required for rfc2136", p.name));
+        let server = p.server.as_deref().ok_or_else(|| missing("server"))?;
+        let endpoint = crate::config::validate_endpoint(server)
+            .or_else(|_| crate::config::validate_endpoint(&format!("{server}:53")))
+            .map_err(DnsError::Config)?;
+        let server = tokio::net::lookup_host((endpoint.host.as_str(), endpoint.port))
+            .await
+            .ok()
+            .and_then(|mut a| a.next())
+            .ok_or_else(|| {
+                DnsError::Config(format!(
+                    "dns.{}: cannot resolve server {}",
+                    p.name, endpoint
+                ))
+            })?;
+        let zone = fqdn(p.zone.as_deref().ok_or_else(|| missing("zone"))?)?;
+        let key_name = p.tsig_name.clone().ok_or_else(|| missing("tsig_name"))?;
+        let secret_file = p
+            .tsig_secret_file
+            .as_ref()
+            .ok_or_else(|| missing("tsig_secret_file"))?;
+        let secret = read_tsig_secret(secret_file)?;
+        let algorithm = match p.tsig_algorithm.as_deref().unwrap_or("hmac-sha256") {
+            "hmac-sha256" => TsigAlgorithm::HmacSha256,
+            "hmac-sha384" => TsigAlgorithm::HmacSha384,
+            "hmac-sha512" => TsigAlgorithm::HmacSha512,
+            other => {
+                return Err(DnsError::Config(format!(
+                    "tsig_algorithm `{other}` is not supported"
+                )))
+            }
+        };
+        let signer = TSigner::new(secret, algorithm, fqdn(&key_name)?, 300)
+            .map_err(|e| DnsError::Config(format!("TSIG key {key_name}: {e}")))?;
+        Ok(Rfc2136 {
+            server,
+            zone,
+            signer: Arc::new(signer),
+            key_name,
+        })
+    }
+
+    fn server_error(&self, message: String) -> DnsError {
+        DnsError::Server {
+            server: self.server.to_string(),
+            message,
+        }
+    }
+
+    /// Sends `message` signed, over UDP, and over TCP if the answer was truncated.
+    async fn exchange(&self, message: Message) -> Result<Message, DnsError> {
+        let transport = |source| DnsError::Transport {
+            server: self.server.to_string(),
+            source,
+        };
+        let udp = UdpClientStream::builder(self.server, TokioRuntimeProvider::default())
+            .with_timeout(Some(TIMEOUT))
+            .with_signer(Some(self.signer.clone()))
+            .build();
+        let (client, background) = Client::connect(udp).await.map_err(transport)?;
+        let task = tokio::spawn(background);
+        let answer = client.send(message.clone()).first_answer().await;
+        task.abort();
+        let answer = answer.map_err(|e| self.classify(e))?;
+        if !answer.truncated() {
+            return Ok(answer.into_message());
+        }
+        let (stream, handle) = TcpClientStream::new(
+            self.server,
+            None,
+            Some(TIMEOUT),
+            TokioRuntimeProvider::default(),
+        );
+        let (client, background) =
+            Client::with_timeout(stream, handle, TIMEOUT, Some(self.signer.clone()))
+                .await
+                .map_err(transport)?;
+        let task = tokio::spawn(background);
+        let answer = client.send(message).first_answer().await;
+        task.abort();
+        Ok(answer.map_err(|e| self.classify(e))?.into_message())
+    }
+
+    /// Turns hickory's errors into messages that say what to fix.
+    fn classify(&self, e: hickory_proto::ProtoError) -> DnsError {
+        let text = e.to_string();
+        if text.contains("tsig")
+            || text.contains("TSIG")
+            || text.contains("NotAuth")
+            || text.contains("BADKEY")
+            || text.contains("BADSIG")
+        {
+            return self.server_error(format!(
+                "the server refused TSIG key `{}`: check tsig_name, tsig_algorithm and tsig_secret_file against the server's key (detail: {text})",
+                self.key_name
+            ));
+        }
+        DnsError::Transport {
+            server: self.server.to_string(),
+            source: e,
+        }
+    }
+
+    fn check_rcode(&self, message: &Message, what: &str) -> Result<(), DnsError> {
+        match message.response_code() {
+            ResponseCode::NoError => Ok(()),
+            ResponseCode::NotAuth => Err(self.server_error(format!(
+                "{what}: NOTAUTH — the server does not accept TSIG key `{}` for zone {} (check the key and the zone)",
+                self.key_name, self.zone
+            ))),
+            ResponseCode::Refused => Err(self.server_error(format!(
+                "{what}: REFUSED — the server's update policy does not let key `{}` change this name",
+                self.key_name
+            ))),
+            ResponseCode::NotZone => Err(self.server_error(format!("{what}: NOTZONE — the name is outside zone {}", self.zone))),
+            code => Err(self.server_error(format!("{what}: {code}"))),
+        }
+    }
+
+    fn rrset(
+        &self,
+        name: &Name,
+        kind: Kind,
+        values: &[String],
+        ttl: u32,
+    ) -> Result<RecordSet, DnsError> {
+        let mut set = RecordSet::with_ttl(name.clone(), record_type(kind), ttl);
+        for value in values {
+            set.insert(
+                Record::from_rdata(name.clone(), ttl, rdata(kind, value)?),
+                0,
+            );
+        }
+        Ok(set)
+    }
+}
+
+impl Provider for Rfc2136 {
+    async fn get(&self, name: &str, kind: Kind) -> Result<Vec<String>, DnsError> {
+        let name = fqdn(name)?;
+        let mut message = Message::new();
+        message
+            .set_id(rand_id())
+            .set_message_type(MessageType::Query)
+            .set_op_code(OpCode::Query);
+        message.add_query(Query::query(name.clone(), record_type(kind)));
+        let answer = self.exchange(message).await?;
+        if answer.response_code() == ResponseCode::NXDomain {
+            return Ok(Vec::new());
+        }
+        self.check_rcode(&answer, &format!("query {name} {kind}"))?;
+        Ok(answer
+            .answers()
+            .iter()
+            .filter(|r| r.record_type() == record_type(kind) && r.name() == &name)
+            .filter_map(|r| value_of(r.data()))
+            .collect())
+    }
+
+    async fn compare_and_swap(
+        &self,
+        name: &str,
+        kind: Kind,
+        expected: &[String],
+        new: &[String],
+        ttl: u32,
+    ) -> Result<Swap, DnsError> {
+        let fq = fqdn(name)?;
+        let new_set = self.rrset(&fq, kind, new, ttl)?;
+        let mut message = if expected.is_empty() {
+            update_message::create(new_set, self.zone.clone(), true)
+        } else {
+            update_message::compare_and_swap(
+                self.rrset(&fq, kind, expected, ttl)?,
+                new_set,
+                self.zone.clone(),
+                true,
+            )
+        };
+        message.set_id(rand_id());
+        let answer = self.exchange(message).await?;
+        match answer.response_code() {
+            // The prerequisite failed: someone else holds the record.
+            ResponseCode::NXRRSet
+            | ResponseCode::YXRRSet
+            | ResponseCode::YXDomain
+            | ResponseCode::NXDomain => {
+                return Ok(Swap::Conflict {
+                    current: self.get(name, kind).await?,
+                });
+            }
+            _ => self.check_rcode(&answer, &format!("update {fq} {kind}"))?,
+        }
+        let now = self.get(name, kind).await?;
+        if !same_values(&now, new) {
+            return Err(self.server_error(format!(
+                "update {fq} {kind} was accepted but the server now holds {now:?}, not {new:?}"
+            )));
+        }
+        Ok(Swap::Swapped)
+    }
+}
+
+fn fqdn(name: &str) -> Result<Name, DnsError> {
+    let mut n = Name::from_str(name)
+        .map_err(|e| DnsError::Config(format!("`{name}` is not a DNS name: {e}")))?;
+    n.set_fqdn(true);
+    Ok(n)
+}
+
+fn record_type(kind: Kind) -> RecordType {
+    match kind {
+        Kind::A => RecordType::A,
+        Kind::Aaaa => RecordType::AAAA,
+        Kind::Txt => RecordType::TXT,
+    }
+}
+
+fn rdata(kind: Kind, value: &str) -> Result<RData, DnsError> {
+    let bad = || DnsError::Value {
+        kind,
+        value: value.to_owned(),
+    };
+    Ok(match kind {
+        Kind::A => RData::A(A(value.parse().map_err(|_| bad())?)),
+        Kind::Aaaa => RData::AAAA(AAAA(value.parse().map_err(|_| bad())?)),
+        Kind::Txt => RData::TXT(TXT::new(vec![value.to_owned()])),
+    })
+}
+
+fn value_of(data: &RData) -> Option<String> {
+    match data {
+        RData::A(a) => Some(IpAddr::V4(a.0).to_string()),
+        RData::AAAA(a) => Some(IpAddr::V6(a.0).to_string()),
+        RData::TXT(t) => Some(
+            t.iter()
+                .map(|s| String::from_utf8_lossy(s).into_owned())
+                .collect(),
+        ),
+        _ => None,
+    }
+}
+
+/// Reads a TSIG secret: the base64 key alone, or a BIND key file as `tsig-keygen` writes it.
+fn read_tsig_secret(file: &std::path::Path) -> Result<Vec<u8>, DnsError> {
+    use base64::Engine as _;
+    crate::config::check_secret_mode(file).map_err(DnsError::Config)?;
+    let text = std::fs::read_to_string(file)
+        .map_err(|e| DnsError::Config(format!("{}: {e}", file.display())))?;
+    let b64 = match text.split_once("secret") {
+        Some((_, rest)) => rest.split('"').nth(1).unwrap_or_default().to_owned(),
+        None => text.trim().to_owned(),
+    };
+    base64::engine::general_purpose::STANDARD
+        .decode(b64.trim())
+        .map_err(|_| {
+            DnsError::Config(format!(
+                "{} does not hold a base64 TSIG secret",
+                file.display()
+            ))
+        })
+}
+
+fn rand_id() -> u16 {
+    let mut b = [0u8; 2];
+    rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut b);
+    u16::from_le_bytes(b)
+}
