@@ -73,7 +73,7 @@ pub async fn run(loaded: Loaded) -> anyhow::Result<()> {
         started: SystemTime::now(),
         started_instant: Instant::now(),
         tunnel: tunnel_stats,
-        peer_view,
+        peer_view: peer_view.clone(),
     });
     // The tunnel runs on its own thread and stops with the supervisor's token.
     supervisor.spawn("tunnel", move |_stop| async move {
@@ -93,6 +93,12 @@ pub async fn run(loaded: Loaded) -> anyhow::Result<()> {
         .await;
         Ok(())
     });
+    if loaded.me().ddns.is_some() {
+        let (loaded, store, view) = (Arc::clone(&loaded), store.clone(), peer_view.clone());
+        supervisor.spawn("ddns", move |stop| {
+            crate::ddns::run(loaded, store, view, stop)
+        });
+    }
     supervisor.spawn("heartbeat", move |stop| async move {
         peering.run_heartbeats(stop).await;
         Ok(())

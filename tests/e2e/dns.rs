@@ -277,3 +277,81 @@ fn dns_show_reads_the_sites_records_at_the_authoritative_server() {
         orch_tests::orch::text(&out).0
     );
 }
+
+#[test]
+fn a_nodes_name_follows_its_new_address() {
+    if !prerequisites(
+        "a_nodes_name_follows_its_new_address",
+        true,
+        &["ip", "ping", "named", "tsig-keygen", "dig"],
+    ) {
+        return;
+    }
+    let mut lab = orch_tests::lab::Lab::new("ddns");
+    let dns = lab.host("dns", &["192.0.2.53/24"]);
+    let bind = Bind::start(
+        &mut lab,
+        &dns,
+        "example.org",
+        &[("alice", "192.0.2.1"), ("bob", "192.0.2.2")],
+    );
+    let provider = format!(
+        "\n[dns.main]\nkind = \"rfc2136\"\nserver = \"192.0.2.53:53\"\nzone = \"example.org\"\ntsig_name = \"{}\"\ntsig_secret_file = \"tsig.secret\"\n",
+        bind.key_name
+    );
+    let pair = orch_tests::fixture::Pair::new(lab.dir(), &provider);
+    for (node, dir) in [("alice", &pair.alice), ("bob", &pair.bob)] {
+        let config = pair.config(node);
+        let text = std::fs::read_to_string(&config).unwrap().replace(
+            "[nodes.alice]\n",
+            "[nodes.alice]\nddns = { provider = \"main\", name = \"alice.example.org\" }\n",
+        );
+        std::fs::write(&config, text).unwrap();
+        write_secret(&dir.join("tsig.secret"), &bind.secret);
+    }
+    let hosts = [
+        lab.host("alice", &["192.0.2.1/24"]),
+        lab.host("bob", &["192.0.2.2/24"]),
+    ];
+    pair.spawn_agents(&mut lab, &hosts);
+    orch_tests::eventually(
+        "the tunnel comes up",
+        std::time::Duration::from_secs(10),
+        || lab.ping(&hosts[0], "198.51.100.2"),
+    );
+
+    // Alice's ISP renumbers her; nobody touches DNS by hand.
+    for args in [
+        ["ip", "addr", "del", "192.0.2.1/24", "dev", "eth0"],
+        ["ip", "addr", "add", "192.0.2.21/24", "dev", "eth0"],
+    ] {
+        assert!(lab.run(&hosts[0], &args).status.success());
+    }
+    let changed = std::time::Instant::now();
+    orch_tests::eventually(
+        "alice.example.org follows",
+        std::time::Duration::from_secs(90),
+        || {
+            let now = bind.dig("alice.example.org", "A");
+            if now == "192.0.2.21" {
+                Ok(())
+            } else {
+                Err(format!("{now}\n{}", lab.log("agent-alice")))
+            }
+        },
+    );
+    eprintln!(
+        "DNS followed {:?} after the address change",
+        changed.elapsed()
+    );
+    let out = orch_tests::orch::run(&[
+        "--config",
+        pair.config("alice").to_str().unwrap(),
+        "history",
+    ]);
+    let history = orch_tests::orch::text(&out).0;
+    assert!(
+        history.contains("ddns") && history.contains("alice.example.org A 192.0.2.1 -> 192.0.2.21"),
+        "{history}"
+    );
+}
