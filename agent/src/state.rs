@@ -165,10 +165,6 @@ impl Store {
         }
     }
 
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
     pub async fn close(&self) {
         self.pool.close().await;
     }

@@ -41,9 +41,7 @@ pub fn public_ip(source: &PublicIp, view: &PeerView) -> Result<IpAddr, String> {
 fn default_route_address() -> Result<IpAddr, String> {
     for probe in [
         SocketAddr::from(([203, 0, 113, 1], 9)),
-        "[2001:db8::1]:9"
-            .parse()
-            .unwrap_or(SocketAddr::from(([0; 16], 9))),
+        SocketAddr::from((std::net::Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 1), 9)),
     ] {
         let bind: SocketAddr = if probe.is_ipv4() {
             ([0, 0, 0, 0], 0).into()

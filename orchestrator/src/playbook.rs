@@ -117,7 +117,7 @@ pub fn find(config_dir: &Path, name: &str) -> Result<(Origin, Playbook), String>
 pub fn parse(text: &str) -> Result<Playbook, String> {
     let book: Playbook = toml::from_str(text).map_err(|e| {
         let at = e.span().map(|s| {
-            let p = crate::config::Locator::new(text).position_of_offset(s.start);
+            let p = crate::config::Locator::new(text).position(s.start);
             format!("{}:{}: ", p.line, p.column)
         });
         format!("{}{}", at.unwrap_or_default(), e.message().trim_end())

@@ -113,7 +113,8 @@ impl<'a> Locator<'a> {
         best
     }
 
-    fn position(&self, offset: usize) -> Position {
+    /// The line and column of a byte offset in the text.
+    pub fn position(&self, offset: usize) -> Position {
         let before = &self.text[..offset.min(self.text.len())];
         let line = before.matches('\n').count() + 1;
         let line_start = before.rfind('\n').map_or(0, |i| i + 1);
@@ -121,10 +122,6 @@ impl<'a> Locator<'a> {
             line,
             column: before[line_start..].chars().count() + 1,
         }
-    }
-
-    pub fn position_of_offset(&self, offset: usize) -> Position {
-        self.position(offset)
     }
 }
 

@@ -307,7 +307,7 @@ pub fn parse(path: &Path, text: &str, options: &LoadOptions) -> Result<Loaded, C
         Ok(raw) => raw,
         Err(e) => {
             let locator = Locator::new(text);
-            let position = e.span().map(|s| locator.position_of_offset(s.start));
+            let position = e.span().map(|s| locator.position(s.start));
             return Err(ConfigError::Invalid(vec![Diagnostic {
                 file: path.to_owned(),
                 position,
