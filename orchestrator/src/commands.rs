@@ -363,7 +363,7 @@ fn history(loaded: &Loaded, site: Option<&str>, limit: u32, json: bool) -> Resul
 }
 
 fn dns_show(loaded: &Loaded, site: &str, json: bool) -> Result {
-    use crate::dns::{Kind, Provider as _};
+    use crate::dns::Kind;
     let c = &loaded.config;
     let site = c.site(site).ok_or_else(|| {
         let known: Vec<&str> = c.sites.iter().map(|s| s.name.as_str()).collect();
@@ -394,7 +394,7 @@ fn dns_show(loaded: &Loaded, site: &str, json: bool) -> Result {
             let dns = crate::dns::provider(provider).await?;
             let mut rows = Vec::new();
             for (name, kind) in queries {
-                let values = dns.get(&name, kind).await?;
+                let values = dns.published(&name, kind).await?;
                 rows.push((name, kind, values));
             }
             Ok::<_, crate::dns::DnsError>(rows)

@@ -3,7 +3,8 @@
 //!
 //! The address comes from `public_ip`: `"auto"` uses what the peer reports seeing in its
 //! heartbeats (the truth as the internet sees it, through NAT), else the source address
-//! of the default route; a fixed address is used as is. The name is checked against the
+//! of the default route; a fixed address is used as is; `interface:NAME` takes that
+//! interface's public address; `url:` asks a what-is-my-IP web service (once per check). The name is checked against the
 //! authoritative server every 60 s and as soon as the address changes, and updated at most
 //! once per 30 s.
 
@@ -20,7 +21,8 @@ pub const CHECK_EVERY: Duration = Duration::from_secs(60);
 pub const MIN_UPDATE_GAP: Duration = Duration::from_secs(30);
 const TTL: u32 = 60;
 
-/// This node's public address now, if it can be told.
+/// This node's public address now, if it can be told without asking a web service (see
+/// [`fetch_address`] for `url:`).
 pub fn public_ip(source: &PublicIp, view: &PeerView) -> Result<IpAddr, String> {
     match source {
         PublicIp::Fixed(ip) => Ok(*ip),
@@ -28,11 +30,82 @@ pub fn public_ip(source: &PublicIp, view: &PeerView) -> Result<IpAddr, String> {
             Some(seen) => Ok(seen.ip().to_canonical()),
             None => default_route_address(),
         },
-        PublicIp::Interface(name) => Err(format!(
-            "public_ip = \"interface:{name}\" is not implemented yet"
-        )),
-        PublicIp::Url(url) => Err(format!("public_ip = \"url:{url}\" is not implemented yet")),
+        PublicIp::Interface(name) => {
+            let all =
+                if_addrs::get_if_addrs().map_err(|e| format!("listing network interfaces: {e}"))?;
+            let pairs: Vec<(String, IpAddr)> =
+                all.into_iter().map(|i| (i.name.clone(), i.ip())).collect();
+            pick_interface_address(name, &pairs)
+        }
+        PublicIp::Url(url) => Err(format!("{url} must be fetched")),
     }
+}
+
+/// The address of interface `name` to publish: its first IPv4 address that is not
+/// loopback or link-local, else its first global IPv6 address (not loopback, link-local
+/// or unique-local).
+pub fn pick_interface_address(name: &str, all: &[(String, IpAddr)]) -> Result<IpAddr, String> {
+    let mine: Vec<IpAddr> = all
+        .iter()
+        .filter(|(n, _)| n == name)
+        .map(|(_, ip)| *ip)
+        .collect();
+    if mine.is_empty() {
+        let mut names: Vec<&str> = all.iter().map(|(n, _)| n.as_str()).collect();
+        names.sort();
+        names.dedup();
+        return Err(format!(
+            "interface {name} does not exist or has no address (interfaces: {})",
+            names.join(", ")
+        ));
+    }
+    let v4 = mine.iter().find(|ip| match ip {
+        IpAddr::V4(v4) => !v4.is_loopback() && !v4.is_link_local() && !v4.is_unspecified(),
+        IpAddr::V6(_) => false,
+    });
+    let v6 = mine.iter().find(|ip| match ip {
+        IpAddr::V6(v6) => {
+            let first = v6.segments()[0];
+            !v6.is_loopback()
+                && !v6.is_unspecified()
+                && (first & 0xffc0) != 0xfe80
+                && (first & 0xfe00) != 0xfc00
+        }
+        IpAddr::V4(_) => false,
+    });
+    v4.or(v6).copied().ok_or_else(|| {
+        format!("interface {name} has no usable address (only loopback, link-local or unique-local ones)")
+    })
+}
+
+/// Asks a what-is-my-IP web service (`public_ip = "url:..."`): the answer must be an
+/// address alone (surrounding white space allowed), as api.ipify.org, icanhazip.com or
+/// ifconfig.me/ip give.
+pub async fn fetch_address(client: &reqwest::Client, url: &url::Url) -> Result<IpAddr, String> {
+    let mut response = client
+        .get(url.clone())
+        .send()
+        .await
+        .map_err(|e| format!("{url}: {}", agent::error_chain(&e.without_url())))?;
+    let status = response.status();
+    let mut body = Vec::new();
+    while let Some(chunk) = response
+        .chunk()
+        .await
+        .map_err(|e| format!("{url}: {}", agent::error_chain(&e.without_url())))?
+    {
+        body.extend_from_slice(&chunk);
+        if body.len() > 256 {
+            return Err(format!("{url}: the answer is longer than an address"));
+        }
+    }
+    let text = String::from_utf8_lossy(&body);
+    if !status.is_success() {
+        return Err(format!("{url}: HTTP {status}"));
+    }
+    text.trim()
+        .parse()
+        .map_err(|_| format!("{url} answered `{}`, not an address", text.trim()))
 }
 
 /// The source address the kernel picks for the default route. `connect` on a UDP socket
@@ -79,11 +152,28 @@ pub async fn run(
     let provider = crate::dns::provider(&provider_config)
         .await
         .map_err(|e| format!("ddns: {e}"))?;
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .user_agent(concat!("orch/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .map_err(|e| format!("ddns: HTTP client: {e}"))?;
+    let mut fetched: Option<(Result<IpAddr, String>, Instant)> = None;
     let mut verified: Option<(IpAddr, Instant)> = None;
     let mut last_update: Option<Instant> = None;
     let mut last_problem: Option<String> = None;
     loop {
-        let ip = public_ip(&me.public_ip, &view.borrow());
+        let ip = match &me.public_ip {
+            // A web service is asked at most once per check period.
+            PublicIp::Url(url) => match &fetched {
+                Some((ip, at)) if at.elapsed() < CHECK_EVERY => ip.clone(),
+                _ => {
+                    let ip = fetch_address(&http, url).await;
+                    fetched = Some((ip.clone(), Instant::now()));
+                    ip
+                }
+            },
+            source => public_ip(source, &view.borrow()),
+        };
         let due = match (&ip, verified) {
             (Ok(ip), Some((v, at))) => *ip != v || at.elapsed() >= CHECK_EVERY,
             (Ok(_), None) => true,
@@ -175,8 +265,74 @@ mod tests {
             public_ip(&PublicIp::Fixed("203.0.113.9".parse().unwrap()), &view).unwrap(),
             "203.0.113.9".parse::<IpAddr>().unwrap()
         );
-        assert!(public_ip(&PublicIp::Interface("eth0".into()), &view)
+        assert!(
+            public_ip(&PublicIp::Interface("nonexistent0".into()), &view)
+                .unwrap_err()
+                .contains("interface nonexistent0 does not exist")
+        );
+    }
+
+    #[test]
+    fn an_interface_publishes_its_first_public_address() {
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        let all = vec![
+            ("lo".to_owned(), ip("127.0.0.1")),
+            ("eth0".to_owned(), ip("fe80::1")),
+            ("eth0".to_owned(), ip("fd00::1")),
+            ("eth0".to_owned(), ip("2001:db8::5")),
+            ("eth0".to_owned(), ip("169.254.3.3")),
+            ("eth0".to_owned(), ip("192.0.2.7")),
+            ("wan".to_owned(), ip("fe80::2")),
+            ("wan".to_owned(), ip("2001:db8::9")),
+        ];
+        assert_eq!(
+            pick_interface_address("eth0", &all).unwrap(),
+            ip("192.0.2.7")
+        );
+        assert_eq!(
+            pick_interface_address("wan", &all).unwrap(),
+            ip("2001:db8::9")
+        );
+        assert!(pick_interface_address("lo", &all)
             .unwrap_err()
-            .contains("not implemented"));
+            .contains("no usable address"));
+        let missing = pick_interface_address("ppp0", &all).unwrap_err();
+        assert!(missing.contains("interfaces: eth0, lo, wan"), "{missing}");
+    }
+
+    /// Serves one HTTP answer with `body` on loopback; returns its URL.
+    fn serve_once(body: &'static str) -> url::Url {
+        use std::io::{Read, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        std::thread::spawn(move || {
+            if let Ok((mut conn, _)) = listener.accept() {
+                let mut buf = [0u8; 4096];
+                let _ = conn.read(&mut buf);
+                let _ = write!(
+                    conn,
+                    "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+            }
+        });
+        format!("http://127.0.0.1:{port}/ip").parse().unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_web_service_gives_the_address() {
+        let client = reqwest::Client::new();
+        let got = fetch_address(&client, &serve_once("203.0.113.7\n"))
+            .await
+            .unwrap();
+        assert_eq!(got, "203.0.113.7".parse::<IpAddr>().unwrap());
+        let got = fetch_address(&client, &serve_once("2001:db8::7"))
+            .await
+            .unwrap();
+        assert_eq!(got, "2001:db8::7".parse::<IpAddr>().unwrap());
+        let bad = fetch_address(&client, &serve_once("<html>hello</html>"))
+            .await
+            .unwrap_err();
+        assert!(bad.contains("not an address"), "{bad}");
     }
 }

@@ -25,6 +25,8 @@ fn provider_config(bind: &Bind, secret_file: &Path) -> DnsProvider {
         username: None,
         password_file: None,
         command: None,
+        api_url: None,
+        nameservers: Vec::new(),
     }
 }
 

@@ -6,5 +6,6 @@
 mod agent;
 mod config;
 mod dns;
+mod dns_http;
 mod lab;
 mod tunnel;

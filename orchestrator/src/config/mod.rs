@@ -130,6 +130,10 @@ pub struct DnsProvider {
     pub username: Option<String>,
     pub password_file: Option<PathBuf>,
     pub command: Option<Vec<String>>,
+    /// The API's base URL, when not the provider's own (a sandbox, a test server).
+    pub api_url: Option<String>,
+    /// The zone's authoritative servers (`host[:port]`), when not discovered.
+    pub nameservers: Vec<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -326,7 +330,7 @@ pub fn config_dir(path: &Path) -> PathBuf {
     }
 }
 
-pub use validate::{check_secret_mode, read_private_key};
+pub use validate::{check_api_url, check_secret_mode, dyndns2_url, read_private_key};
 
 /// Checks a `HOST:PORT` endpoint as the config would.
 pub fn validate_endpoint(text: &str) -> Result<Endpoint, String> {

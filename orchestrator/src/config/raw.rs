@@ -123,6 +123,8 @@ pub struct RawDns {
     pub username: Option<String>,
     pub password_file: Option<String>,
     pub command: Option<Vec<String>>,
+    pub api_url: Option<String>,
+    pub nameservers: Option<Vec<String>>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, serde::Serialize)]

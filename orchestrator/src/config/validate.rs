@@ -584,13 +584,17 @@ fn check_dns(c: &mut Checker, p: &KeyPath, name: &str, d: &RawDns) -> DnsProvide
         ("username", d.username.is_some()),
         ("password_file", d.password_file.is_some()),
         ("command", d.command.is_some()),
+        ("api_url", d.api_url.is_some()),
+        ("nameservers", d.nameservers.is_some()),
     ];
     let (required, optional): (&[&str], &[&str]) = match d.kind {
         DnsKind::Rfc2136 => (
             &["server", "zone", "tsig_name", "tsig_secret_file"],
             &["tsig_algorithm"],
         ),
-        DnsKind::Cloudflare => (&["token_file", "zone"], &[]),
+        DnsKind::Cloudflare | DnsKind::Gandi | DnsKind::Desec => {
+            (&["token_file", "zone"], &["api_url", "nameservers"])
+        }
         DnsKind::Ovh => (
             &[
                 "application_key",
@@ -598,12 +602,11 @@ fn check_dns(c: &mut Checker, p: &KeyPath, name: &str, d: &RawDns) -> DnsProvide
                 "consumer_key_file",
                 "zone",
             ],
-            &["endpoint"],
+            &["endpoint", "api_url", "nameservers"],
         ),
-        DnsKind::Gandi | DnsKind::Desec => (&["token_file", "zone"], &[]),
-        DnsKind::Duckdns => (&["token_file"], &[]),
-        DnsKind::Dyndns2 => (&["server", "username", "password_file"], &[]),
-        DnsKind::Command => (&["command"], &["zone"]),
+        DnsKind::Duckdns => (&["token_file"], &["api_url", "nameservers"]),
+        DnsKind::Dyndns2 => (&["server", "username", "password_file"], &["nameservers"]),
+        DnsKind::Command => (&["command"], &["zone", "nameservers"]),
     };
     let kind = serde_json::to_value(d.kind)
         .ok()
@@ -619,9 +622,34 @@ fn check_dns(c: &mut Checker, p: &KeyPath, name: &str, d: &RawDns) -> DnsProvide
             c.err(p, format!("kind = \"{kind}\" needs `{key}`"));
         }
     }
-    if let (DnsKind::Rfc2136, Some(server)) = (d.kind, &d.server) {
-        if let Err(e) = parse_endpoint(server, Some(53)) {
-            c.err(&p.key("server"), e);
+    match (d.kind, &d.server) {
+        (DnsKind::Rfc2136, Some(server)) => {
+            if let Err(e) = parse_endpoint(server, Some(53)) {
+                c.err(&p.key("server"), e);
+            }
+        }
+        (DnsKind::Dyndns2, Some(server)) => {
+            if let Err(e) = check_api_url(&dyndns2_url(server)) {
+                c.err(&p.key("server"), e);
+            }
+        }
+        _ => {}
+    }
+    if let Some(u) = &d.api_url {
+        if let Err(e) = check_api_url(u) {
+            c.err(&p.key("api_url"), e);
+        }
+    }
+    for (i, ns) in d.nameservers.iter().flatten().enumerate() {
+        if let Err(e) = parse_endpoint(ns, Some(53)) {
+            c.err(&p.key("nameservers").index(i), e);
+        }
+    }
+    if d.kind == DnsKind::Duckdns {
+        if let Some(zone) = &d.zone {
+            if zone.trim_end_matches('.') != "duckdns.org" {
+                c.err(&p.key("zone"), "DuckDNS names are always in duckdns.org");
+            }
         }
     }
     if let Some(alg) = &d.tsig_algorithm {
@@ -671,7 +699,50 @@ fn check_dns(c: &mut Checker, p: &KeyPath, name: &str, d: &RawDns) -> DnsProvide
         username: d.username.clone(),
         password_file: c.secret_file(&p.key("password_file"), d.password_file.as_deref()),
         command: d.command.clone(),
+        api_url: d.api_url.clone(),
+        nameservers: d.nameservers.clone().unwrap_or_default(),
     }
+}
+
+/// A dyndns2 `server`: `host[:port]` means https; a full URL is used as it is.
+pub fn dyndns2_url(server: &str) -> String {
+    if server.contains("://") {
+        server.to_owned()
+    } else {
+        format!("https://{server}")
+    }
+}
+
+/// An HTTP API's base URL: https, or plain http to a loopback address only (a secret
+/// sent in clear over a network is a secret given away).
+pub fn check_api_url(text: &str) -> Result<(), String> {
+    let url = url::Url::parse(text).map_err(|e| format!("`{text}` is not a URL ({e})"))?;
+    match url.scheme() {
+        "https" => {}
+        "http" => {
+            let loopback = match url.host() {
+                Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+                Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+                Some(url::Host::Domain(d)) => d == "localhost",
+                None => false,
+            };
+            if !loopback {
+                return Err(format!(
+                    "`{text}`: plain http would send the credentials in clear; use https (http is allowed to a loopback address only)"
+                ));
+            }
+        }
+        other => return Err(format!("`{text}`: scheme `{other}` is not http(s)")),
+    }
+    if url.host().is_none() {
+        return Err(format!("`{text}` has no host"));
+    }
+    if !url.username().is_empty() || url.password().is_some() || url.query().is_some() {
+        return Err(format!(
+            "`{text}`: no credentials or query in the URL; secrets belong in files"
+        ));
+    }
+    Ok(())
 }
 
 fn check_site(
@@ -702,6 +773,22 @@ fn check_site(
         );
     }
     let provider = s.dns.as_ref().and_then(|d| match dns.get(d) {
+        Some(provider) if matches!(provider.kind, DnsKind::Duckdns | DnsKind::Dyndns2) => {
+            c.err(
+                &p.key("dns"),
+                format!(
+                    "provider `{d}` is a dynamic-DNS service: it can keep a node's own name (ddns) but cannot hold a site's records and its _orch TXT record; use rfc2136, cloudflare, ovh, gandi, desec or command"
+                ),
+            );
+            None
+        }
+        Some(provider) if provider.zone.is_none() => {
+            c.err(
+                &p.key("dns"),
+                format!("provider `{d}` needs `zone` to hold a site's records (the ownership record is _orch.SITE.ZONE)"),
+            );
+            None
+        }
         Some(provider) => Some(provider),
         None => {
             c.err(&p.key("dns"), unknown("DNS provider", d, "dns", dns.keys()));
@@ -1225,6 +1312,39 @@ mod tests {
         assert!(
             p.iter().any(|m| m.contains("missing: No such file")),
             "{p:?}"
+        );
+        assert!(
+            p.iter().any(|m| m.contains("is a dynamic-DNS service")),
+            "{p:?}"
+        );
+        let p = problems(
+            "[dns.d]\nkind = \"cloudflare\"\ntoken_file = \"missing\"\nzone = \"example.org\"\n\
+             api_url = \"http://192.0.2.1/client/v4\"\nnameservers = [\"ns1.example.org\", \"192.0.2.53:5353\", \"bad:port:x\"]\n",
+        );
+        assert!(
+            p.iter().any(|m| m.contains("credentials in clear")),
+            "{p:?}"
+        );
+        assert!(p.iter().any(|m| m.contains("nameservers[2]")), "{p:?}");
+        assert_eq!(
+            p.iter().filter(|m| m.contains("nameservers")).count(),
+            1,
+            "{p:?}"
+        );
+    }
+
+    #[test]
+    fn api_urls_must_not_leak_credentials() {
+        assert!(check_api_url("https://api.cloudflare.com/client/v4").is_ok());
+        assert!(check_api_url("http://127.0.0.1:8080/v5/livedns").is_ok());
+        assert!(check_api_url("http://[::1]:8080").is_ok());
+        assert!(check_api_url("http://203.0.113.5/api").is_err());
+        assert!(check_api_url("https://user:pw@example.org/").is_err());
+        assert!(check_api_url("https://example.org/?token=x").is_err());
+        assert!(check_api_url("ftp://example.org/").is_err());
+        assert_eq!(
+            dyndns2_url("dynupdate.no-ip.com"),
+            "https://dynupdate.no-ip.com"
         );
     }
 

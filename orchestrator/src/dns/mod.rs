@@ -2,7 +2,19 @@
 //! that matters is a compare-and-swap: it happens only if the record still holds what we
 //! expect, and a conflict reports what is there instead.
 
+pub mod authoritative;
+pub mod cloudflare;
+pub mod command;
+pub mod desec;
+pub mod dynupdate;
+pub mod gandi;
+pub mod http;
+pub mod managed;
+pub mod ovh;
 pub mod rfc2136;
+pub mod wire;
+
+use std::time::Duration;
 
 use std::fmt;
 use std::future::Future;
@@ -61,6 +73,15 @@ pub enum DnsError {
     },
     #[error("`{value}` is not a valid {kind} value")]
     Value { kind: Kind, value: String },
+    #[error("{provider}: {message}")]
+    Api { provider: String, message: String },
+    #[error("{name} {kind} was changed at the provider but after {} the authoritative servers do not all show it: {why}", humantime::format_duration(*.waited))]
+    Unverified {
+        name: String,
+        kind: Kind,
+        waited: Duration,
+        why: String,
+    },
 }
 
 /// What failover and dynamic DNS need from a DNS provider. Values are text: an address
@@ -122,18 +143,53 @@ pub fn orch_record(site: &str, zone: &str) -> String {
     format!("_orch.{site}.{zone}")
 }
 
+/// Any configured provider.
+pub enum AnyProvider {
+    Rfc2136(rfc2136::Rfc2136),
+    Managed(managed::Managed),
+}
+
+impl AnyProvider {
+    /// What the zone's authoritative servers publish (for `orch dns show`): for RFC 2136
+    /// the primary server is one; for the others they are asked directly, not the API.
+    pub async fn published(&self, name: &str, kind: Kind) -> Result<Vec<String>, DnsError> {
+        match self {
+            AnyProvider::Rfc2136(p) => p.get(name, kind).await,
+            AnyProvider::Managed(p) => p.published(name, kind).await,
+        }
+    }
+}
+
+impl Provider for AnyProvider {
+    async fn get(&self, name: &str, kind: Kind) -> Result<Vec<String>, DnsError> {
+        match self {
+            AnyProvider::Rfc2136(p) => p.get(name, kind).await,
+            AnyProvider::Managed(p) => p.get(name, kind).await,
+        }
+    }
+
+    async fn compare_and_swap(
+        &self,
+        name: &str,
+        kind: Kind,
+        expected: &[String],
+        new: &[String],
+        ttl: u32,
+    ) -> Result<Swap, DnsError> {
+        match self {
+            AnyProvider::Rfc2136(p) => p.compare_and_swap(name, kind, expected, new, ttl).await,
+            AnyProvider::Managed(p) => p.compare_and_swap(name, kind, expected, new, ttl).await,
+        }
+    }
+}
+
 /// Builds the provider a `[dns.NAME]` table describes.
-pub async fn provider(p: &crate::config::DnsProvider) -> Result<rfc2136::Rfc2136, DnsError> {
+pub async fn provider(p: &crate::config::DnsProvider) -> Result<AnyProvider, DnsError> {
     match p.kind {
-        crate::config::DnsKind::Rfc2136 => rfc2136::Rfc2136::new(p).await,
-        other => Err(DnsError::Config(format!(
-            "dns.{}: kind = \"{}\" is not implemented yet (rfc2136 is)",
-            p.name,
-            serde_json::to_value(other)
-                .ok()
-                .and_then(|v| v.as_str().map(str::to_owned))
-                .unwrap_or_default()
-        ))),
+        crate::config::DnsKind::Rfc2136 => {
+            Ok(AnyProvider::Rfc2136(rfc2136::Rfc2136::new(p).await?))
+        }
+        _ => Ok(AnyProvider::Managed(managed::Managed::new(p)?)),
     }
 }
 

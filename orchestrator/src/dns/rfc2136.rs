@@ -3,24 +3,15 @@
 //! with exactly these values" (RFC 2136 §2.4.2): the server applies it atomically or not
 //! at all. Every change is then verified by a query.
 
+use super::wire::{self, fqdn, rdata, record_type};
 use super::{same_values, DnsError, Kind, Provider, Swap};
 use crate::config::DnsProvider;
-use hickory_client::client::Client;
 use hickory_proto::dnssec::rdata::tsig::TsigAlgorithm;
 use hickory_proto::dnssec::tsig::TSigner;
-use hickory_proto::op::{update_message, Message, MessageType, OpCode, Query, ResponseCode};
-use hickory_proto::rr::rdata::{A, AAAA, TXT};
-use hickory_proto::rr::{Name, RData, Record, RecordSet, RecordType};
-use hickory_proto::runtime::TokioRuntimeProvider;
-use hickory_proto::tcp::TcpClientStream;
-use hickory_proto::udp::UdpClientStream;
-use hickory_proto::xfer::{DnsHandle, FirstAnswer};
-use std::net::{IpAddr, SocketAddr};
-use std::str::FromStr;
+use hickory_proto::op::{update_message, Message, ResponseCode};
+use hickory_proto::rr::{Name, Record, RecordSet};
+use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
-
-const TIMEOUT: Duration = Duration::from_secs(5);
 
 pub struct Rfc2136 {
     server: SocketAddr,
@@ -84,36 +75,9 @@ impl Rfc2136 {
 
     /// Sends `message` signed, over UDP, and over TCP if the answer was truncated.
     async fn exchange(&self, message: Message) -> Result<Message, DnsError> {
-        let transport = |source| DnsError::Transport {
-            server: self.server.to_string(),
-            source,
-        };
-        let udp = UdpClientStream::builder(self.server, TokioRuntimeProvider::default())
-            .with_timeout(Some(TIMEOUT))
-            .with_signer(Some(self.signer.clone()))
-            .build();
-        let (client, background) = Client::connect(udp).await.map_err(transport)?;
-        let task = tokio::spawn(background);
-        let answer = client.send(message.clone()).first_answer().await;
-        task.abort();
-        let answer = answer.map_err(|e| self.classify(e))?;
-        if !answer.truncated() {
-            return Ok(answer.into_message());
-        }
-        let (stream, handle) = TcpClientStream::new(
-            self.server,
-            None,
-            Some(TIMEOUT),
-            TokioRuntimeProvider::default(),
-        );
-        let (client, background) =
-            Client::with_timeout(stream, handle, TIMEOUT, Some(self.signer.clone()))
-                .await
-                .map_err(transport)?;
-        let task = tokio::spawn(background);
-        let answer = client.send(message).first_answer().await;
-        task.abort();
-        Ok(answer.map_err(|e| self.classify(e))?.into_message())
+        wire::exchange(self.server, message, Some(self.signer.clone()))
+            .await
+            .map_err(|e| self.classify(e))
     }
 
     /// Turns hickory's errors into messages that say what to fix.
@@ -173,23 +137,13 @@ impl Rfc2136 {
 impl Provider for Rfc2136 {
     async fn get(&self, name: &str, kind: Kind) -> Result<Vec<String>, DnsError> {
         let name = fqdn(name)?;
-        let mut message = Message::new();
-        message
-            .set_id(rand_id())
-            .set_message_type(MessageType::Query)
-            .set_op_code(OpCode::Query);
-        message.add_query(Query::query(name.clone(), record_type(kind)));
-        let answer = self.exchange(message).await?;
-        if answer.response_code() == ResponseCode::NXDomain {
-            return Ok(Vec::new());
+        let answer = self
+            .exchange(wire::query_message(&name, record_type(kind), false))
+            .await?;
+        if answer.response_code() != ResponseCode::NXDomain {
+            self.check_rcode(&answer, &format!("query {name} {kind}"))?;
         }
-        self.check_rcode(&answer, &format!("query {name} {kind}"))?;
-        Ok(answer
-            .answers()
-            .iter()
-            .filter(|r| r.record_type() == record_type(kind) && r.name() == &name)
-            .filter_map(|r| value_of(r.data()))
-            .collect())
+        wire::answer_values(&answer, &name, kind, self.server)
     }
 
     async fn compare_and_swap(
@@ -212,7 +166,7 @@ impl Provider for Rfc2136 {
                 true,
             )
         };
-        message.set_id(rand_id());
+        message.set_id(wire::rand_id());
         let answer = self.exchange(message).await?;
         match answer.response_code() {
             // The prerequisite failed: someone else holds the record.
@@ -236,46 +190,6 @@ impl Provider for Rfc2136 {
     }
 }
 
-fn fqdn(name: &str) -> Result<Name, DnsError> {
-    let mut n = Name::from_str(name)
-        .map_err(|e| DnsError::Config(format!("`{name}` is not a DNS name: {e}")))?;
-    n.set_fqdn(true);
-    Ok(n)
-}
-
-fn record_type(kind: Kind) -> RecordType {
-    match kind {
-        Kind::A => RecordType::A,
-        Kind::Aaaa => RecordType::AAAA,
-        Kind::Txt => RecordType::TXT,
-    }
-}
-
-fn rdata(kind: Kind, value: &str) -> Result<RData, DnsError> {
-    let bad = || DnsError::Value {
-        kind,
-        value: value.to_owned(),
-    };
-    Ok(match kind {
-        Kind::A => RData::A(A(value.parse().map_err(|_| bad())?)),
-        Kind::Aaaa => RData::AAAA(AAAA(value.parse().map_err(|_| bad())?)),
-        Kind::Txt => RData::TXT(TXT::new(vec![value.to_owned()])),
-    })
-}
-
-fn value_of(data: &RData) -> Option<String> {
-    match data {
-        RData::A(a) => Some(IpAddr::V4(a.0).to_string()),
-        RData::AAAA(a) => Some(IpAddr::V6(a.0).to_string()),
-        RData::TXT(t) => Some(
-            t.iter()
-                .map(|s| String::from_utf8_lossy(s).into_owned())
-                .collect(),
-        ),
-        _ => None,
-    }
-}
-
 /// Reads a TSIG secret: the base64 key alone, or a BIND key file as `tsig-keygen` writes it.
 fn read_tsig_secret(file: &std::path::Path) -> Result<Vec<u8>, DnsError> {
     use base64::Engine as _;
@@ -294,10 +208,4 @@ fn read_tsig_secret(file: &std::path::Path) -> Result<Vec<u8>, DnsError> {
                 file.display()
             ))
         })
-}
-
-fn rand_id() -> u16 {
-    let mut b = [0u8; 2];
-    rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut b);
-    u16::from_le_bytes(b)
 }
