@@ -66,6 +66,13 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Run a site's checks now and print the figures (today: DNS; exit 1 if a check fails)
+    Check {
+        site: String,
+        /// Print JSON
+        #[arg(long)]
+        json: bool,
+    },
     /// Look at DNS as the site's authoritative server sees it
     Dns {
         #[command(subcommand)]

@@ -78,6 +78,7 @@ pub fn run(cli: Cli) -> Result {
         Command::Dns {
             command: DnsCommand::Show { site, json },
         } => dns_show(&config::load(&config_path, &options)?, &site, json),
+        Command::Check { site, json } => check(&config::load(&config_path, &options)?, &site, json),
         Command::Completions { shell } => {
             let mut cmd = <Cli as clap::CommandFactory>::command();
             clap_complete::generate(shell, &mut cmd, "orch", &mut std::io::stdout());
@@ -362,21 +363,28 @@ fn history(loaded: &Loaded, site: Option<&str>, limit: u32, json: bool) -> Resul
     Ok(())
 }
 
-fn dns_show(loaded: &Loaded, site: &str, json: bool) -> Result {
-    use crate::dns::Kind;
-    let c = &loaded.config;
-    let site = c.site(site).ok_or_else(|| {
+type DnsRow = (String, crate::dns::Kind, Vec<String>);
+
+fn site_named<'a>(c: &'a config::Config, site: &str) -> Result<&'a config::Site> {
+    c.site(site).ok_or_else(|| {
         let known: Vec<&str> = c.sites.iter().map(|s| s.name.as_str()).collect();
         Exit::usage(anyhow!(
             "no site `{site}` in the config (sites: {})",
             known.join(", ")
         ))
-    })?;
+    })
+}
+
+/// What the site's records (A and AAAA) and its `_orch` TXT record hold at the
+/// authoritative servers; `None` when the site has no DNS provider.
+fn dns_rows(
+    loaded: &Loaded,
+    site: &config::Site,
+) -> Result<Option<std::result::Result<Vec<DnsRow>, crate::dns::DnsError>>> {
+    use crate::dns::Kind;
+    let c = &loaded.config;
     let Some(provider_name) = &site.dns else {
-        return Err(Exit::usage(anyhow!(
-            "site {} has no dns provider (set dns = \"NAME\" and records)",
-            site.name
-        )));
+        return Ok(None);
     };
     let provider = c
         .dns
@@ -389,28 +397,24 @@ fn dns_show(loaded: &Loaded, site: &str, json: bool) -> Result {
         queries.push((record.clone(), Kind::Aaaa));
     }
     queries.push((crate::dns::orch_record(&site.name, &zone), Kind::Txt));
-    let rows = runtime()?
-        .block_on(async {
-            let dns = crate::dns::provider(provider).await?;
-            let mut rows = Vec::new();
-            for (name, kind) in queries {
-                let values = dns.published(&name, kind).await?;
-                rows.push((name, kind, values));
-            }
-            Ok::<_, crate::dns::DnsError>(rows)
-        })
-        .map_err(Exit::failed)?;
-    if json {
-        let doc: Vec<serde_json::Value> = rows
-            .iter()
-            .map(|(name, kind, values)| serde_json::json!({ "name": name, "type": kind.to_string(), "values": values }))
-            .collect();
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&doc).map_err(Exit::failed)?
-        );
-        return Ok(());
-    }
+    Ok(Some(runtime()?.block_on(async {
+        let dns = crate::dns::provider(provider).await?;
+        let mut rows = Vec::new();
+        for (name, kind) in queries {
+            let values = dns.published(&name, kind).await?;
+            rows.push((name, kind, values));
+        }
+        Ok(rows)
+    })))
+}
+
+fn dns_json(rows: &[DnsRow]) -> serde_json::Value {
+    rows.iter()
+        .map(|(name, kind, values)| serde_json::json!({ "name": name, "type": kind.to_string(), "values": values }))
+        .collect()
+}
+
+fn print_dns_rows(rows: &[DnsRow], indent: &str) {
     let width = rows.iter().map(|r| r.0.len()).max().unwrap_or(4);
     for (name, kind, values) in rows {
         let shown = if values.is_empty() {
@@ -418,7 +422,66 @@ fn dns_show(loaded: &Loaded, site: &str, json: bool) -> Result {
         } else {
             values.join(", ")
         };
-        println!("{name:width$}  {:4}  {shown}", kind.to_string());
+        println!("{indent}{name:width$}  {:4}  {shown}", kind.to_string());
     }
+}
+
+fn check(loaded: &Loaded, site: &str, json: bool) -> Result {
+    let site = site_named(&loaded.config, site)?;
+    let dns = dns_rows(loaded, site)?;
+    let failed = matches!(dns, Some(Err(_)));
+    if json {
+        let dns = match &dns {
+            None => serde_json::Value::Null,
+            Some(Ok(rows)) => serde_json::json!({ "ok": true, "records": dns_json(rows) }),
+            Some(Err(e)) => serde_json::json!({ "ok": false, "error": e.to_string() }),
+        };
+        let doc = serde_json::json!({ "site": site.name, "dns": dns });
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&doc).map_err(Exit::failed)?
+        );
+    } else {
+        println!("site {}", site.name);
+        match &dns {
+            None => println!("dns: not configured (no dns provider for this site)"),
+            Some(Ok(rows)) => {
+                println!(
+                    "dns: ok (provider {}, at the authoritative servers)",
+                    site.dns.as_deref().unwrap_or_default()
+                );
+                print_dns_rows(rows, "  ");
+            }
+            Some(Err(e)) => println!("dns: FAILED: {e}"),
+        }
+    }
+    if failed {
+        return Err(Exit::failed(anyhow!(
+            "a check of site {} failed",
+            site.name
+        )));
+    }
+    Ok(())
+}
+
+fn dns_show(loaded: &Loaded, site: &str, json: bool) -> Result {
+    let site = site_named(&loaded.config, site)?;
+    let rows = match dns_rows(loaded, site)? {
+        None => {
+            return Err(Exit::usage(anyhow!(
+                "site {} has no dns provider (set dns = \"NAME\" and records)",
+                site.name
+            )))
+        }
+        Some(rows) => rows.map_err(Exit::failed)?,
+    };
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&dns_json(&rows)).map_err(Exit::failed)?
+        );
+        return Ok(());
+    }
+    print_dns_rows(&rows, "");
     Ok(())
 }

@@ -278,6 +278,37 @@ fn dns_show_reads_the_sites_records_at_the_authoritative_server() {
         "{}",
         orch_tests::orch::text(&out).0
     );
+
+    // `orch check` carries the same rows, and fails when the server cannot be asked.
+    let check = |config: &std::path::Path| {
+        orch_tests::orch::run(&[
+            "--config",
+            config.to_str().unwrap(),
+            "check",
+            "alice-web",
+            "--json",
+        ])
+    };
+    let out = check(&config);
+    let (stdout, stderr) = orch_tests::orch::text(&out);
+    assert_eq!(orch_tests::orch::code(&out), 0, "{stderr}");
+    let doc: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(doc["site"], "alice-web");
+    assert_eq!(doc["dns"]["ok"], true);
+    assert_eq!(doc["dns"]["records"], rows);
+    drop(bind);
+    let out = check(&config);
+    let (stdout, _) = orch_tests::orch::text(&out);
+    assert_eq!(orch_tests::orch::code(&out), 1, "{stdout}");
+    let doc: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(doc["dns"]["ok"], false, "{doc}");
+    assert!(
+        doc["dns"]["error"]
+            .as_str()
+            .unwrap()
+            .contains("did not answer"),
+        "{doc}"
+    );
 }
 
 #[test]
