@@ -4,7 +4,7 @@
 //! unless the account was granted less; its error says so.
 //! Docs: <https://desec.readthedocs.io/en/latest/dns/rrsets.html>.
 
-use super::http::{quote_txt, read_secret, relative, unquote_txt, Api};
+use super::http::{quote_txt, read_secret, relative, secret_header, unquote_txt, Api};
 use super::{DnsError, Kind};
 use crate::config::DnsProvider;
 use reqwest::{Method, StatusCode};
@@ -58,10 +58,10 @@ impl Desec {
         let url = self
             .api
             .url(&format!("/domains/{}/rrsets/{sub}/{kind}/", self.zone))?;
-        let request = self
-            .api
-            .request(Method::GET, url)
-            .header("Authorization", format!("Token {}", self.token));
+        let request = self.api.request(Method::GET, url).header(
+            "Authorization",
+            secret_header(&format!("Token {}", self.token))?,
+        );
         let (status, text) = self.api.send(request).await?;
         if status == StatusCode::NOT_FOUND {
             return Ok(Vec::new());
@@ -101,7 +101,10 @@ impl Desec {
             .api
             .request(Method::PUT, url)
             .json(&serde_json::json!([{ "subname": sub, "type": kind.to_string(), "ttl": ttl, "records": records }]));
-        request = request.header("Authorization", format!("Token {}", self.token));
+        request = request.header(
+            "Authorization",
+            secret_header(&format!("Token {}", self.token))?,
+        );
         let (status, text) = self.api.send(request).await?;
         if status.is_success() {
             Ok(())

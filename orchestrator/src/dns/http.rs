@@ -96,6 +96,16 @@ impl Api {
     }
 }
 
+/// A header value holding a secret: marked sensitive, so that no debug output of a
+/// request shows it.
+pub fn secret_header(value: &str) -> Result<reqwest::header::HeaderValue, DnsError> {
+    let mut header = reqwest::header::HeaderValue::from_str(value).map_err(|_| {
+        DnsError::Config("a secret holds characters not allowed in an HTTP header".into())
+    })?;
+    header.set_sensitive(true);
+    Ok(header)
+}
+
 /// The start of a body, on one line, for messages.
 pub fn snippet(body: &str) -> String {
     let one_line: String = body.split_whitespace().collect::<Vec<_>>().join(" ");

@@ -4,7 +4,7 @@
 //! Changes to a zone take effect only after `POST /domain/zone/{zone}/refresh`.
 //! Docs: <https://help.ovhcloud.com/csm/en-api-getting-started-ovhcloud-api>.
 
-use super::http::{quote_txt, read_secret, reconcile, relative, unquote_txt, Api};
+use super::http::{quote_txt, read_secret, reconcile, relative, secret_header, unquote_txt, Api};
 use super::{DnsError, Kind};
 use crate::config::DnsProvider;
 use reqwest::{Method, StatusCode};
@@ -135,7 +135,7 @@ impl Ovh {
             .header("X-Ovh-Application", &self.application_key)
             .header("X-Ovh-Timestamp", timestamp.to_string())
             .header("X-Ovh-Signature", sig)
-            .header("X-Ovh-Consumer", &self.consumer_key);
+            .header("X-Ovh-Consumer", secret_header(&self.consumer_key)?);
         if !body.is_empty() {
             request = request
                 .header("Content-Type", "application/json")
