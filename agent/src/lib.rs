@@ -3,6 +3,7 @@
 //! these parts from the configuration.
 
 pub mod control;
+pub mod db;
 pub mod peer;
 pub mod state;
 pub mod supervisor;
