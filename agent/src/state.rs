@@ -231,6 +231,51 @@ impl Store {
         Ok(done.rows_affected() == 1)
     }
 
+    /// Keeps `report` as the latest check of its database; returns the verdict it
+    /// replaces (`None` for the first check).
+    pub async fn put_db_check(
+        &self,
+        report: &crate::db::Report,
+    ) -> Result<Option<crate::db::Verdict>, StoreError> {
+        let json = serde_json::to_string(report)
+            .map_err(|e| self.db_err(sqlx::Error::Encode(Box::new(e))))?;
+        let mut tx = self.pool.begin().await.map_err(|e| self.db_err(e))?;
+        let before: Option<String> =
+            sqlx::query_scalar("SELECT verdict FROM db_check WHERE site = ? AND name = ?")
+                .bind(&report.site)
+                .bind(&report.name)
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(|e| self.db_err(e))?;
+        sqlx::query(
+            "INSERT INTO db_check (site, name, checked_at, verdict, report) VALUES (?1, ?2, ?3, ?4, ?5)
+             ON CONFLICT (site, name) DO UPDATE SET checked_at = ?3, verdict = ?4, report = ?5",
+        )
+        .bind(&report.site)
+        .bind(&report.name)
+        .bind(report.checked_at)
+        .bind(report.verdict.as_str())
+        .bind(json)
+        .execute(&mut *tx)
+        .await
+        .map_err(|e| self.db_err(e))?;
+        tx.commit().await.map_err(|e| self.db_err(e))?;
+        Ok(before.and_then(|v| serde_json::from_value(serde_json::Value::String(v)).ok()))
+    }
+
+    /// The latest check of every database, by site and name.
+    pub async fn db_checks(&self) -> Result<Vec<crate::db::Report>, StoreError> {
+        let rows: Vec<String> =
+            sqlx::query_scalar("SELECT report FROM db_check ORDER BY site, name")
+                .fetch_all(&self.pool)
+                .await
+                .map_err(|e| self.db_err(e))?;
+        Ok(rows
+            .iter()
+            .filter_map(|r| serde_json::from_str(r).ok())
+            .collect())
+    }
+
     pub async fn record(&self, event: &NewEvent<'_>) -> Result<i64, StoreError> {
         let detail = event.detail.as_ref().map(serde_json::Value::to_string);
         let done = sqlx::query(

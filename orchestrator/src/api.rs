@@ -23,6 +23,10 @@ pub struct StatusReport {
     pub tunnel: TunnelStatus,
     pub peer: PeerStatus,
     pub sites: Vec<SiteStatus>,
+    /// The latest replication check of each database (`agent::db::Report`); empty until
+    /// the first check.
+    #[serde(default)]
+    pub databases: Vec<agent::db::Report>,
 }
 
 /// The peer's agent, as its heartbeats over the tunnel describe it.

@@ -66,12 +66,17 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Run a site's checks now and print the figures (today: DNS; exit 1 if a check fails)
+    /// Run a site's DNS and database checks now and print the figures; exit 1 if one fails
     Check {
         site: String,
         /// Print JSON
         #[arg(long)]
         json: bool,
+    },
+    /// Database operations for playbooks and switchovers
+    Db {
+        #[command(subcommand)]
+        command: DbCommand,
     },
     /// Look at DNS as the site's authoritative server sees it
     Dns {
@@ -99,5 +104,49 @@ pub enum DnsCommand {
         /// Print JSON
         #[arg(long)]
         json: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DbCommand {
+    /// Make the site's standby database the writable primary (PostgreSQL pg_promote;
+    /// MariaDB/MySQL: apply the relay log, stop and reset the replica, read_only=OFF)
+    Promote {
+        site: String,
+        database: String,
+        /// The node whose database to promote [default: the site's standby]
+        #[arg(long, value_name = "NODE")]
+        on: Option<String>,
+        /// How long to wait for it
+        #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+        timeout: std::time::Duration,
+    },
+    /// Stop writes on the site's master database (read_only=ON; PostgreSQL:
+    /// default_transaction_read_only=on)
+    Demote {
+        site: String,
+        database: String,
+        /// The node whose database to demote [default: the site's master]
+        #[arg(long, value_name = "NODE")]
+        on: Option<String>,
+    },
+    /// Print the master's replication position (a WAL LSN, or a GTID position)
+    Position {
+        site: String,
+        database: String,
+        /// The node to ask [default: the site's master]
+        #[arg(long, value_name = "NODE")]
+        on: Option<String>,
+    },
+    /// Wait until the standby has applied everything up to POSITION
+    Wait {
+        site: String,
+        database: String,
+        position: String,
+        /// The node to wait on [default: the site's standby]
+        #[arg(long, value_name = "NODE")]
+        on: Option<String>,
+        #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+        timeout: std::time::Duration,
     },
 }

@@ -79,6 +79,7 @@ pub fn run(cli: Cli) -> Result {
             command: DnsCommand::Show { site, json },
         } => dns_show(&config::load(&config_path, &options)?, &site, json),
         Command::Check { site, json } => check(&config::load(&config_path, &options)?, &site, json),
+        Command::Db { command } => db_command(&config::load(&config_path, &options)?, command),
         Command::Completions { shell } => {
             let mut cmd = <Cli as clap::CommandFactory>::command();
             clap_complete::generate(shell, &mut cmd, "orch", &mut std::io::stdout());
@@ -305,7 +306,91 @@ fn status(loaded: &Loaded, json: bool) -> Result {
             s.name, role, s.master, s.epoch, failover
         );
     }
+    if !report.databases.is_empty() {
+        println!();
+        for r in &report.databases {
+            print_db_report(r, report_age(r.checked_at));
+        }
+    }
     Ok(())
+}
+
+fn report_age(checked_at: i64) -> String {
+    let now = agent::unix_millis(std::time::SystemTime::now());
+    format!("checked {} s ago", ((now - checked_at).max(0)) / 1000)
+}
+
+/// One database's check, as `orch status` and `orch check` print it.
+fn print_db_report(r: &agent::db::Report, when: String) {
+    let engine = match r.engine {
+        agent::db::Engine::Postgres => "postgres",
+        agent::db::Engine::Mysql => "mysql",
+    };
+    println!(
+        "database {}/{} ({engine}): {} ({when})",
+        r.site,
+        r.name,
+        r.verdict.as_str().to_uppercase()
+    );
+    for (what, side) in [("master", &r.master), ("standby", &r.standby)] {
+        match &side.error {
+            Some(e) => println!("  {what:8} {:10} ERROR {e}", side.node),
+            None => println!(
+                "  {what:8} {:10} {}{} position {}",
+                side.node,
+                match side.role {
+                    Some(agent::db::Role::Primary) => "primary",
+                    Some(agent::db::Role::Standby) => "standby",
+                    None => "?",
+                },
+                if side.read_only == Some(true) {
+                    ", read-only"
+                } else {
+                    ""
+                },
+                side.position.as_deref().unwrap_or("-"),
+            ),
+        }
+    }
+    let f = &r.figures;
+    let mut figures = Vec::new();
+    if let Some(s) = &f.wal_receiver {
+        figures.push(format!("wal receiver {s}"));
+    }
+    if let Some(b) = f.lag_bytes {
+        figures.push(format!("lag {b} bytes"));
+    }
+    if let Some(s) = f.replay_lag_seconds {
+        figures.push(format!("replay lag {s:.1} s"));
+    }
+    if f.replay_paused == Some(true) {
+        figures.push("replay PAUSED".into());
+    }
+    for slot in &f.slots {
+        figures.push(format!(
+            "slot {} {}",
+            slot.name,
+            slot.wal_status.as_deref().unwrap_or("-")
+        ));
+    }
+    if let (Some(io), Some(sql)) = (&f.io_running, &f.sql_running) {
+        figures.push(format!("IO thread {io}, SQL thread {sql}"));
+    }
+    if f.replica_configured.is_some() {
+        figures.push(match f.seconds_behind {
+            Some(s) => format!("{s} s behind"),
+            None => "seconds behind NULL".into(),
+        });
+    }
+    if let Some(ms) = f.heartbeat_age_ms {
+        figures.push(format!("heartbeat {:.1} s old", ms as f64 / 1000.0));
+    }
+    if !figures.is_empty() {
+        println!("  {}", figures.join(", "));
+    }
+    for p in &r.problems {
+        println!("  ! {p}");
+    }
 }
 
 fn history(loaded: &Loaded, site: Option<&str>, limit: u32, json: bool) -> Result {
@@ -426,17 +511,41 @@ fn print_dns_rows(rows: &[DnsRow], indent: &str) {
     }
 }
 
+/// Runs the checks of every database of `site` from here (over the tunnel).
+fn db_reports(loaded: &Loaded, site: &config::Site) -> Result<Vec<agent::db::Report>> {
+    if site.databases.is_empty() {
+        return Ok(Vec::new());
+    }
+    runtime()?.block_on(async {
+        let store = agent::state::Store::open_read_only(&loaded.me().state_dir)
+            .await
+            .ok();
+        let (master, _) = crate::dbcheck::roles(&loaded.config, site, store.as_ref()).await;
+        let targets = crate::dbcheck::targets(&loaded.config, site, &master)
+            .map_err(|e| Exit::usage(anyhow!("site {}: {e}", site.name)))?;
+        let mut reports = Vec::new();
+        for target in &targets {
+            reports.push(agent::db::check(target).await);
+        }
+        Ok(reports)
+    })
+}
+
 fn check(loaded: &Loaded, site: &str, json: bool) -> Result {
     let site = site_named(&loaded.config, site)?;
     let dns = dns_rows(loaded, site)?;
-    let failed = matches!(dns, Some(Err(_)));
+    let databases = db_reports(loaded, site)?;
+    let failed = matches!(dns, Some(Err(_)))
+        || databases
+            .iter()
+            .any(|r| r.verdict != agent::db::Verdict::Healthy);
     if json {
         let dns = match &dns {
             None => serde_json::Value::Null,
             Some(Ok(rows)) => serde_json::json!({ "ok": true, "records": dns_json(rows) }),
             Some(Err(e)) => serde_json::json!({ "ok": false, "error": e.to_string() }),
         };
-        let doc = serde_json::json!({ "site": site.name, "dns": dns });
+        let doc = serde_json::json!({ "site": site.name, "dns": dns, "databases": databases });
         println!(
             "{}",
             serde_json::to_string_pretty(&doc).map_err(Exit::failed)?
@@ -454,6 +563,12 @@ fn check(loaded: &Loaded, site: &str, json: bool) -> Result {
             }
             Some(Err(e)) => println!("dns: FAILED: {e}"),
         }
+        if databases.is_empty() {
+            println!("databases: none configured");
+        }
+        for r in &databases {
+            print_db_report(r, "now".into());
+        }
     }
     if failed {
         return Err(Exit::failed(anyhow!(
@@ -462,6 +577,94 @@ fn check(loaded: &Loaded, site: &str, json: bool) -> Result {
         )));
     }
     Ok(())
+}
+
+fn db_command(loaded: &Loaded, command: crate::cli::DbCommand) -> Result {
+    use crate::cli::DbCommand;
+    let (site, database, on) = match &command {
+        DbCommand::Promote {
+            site, database, on, ..
+        }
+        | DbCommand::Demote { site, database, on }
+        | DbCommand::Position { site, database, on }
+        | DbCommand::Wait {
+            site, database, on, ..
+        } => (site, database, on),
+    };
+    let site = site_named(&loaded.config, site)?;
+    if !site.databases.iter().any(|d| &d.name == database) {
+        let known: Vec<&str> = site.databases.iter().map(|d| d.name.as_str()).collect();
+        return Err(Exit::usage(anyhow!(
+            "site {} has no database `{database}` (databases: {})",
+            site.name,
+            known.join(", ")
+        )));
+    }
+    if let Some(node) = on {
+        if !loaded.config.nodes.iter().any(|n| &n.name == node) {
+            return Err(Exit::usage(anyhow!("no node `{node}` in the config")));
+        }
+    }
+    runtime()?.block_on(async {
+        let store = agent::state::Store::open_read_only(&loaded.me().state_dir)
+            .await
+            .ok();
+        let (master, standby) = crate::dbcheck::roles(&loaded.config, site, store.as_ref()).await;
+        let targets = crate::dbcheck::targets(&loaded.config, site, &master)
+            .map_err(|e| Exit::usage(anyhow!("site {}: {e}", site.name)))?;
+        let target = targets
+            .into_iter()
+            .find(|t| &t.name == database)
+            .ok_or_else(|| Exit::usage(anyhow!("no database {database}")))?;
+        let pick = |default: &str| {
+            let node = on.clone().unwrap_or_else(|| default.to_owned());
+            if node == target.master.node {
+                target.master.clone()
+            } else {
+                target.standby.clone()
+            }
+        };
+        let failed = |e: String| Exit::failed(anyhow!(e));
+        match &command {
+            DbCommand::Promote { timeout, .. } => {
+                let side = pick(&standby);
+                agent::db::promote(target.engine, &side, database, *timeout)
+                    .await
+                    .map_err(failed)?;
+                println!("promoted: database {database} on {} is writable", side.node);
+            }
+            DbCommand::Demote { .. } => {
+                let side = pick(&master);
+                agent::db::demote(target.engine, &side, database)
+                    .await
+                    .map_err(failed)?;
+                println!(
+                    "demoted: database {database} on {} refuses writes",
+                    side.node
+                );
+            }
+            DbCommand::Position { .. } => {
+                let side = pick(&master);
+                let position = agent::db::position(target.engine, &side, database)
+                    .await
+                    .map_err(failed)?;
+                println!("{position}");
+            }
+            DbCommand::Wait {
+                position, timeout, ..
+            } => {
+                let side = pick(&standby);
+                agent::db::wait_for(target.engine, &side, database, position, *timeout)
+                    .await
+                    .map_err(failed)?;
+                println!(
+                    "caught up: database {database} on {} has applied {position}",
+                    side.node
+                );
+            }
+        }
+        Ok(())
+    })
 }
 
 fn dns_show(loaded: &Loaded, site: &str, json: bool) -> Result {

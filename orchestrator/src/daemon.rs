@@ -99,6 +99,12 @@ pub async fn run(loaded: Loaded) -> anyhow::Result<()> {
             crate::ddns::run(loaded, store, view, stop)
         });
     }
+    if loaded.config.sites.iter().any(|s| !s.databases.is_empty()) {
+        let (loaded, store) = (Arc::clone(&loaded), store.clone());
+        supervisor.spawn("databases", move |stop| {
+            crate::dbcheck::run(loaded, store, stop)
+        });
+    }
     supervisor.spawn("heartbeat", move |stop| async move {
         peering.run_heartbeats(stop).await;
         Ok(())
@@ -254,6 +260,7 @@ impl Api {
             tunnel: self.tunnel_status(),
             peer: self.peer_status(),
             sites,
+            databases: self.store.db_checks().await?,
         })
     }
 

@@ -7,6 +7,7 @@ pub mod cli;
 pub mod commands;
 pub mod config;
 pub mod daemon;
+pub mod dbcheck;
 pub mod ddns;
 pub mod dns;
 pub mod logging;

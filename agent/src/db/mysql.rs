@@ -8,7 +8,7 @@
 
 use super::{describe, Endpoint, Figures, Role, Side, Target, CONNECT_TIMEOUT};
 use sqlx::mysql::{MySqlConnectOptions, MySqlConnection, MySqlRow};
-use sqlx::{ConnectOptions, Connection, Row};
+use sqlx::{ConnectOptions, Connection, Executor, Row};
 use std::str::FromStr;
 use std::time::{Duration, Instant};
 
@@ -46,11 +46,10 @@ fn text(row: &MySqlRow, names: &[&str]) -> Option<String> {
     })
 }
 
+/// A statement without parameters runs over the text protocol (COM_QUERY), so every
+/// value arrives as text.
 async fn rows(conn: &mut MySqlConnection, sql: &str) -> Result<Vec<MySqlRow>, String> {
-    sqlx::raw_sql(sql)
-        .fetch_all(&mut *conn)
-        .await
-        .map_err(|e| clean(&e))
+    conn.fetch_all(sql).await.map_err(|e| clean(&e))
 }
 
 async fn value(conn: &mut MySqlConnection, sql: &str) -> Result<Option<String>, String> {
@@ -148,8 +147,9 @@ async fn read_standby(
         value(conn, "SELECT @@global.gtid_executed").await?
     };
     if let Some(table) = &target.heartbeat_table {
-        if let Ok(row) = sqlx::query(&format!("SELECT at FROM {table} WHERE site = ?"))
-            .bind(&target.site)
+        let sql = format!("SELECT at FROM {table} WHERE site = ?");
+        if let Ok(row) = sqlx::query(&sql)
+            .bind(target.site.clone())
             .fetch_optional(&mut *conn)
             .await
         {
@@ -196,34 +196,40 @@ pub async fn beat(target: &Target, node: &str) -> Result<(), String> {
     };
     let mut conn = connect(&target.master, &target.name).await?;
     let what = describe(&target.master, &target.name);
-    let result = async {
-        sqlx::raw_sql(&format!(
-            "CREATE TABLE IF NOT EXISTS {table} (site VARCHAR(190) PRIMARY KEY, node VARCHAR(190) NOT NULL, at BIGINT NOT NULL)"
-        ))
-        .execute(&mut conn)
-        .await?;
-        sqlx::query(&format!(
-            "INSERT INTO {table} (site, node, at) VALUES (?, ?, CAST(UNIX_TIMESTAMP(NOW(6)) * 1000 AS SIGNED)) \
-             ON DUPLICATE KEY UPDATE node = VALUES(node), at = VALUES(at)"
-        ))
-        .bind(&target.site)
-        .bind(node)
-        .execute(&mut conn)
-        .await?;
-        Ok::<_, sqlx::Error>(())
-    }
-    .await;
+    let result = beat_on(&mut conn, table, &target.site, node).await;
     let _ = conn.close().await;
     result.map_err(|e| format!("{what}: heartbeat: {}", clean(&e)))
+}
+
+async fn beat_on(
+    conn: &mut MySqlConnection,
+    table: &str,
+    site: &str,
+    node: &str,
+) -> Result<(), sqlx::Error> {
+    let create = format!(
+        "CREATE TABLE IF NOT EXISTS {table} (site VARCHAR(190) PRIMARY KEY, node VARCHAR(190) NOT NULL, at BIGINT NOT NULL)"
+    );
+    conn.execute(create.as_str()).await?;
+    let upsert = format!(
+        "INSERT INTO {table} (site, node, at) VALUES (?, ?, CAST(UNIX_TIMESTAMP(NOW(6)) * 1000 AS SIGNED)) \
+         ON DUPLICATE KEY UPDATE node = VALUES(node), at = VALUES(at)"
+    );
+    sqlx::query(&upsert)
+        .bind(site.to_owned())
+        .bind(node.to_owned())
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
 }
 
 /// Runs the `REPLICA` form of a statement, or the `SLAVE` form where that is all the
 /// server knows.
 async fn replica_stmt(conn: &mut MySqlConnection, replica: &str) -> Result<(), String> {
-    match sqlx::raw_sql(replica).execute(&mut *conn).await {
+    match conn.execute(replica).await {
         Ok(_) => Ok(()),
-        Err(_) => sqlx::raw_sql(&replica.replace("REPLICA", "SLAVE"))
-            .execute(&mut *conn)
+        Err(_) => conn
+            .execute(replica.replace("REPLICA", "SLAVE").as_str())
             .await
             .map(|_| ())
             .map_err(|e| clean(&e)),
@@ -272,8 +278,7 @@ pub async fn promote(side: &Endpoint, database: &str, within: Duration) -> Resul
             .await
             .map_err(fail)?;
     }
-    sqlx::raw_sql("SET GLOBAL read_only = OFF")
-        .execute(&mut conn)
+    conn.execute("SET GLOBAL read_only = OFF")
         .await
         .map_err(|e| fail(clean(&e)))?;
     let _ = conn.close().await;
@@ -282,8 +287,7 @@ pub async fn promote(side: &Endpoint, database: &str, within: Duration) -> Resul
 
 pub async fn demote(side: &Endpoint, database: &str) -> Result<(), String> {
     let mut conn = connect(side, database).await?;
-    sqlx::raw_sql("SET GLOBAL read_only = ON")
-        .execute(&mut conn)
+    conn.execute("SET GLOBAL read_only = ON")
         .await
         .map_err(|e| format!("{}: demote: {}", describe(side, database), clean(&e)))?;
     let _ = conn.close().await;

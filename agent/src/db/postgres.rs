@@ -127,8 +127,9 @@ async fn read_standby(
     }
     if let Some(table) = &target.heartbeat_table {
         // A missing table (no beat yet) is not an error: the figure stays empty.
-        if let Ok(row) = sqlx::query(&format!("SELECT at FROM {table} WHERE site = $1"))
-            .bind(&target.site)
+        let sql = format!("SELECT at FROM {table} WHERE site = $1");
+        if let Ok(row) = sqlx::query(&sql)
+            .bind(target.site.clone())
             .fetch_optional(&mut *conn)
             .await
         {
@@ -177,7 +178,7 @@ async fn read_master(
     if let Some(replayed) = &standby.position {
         figures.lag_bytes =
             sqlx::query_scalar("SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), $1::pg_lsn)::bigint")
-                .bind(replayed)
+                .bind(replayed.clone())
                 .fetch_one(&mut *conn)
                 .await
                 .map_err(|e| clean(&e))?;
@@ -220,25 +221,31 @@ pub async fn beat(target: &Target, node: &str) -> Result<(), String> {
     };
     let mut conn = connect(&target.master, &target.name).await?;
     let what = describe(&target.master, &target.name);
-    let result = async {
-        sqlx::query(&format!(
-            "CREATE TABLE IF NOT EXISTS {table} (site text PRIMARY KEY, node text NOT NULL, at bigint NOT NULL)"
-        ))
-        .execute(&mut conn)
-        .await?;
-        sqlx::query(&format!(
-            "INSERT INTO {table} (site, node, at) VALUES ($1, $2, (EXTRACT(epoch FROM clock_timestamp()) * 1000)::bigint) \
-             ON CONFLICT (site) DO UPDATE SET node = EXCLUDED.node, at = EXCLUDED.at"
-        ))
-        .bind(&target.site)
-        .bind(node)
-        .execute(&mut conn)
-        .await?;
-        Ok::<_, sqlx::Error>(())
-    }
-    .await;
+    let result = beat_on(&mut conn, table, &target.site, node).await;
     let _ = conn.close().await;
     result.map_err(|e| format!("{what}: heartbeat: {}", clean(&e)))
+}
+
+async fn beat_on(
+    conn: &mut PgConnection,
+    table: &str,
+    site: &str,
+    node: &str,
+) -> Result<(), sqlx::Error> {
+    let create = format!(
+        "CREATE TABLE IF NOT EXISTS {table} (site text PRIMARY KEY, node text NOT NULL, at bigint NOT NULL)"
+    );
+    sqlx::query(&create).execute(&mut *conn).await?;
+    let upsert = format!(
+        "INSERT INTO {table} (site, node, at) VALUES ($1, $2, (EXTRACT(epoch FROM clock_timestamp()) * 1000)::bigint) \
+         ON CONFLICT (site) DO UPDATE SET node = EXCLUDED.node, at = EXCLUDED.at"
+    );
+    sqlx::query(&upsert)
+        .bind(site.to_owned())
+        .bind(node.to_owned())
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
 }
 
 pub async fn promote(side: &Endpoint, database: &str, within: Duration) -> Result<(), String> {
@@ -300,7 +307,7 @@ pub async fn wait_for(
         let done: Option<bool> = sqlx::query_scalar(
             "SELECT CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn() ELSE pg_current_wal_lsn() END >= $1::pg_lsn",
         )
-        .bind(lsn)
+        .bind(lsn.to_owned())
         .fetch_one(&mut conn)
         .await
         .map_err(|e| format!("{what}: {}", clean(&e)))?;

@@ -165,3 +165,20 @@ fn secrets_stay_out_of_debug_output() {
         "database main on alice at 198.51.100.1"
     );
 }
+
+/// The agent spawns these futures: they must be `Send` for any borrow (sqlx's raw_sql
+/// and some borrowed binds are not — rust-lang/rust#102211).
+#[test]
+fn operations_can_be_spawned() {
+    type Boxed<T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send>>;
+    fn checked(t: Target) -> Boxed<Report> {
+        Box::pin(async move { check(&t).await })
+    }
+    fn beaten(t: Target) -> Boxed<Result<(), String>> {
+        Box::pin(async move { beat(&t, "alice").await })
+    }
+    fn promoted(e: Endpoint) -> Boxed<Result<(), String>> {
+        Box::pin(async move { promote(Engine::Mysql, &e, "main", Duration::from_secs(1)).await })
+    }
+    let _ = (checked, beaten, promoted);
+}

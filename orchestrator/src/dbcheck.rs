@@ -1,0 +1,215 @@
+//! Wires the config's `[[sites.X.database]]` to `agent::db`: who is master (the state
+//! store's epoch decides, else the config's primary), the URLs with `{node}` filled in,
+//! passwords from their files; in the agent, the periodic checks, the heartbeat writer on
+//! the master, and the history and alert events that reports and mail build on.
+
+use crate::config::{Config, DbKind, Loaded, Site};
+use agent::db::{self, Endpoint, Engine, Report, Target, Verdict};
+use agent::state::{NewEvent, Outcome, Store};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+use tokio_util::sync::CancellationToken;
+
+/// The master and standby of `site` now.
+pub async fn roles(config: &Config, site: &Site, store: Option<&Store>) -> (String, String) {
+    let master = match store {
+        Some(store) => store
+            .site_state(&site.name)
+            .await
+            .ok()
+            .flatten()
+            .map(|s| s.master),
+        None => None,
+    }
+    .unwrap_or_else(|| site.primary.clone());
+    let standby = config
+        .nodes
+        .iter()
+        .map(|n| n.name.clone())
+        .find(|n| *n != master)
+        .unwrap_or_else(|| site.standby.clone());
+    (master, standby)
+}
+
+/// The checks' view of every database of `site`, with `master` as master.
+pub fn targets(config: &Config, site: &Site, master: &str) -> Result<Vec<Target>, String> {
+    let endpoint = |db: &crate::config::Database, node: &str| -> Result<Endpoint, String> {
+        let n = config
+            .nodes
+            .iter()
+            .find(|n| n.name == node)
+            .ok_or_else(|| format!("no node {node}"))?;
+        let password = match &db.password_file {
+            Some(file) => {
+                crate::config::check_secret_mode(file)?;
+                let text = std::fs::read_to_string(file)
+                    .map_err(|e| format!("{}: {e}", file.display()))?;
+                Some(text.trim_end_matches(['\n', '\r']).to_owned())
+            }
+            None => None,
+        };
+        Ok(Endpoint {
+            node: node.to_owned(),
+            url: db.url_for(n.tunnel_ip),
+            password,
+        })
+    };
+    let standby = config
+        .nodes
+        .iter()
+        .map(|n| n.name.as_str())
+        .find(|n| *n != master)
+        .unwrap_or(site.standby.as_str());
+    site.databases
+        .iter()
+        .map(|db| {
+            Ok(Target {
+                site: site.name.clone(),
+                name: db.name.clone(),
+                engine: match db.kind {
+                    DbKind::Postgres => Engine::Postgres,
+                    DbKind::Mysql => Engine::Mysql,
+                },
+                master: endpoint(db, master)?,
+                standby: endpoint(db, standby)?,
+                max_lag: db.max_lag,
+                heartbeat_table: db.heartbeat.then(|| db.heartbeat_table.clone()),
+            })
+        })
+        .collect()
+}
+
+/// Keeps a check's result and turns verdict changes into history events: `db` for every
+/// change, and `alert` when a database becomes lagging or broken (or `resolved` when it
+/// is healthy again) — the events reports and mail are made from.
+pub async fn keep(store: &Store, report: &Report) {
+    let before = match store.put_db_check(report).await {
+        Ok(before) => before,
+        Err(e) => {
+            tracing::warn!(error = agent::error_chain(&e), "Could not store a DB check");
+            return;
+        }
+    };
+    if before == Some(report.verdict) {
+        return;
+    }
+    let outcome = match report.verdict {
+        Verdict::Healthy => Outcome::Ok,
+        Verdict::Lagging => Outcome::Warn,
+        Verdict::Broken => Outcome::Fail,
+    };
+    let summary = format!(
+        "database {}: {}{}",
+        report.name,
+        report.verdict.as_str(),
+        if report.problems.is_empty() {
+            String::new()
+        } else {
+            format!(" — {}", report.problems.join("; "))
+        }
+    );
+    let detail = serde_json::to_value(report).ok();
+    let now = agent::unix_millis(SystemTime::now());
+    let mut events = vec![NewEvent {
+        at: now,
+        site: Some(&report.site),
+        kind: "db",
+        outcome,
+        summary: &summary,
+        detail: detail.clone(),
+    }];
+    let alert = match (before, report.verdict) {
+        (_, Verdict::Lagging | Verdict::Broken) => Some(format!("ALERT {summary}")),
+        (Some(Verdict::Lagging | Verdict::Broken), Verdict::Healthy) => Some(format!(
+            "RESOLVED database {} is healthy again",
+            report.name
+        )),
+        _ => None,
+    };
+    if let Some(text) = &alert {
+        events.push(NewEvent {
+            at: now,
+            site: Some(&report.site),
+            kind: "alert",
+            outcome,
+            summary: text,
+            detail,
+        });
+    }
+    for event in &events {
+        if let Err(e) = store.record(event).await {
+            tracing::warn!(
+                error = agent::error_chain(&e),
+                "Could not record a DB event"
+            );
+        }
+    }
+    match report.verdict {
+        Verdict::Healthy => {
+            tracing::info!(site = %report.site, database = %report.name, "Replication healthy")
+        }
+        _ => {
+            tracing::warn!(site = %report.site, database = %report.name, verdict = report.verdict.as_str(), problems = ?report.problems, "Replication not healthy")
+        }
+    }
+}
+
+/// The agent's task: each database checked every `interval`; the heartbeat row written
+/// every 10 s by the site's master.
+pub async fn run(loaded: Arc<Loaded>, store: Store, stop: CancellationToken) -> Result<(), String> {
+    let mut tasks = tokio::task::JoinSet::new();
+    for site in loaded
+        .config
+        .sites
+        .iter()
+        .filter(|s| !s.databases.is_empty())
+    {
+        for (index, db) in site.databases.iter().enumerate() {
+            let (loaded, store, stop) = (Arc::clone(&loaded), store.clone(), stop.clone());
+            let (site_name, interval) = (site.name.clone(), db.interval);
+            tasks.spawn(async move {
+                let mut next_check = tokio::time::Instant::now();
+                let mut beat_error: Option<String> = None;
+                loop {
+                    let Some(site) = loaded.config.site(&site_name) else {
+                        return;
+                    };
+                    let (master, _) = roles(&loaded.config, site, Some(&store)).await;
+                    let target = targets(&loaded.config, site, &master)
+                        .map(|mut t| t.swap_remove(index));
+                    match &target {
+                        Err(e) => tracing::warn!(site = %site_name, error = %e, "Database check not possible"),
+                        Ok(target) => {
+                            if master == loaded.me && target.heartbeat_table.is_some() {
+                                let result = db::beat(target, &loaded.me).await;
+                                let now_error = result.err();
+                                if now_error != beat_error {
+                                    if let Some(e) = &now_error {
+                                        tracing::warn!(error = %e, "Heartbeat not written");
+                                    }
+                                    beat_error = now_error;
+                                }
+                            }
+                            if tokio::time::Instant::now() >= next_check {
+                                let report = db::check(target).await;
+                                keep(&store, &report).await;
+                                next_check = tokio::time::Instant::now() + interval;
+                            }
+                        }
+                    }
+                    let wake = next_check.min(tokio::time::Instant::now() + db::HEARTBEAT_EVERY);
+                    tokio::select! {
+                        () = stop.cancelled() => return,
+                        () = tokio::time::sleep_until(wake) => {}
+                    }
+                }
+            });
+        }
+    }
+    stop.cancelled().await;
+    tasks.shutdown().await;
+    Ok(())
+}
+
+/// How long promote and wait operations may take by default.
+pub const OPERATION_TIMEOUT: Duration = Duration::from_secs(60);
