@@ -5,6 +5,7 @@
 
 mod agent;
 mod config;
+mod db;
 mod dns;
 mod dns_http;
 mod lab;

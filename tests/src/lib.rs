@@ -5,6 +5,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 pub mod bind;
+pub mod dbserver;
 pub mod fixture;
 pub mod lab;
 pub mod orch;
