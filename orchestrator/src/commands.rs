@@ -336,7 +336,7 @@ fn print_db_report(r: &agent::db::Report, when: String) {
         match &side.error {
             Some(e) => println!("  {what:8} {:10} ERROR {e}", side.node),
             None => println!(
-                "  {what:8} {:10} {}{} position {}",
+                "  {what:8} {:10} {}{}, position {}",
                 side.node,
                 match side.role {
                     Some(agent::db::Role::Primary) => "primary",

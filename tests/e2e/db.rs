@@ -420,6 +420,49 @@ fn mariadb_replication_over_the_tunnel_is_checked_and_promote_works() {
         "the rows came through the tunnel"
     );
 
+    // The human forms: `orch check` and the agent's `orch status`.
+    let out = lab.run(
+        &alice,
+        &[
+            orch::bin().to_str().unwrap(),
+            "--config",
+            a_conf.to_str().unwrap(),
+            "check",
+            "alice-web",
+        ],
+    );
+    let (text, _) = orch::text(&out);
+    eprintln!("{text}");
+    assert!(
+        text.contains("database alice-web/app (mysql): HEALTHY (now)"),
+        "{text}"
+    );
+    assert!(
+        text.contains("IO thread Yes, SQL thread Yes, 0 s behind"),
+        "{text}"
+    );
+    eventually(
+        "the agent's status shows the check",
+        Duration::from_secs(30),
+        || {
+            let out = lab.run(
+                &alice,
+                &[
+                    orch::bin().to_str().unwrap(),
+                    "--config",
+                    a_conf.to_str().unwrap(),
+                    "status",
+                ],
+            );
+            let text = orch::text(&out).0;
+            if text.contains("database alice-web/app (mysql): HEALTHY (checked") {
+                Ok(())
+            } else {
+                Err(text)
+            }
+        },
+    );
+
     assert_wrong_credentials_said_clearly(&lab, &alice, &a_conf, "Access denied for user 'orch'");
 
     // Broken: replication stopped on the replica.

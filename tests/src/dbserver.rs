@@ -114,11 +114,11 @@ impl Servers {
     /// Runs statements one by one (each in its own transaction, as `ALTER SYSTEM` and
     /// `CREATE DATABASE` need) as the `postgres` superuser; returns the last output.
     pub fn psql_each(&self, lab: &Lab, host: &Host, dir: &Path, statements: &[&str]) -> String {
-        statements
-            .iter()
-            .map(|sql| self.psql(lab, host, dir, sql))
-            .last()
-            .unwrap_or_default()
+        let mut last = String::new();
+        for sql in statements {
+            last = self.psql(lab, host, dir, sql);
+        }
+        last
     }
 
     /// Runs SQL as the `postgres` superuser over the server's unix socket.
