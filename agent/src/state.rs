@@ -464,6 +464,48 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn db_checks_keep_the_latest_and_say_what_it_replaced() {
+        use crate::db::{Engine, Figures, Report, Side, Verdict};
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).await.unwrap();
+        let report = |verdict, at| Report {
+            site: "web".into(),
+            name: "app".into(),
+            engine: Engine::Postgres,
+            checked_at: at,
+            max_lag_seconds: 60.0,
+            master: Side::default(),
+            standby: Side::default(),
+            figures: Figures::default(),
+            verdict,
+            problems: vec![],
+        };
+        assert_eq!(
+            store
+                .put_db_check(&report(Verdict::Healthy, 1))
+                .await
+                .unwrap(),
+            None
+        );
+        assert_eq!(
+            store
+                .put_db_check(&report(Verdict::Broken, 2))
+                .await
+                .unwrap(),
+            Some(Verdict::Healthy)
+        );
+        assert_eq!(
+            store
+                .put_db_check(&report(Verdict::Broken, 3))
+                .await
+                .unwrap(),
+            Some(Verdict::Broken)
+        );
+        let all = store.db_checks().await.unwrap();
+        assert_eq!(all, vec![report(Verdict::Broken, 3)]);
+    }
+
+    #[tokio::test]
     async fn history_filters_by_site_and_keeps_node_events() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).await.unwrap();
