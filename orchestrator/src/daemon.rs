@@ -105,6 +105,10 @@ pub async fn run(loaded: Loaded) -> anyhow::Result<()> {
             crate::dbcheck::run(loaded, store, stop)
         });
     }
+    {
+        let (loaded, store) = (Arc::clone(&loaded), store.clone());
+        supervisor.spawn("mail", move |stop| crate::mail::run(loaded, store, stop));
+    }
     supervisor.spawn("heartbeat", move |stop| async move {
         peering.run_heartbeats(stop).await;
         Ok(())

@@ -11,6 +11,7 @@ pub mod dbcheck;
 pub mod ddns;
 pub mod dns;
 pub mod logging;
+pub mod mail;
 pub mod peering;
 pub mod playbook;
 mod starter;

@@ -9,4 +9,5 @@ mod db;
 mod dns;
 mod dns_http;
 mod lab;
+mod mail;
 mod tunnel;

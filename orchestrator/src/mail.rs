@@ -1,0 +1,356 @@
+//! Mail: messages are composed (text, and HTML when there is one), queued in the state
+//! store's outbox first, then sent with retry and backoff by the agent, so that a message
+//! survives a mail server or the whole node being down. Transports (`[mail] transport`):
+//! `smtp` (STARTTLS, TLS or plain; optional auth and CA file), `sendmail`, and `file` (the
+//! default: `.eml` files in `<state_dir>/outbox`).
+
+use crate::config::{Mail, MailTls, MailTransport};
+use agent::state::{NewMail, QueuedMail, Store};
+use lettre::message::{header::ContentType, Mailbox, MultiPart, SinglePart};
+use lettre::transport::smtp::authentication::Credentials;
+use lettre::transport::smtp::client::{Certificate, Tls, TlsParameters};
+use lettre::{
+    address::Envelope, AsyncSendmailTransport, AsyncSmtpTransport, AsyncTransport, Message,
+    Tokio1Executor,
+};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+const SMTP_TIMEOUT: Duration = Duration::from_secs(30);
+/// First retry after 30 s, doubling, at most an hour apart.
+const FIRST_RETRY: Duration = Duration::from_secs(30);
+const LONGEST_RETRY: Duration = Duration::from_secs(3600);
+
+enum Transport {
+    File(PathBuf),
+    Smtp {
+        transport: AsyncSmtpTransport<Tokio1Executor>,
+        server: String,
+    },
+    Sendmail(AsyncSendmailTransport<Tokio1Executor>),
+}
+
+pub struct Mailer {
+    transport: Transport,
+    from: Mailbox,
+    to: Vec<Mailbox>,
+}
+
+fn mailbox(text: &str) -> Result<Mailbox, String> {
+    text.parse()
+        .map_err(|e| format!("`{text}` is not a mail address: {e}"))
+}
+
+impl Mailer {
+    /// The mailer `[mail]` describes (by default `.eml` files in `<state_dir>/outbox`).
+    pub fn new(m: &Mail, state_dir: &Path) -> Result<Mailer, String> {
+        let outbox = state_dir.join("outbox");
+        let from = mailbox(m.from.as_deref().unwrap_or("orch@localhost"))?;
+        let to = if m.to.is_empty() {
+            vec![mailbox("root@localhost")?]
+        } else {
+            m.to.iter().map(|t| mailbox(t)).collect::<Result<_, _>>()?
+        };
+        let transport = match m.transport {
+            MailTransport::File => Transport::File(outbox),
+            MailTransport::Sendmail => Transport::Sendmail(AsyncSendmailTransport::new()),
+            MailTransport::Smtp => {
+                let host = m
+                    .host
+                    .clone()
+                    .ok_or("mail.host is required for transport = \"smtp\"")?;
+                let mut builder = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(&host)
+                    .port(m.port)
+                    .timeout(Some(SMTP_TIMEOUT));
+                if m.tls != MailTls::None {
+                    let mut params = TlsParameters::builder(host.clone());
+                    if let Some(ca) = &m.ca_file {
+                        let pem = std::fs::read(ca)
+                            .map_err(|e| format!("mail.ca_file {}: {e}", ca.display()))?;
+                        let cert = Certificate::from_pem(&pem).map_err(|e| {
+                            format!("mail.ca_file {}: not a PEM certificate: {e}", ca.display())
+                        })?;
+                        params = params.add_root_certificate(cert);
+                    }
+                    let params = params
+                        .build_rustls()
+                        .map_err(|e| format!("mail TLS settings: {e}"))?;
+                    builder = builder.tls(match m.tls {
+                        MailTls::Tls => Tls::Wrapper(params),
+                        _ => Tls::Required(params),
+                    });
+                }
+                if let (Some(user), Some(file)) = (&m.username, &m.password_file) {
+                    crate::config::check_secret_mode(file)?;
+                    let password = std::fs::read_to_string(file)
+                        .map_err(|e| format!("mail.password_file {}: {e}", file.display()))?;
+                    builder = builder.credentials(Credentials::new(
+                        user.clone(),
+                        password.trim_end_matches(['\n', '\r']).to_owned(),
+                    ));
+                }
+                Transport::Smtp {
+                    transport: builder.build(),
+                    server: format!("{host}:{}", m.port),
+                }
+            }
+        };
+        Ok(Mailer {
+            transport,
+            from,
+            to,
+        })
+    }
+
+    /// A complete message: `text`, and `html` as the alternative when given.
+    pub fn compose(
+        &self,
+        message_id: &str,
+        subject: &str,
+        text: &str,
+        html: Option<&str>,
+    ) -> Result<Vec<u8>, String> {
+        let mut builder = Message::builder()
+            .from(self.from.clone())
+            .subject(subject)
+            .message_id(Some(format!("<{message_id}>")))
+            .date_now();
+        for to in &self.to {
+            builder = builder.to(to.clone());
+        }
+        let message = match html {
+            Some(html) => builder.multipart(MultiPart::alternative_plain_html(
+                text.to_owned(),
+                html.to_owned(),
+            )),
+            None => builder.singlepart(
+                SinglePart::builder()
+                    .header(ContentType::TEXT_PLAIN)
+                    .body(text.to_owned()),
+            ),
+        }
+        .map_err(|e| format!("composing the message: {e}"))?;
+        Ok(message.formatted())
+    }
+
+    fn envelope(&self) -> Result<Envelope, String> {
+        Envelope::new(
+            Some(self.from.email.clone()),
+            self.to.iter().map(|m| m.email.clone()).collect(),
+        )
+        .map_err(|e| format!("mail envelope: {e}"))
+    }
+
+    /// Hands one message to the transport.
+    pub async fn send(&self, message_id: &str, message: &[u8]) -> Result<(), String> {
+        match &self.transport {
+            Transport::File(dir) => write_eml(dir, message_id, message),
+            Transport::Smtp { transport, server } => transport
+                .send_raw(&self.envelope()?, message)
+                .await
+                .map(|_| ())
+                .map_err(|e| format!("SMTP server {server}: {e}")),
+            Transport::Sendmail(t) => t
+                .send_raw(&self.envelope()?, message)
+                .await
+                .map_err(|e| format!("sendmail: {e}")),
+        }
+    }
+}
+
+/// Writes `<dir>/<id>.eml` whole or not at all (temp file, fsync, rename).
+fn write_eml(dir: &Path, message_id: &str, message: &[u8]) -> Result<(), String> {
+    use std::io::Write as _;
+    std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let name: String = message_id
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '.' || c == '-' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    let path = dir.join(format!("{}.eml", name.trim_matches('_')));
+    let tmp = path.with_extension("eml.tmp");
+    let mut f = std::fs::File::create(&tmp).map_err(|e| format!("{}: {e}", tmp.display()))?;
+    f.write_all(message)
+        .and_then(|()| f.sync_all())
+        .map_err(|e| format!("{}: {e}", tmp.display()))?;
+    std::fs::rename(&tmp, &path).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+/// A new, unique Message-ID (without angle brackets) for a message written by `origin`.
+pub fn new_message_id(origin: &str) -> String {
+    let mut b = [0u8; 12];
+    rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut b);
+    let hex: String = b.iter().map(|x| format!("{x:02x}")).collect();
+    format!(
+        "{}.{hex}@{origin}.orch",
+        agent::unix_millis(std::time::SystemTime::now())
+    )
+}
+
+/// When to try again after `attempts` failed ones.
+pub fn backoff(attempts: i64) -> Duration {
+    let exp = attempts.clamp(0, 20) as u32;
+    FIRST_RETRY
+        .saturating_mul(2u32.saturating_pow(exp))
+        .min(LONGEST_RETRY)
+}
+
+/// Queues a message; it is sent by [`deliver_due`]. Returns false when a message with this
+/// id is already queued (a retried report, a relayed one).
+pub async fn queue(
+    store: &Store,
+    origin: &str,
+    site: Option<&str>,
+    message_id: &str,
+    subject: &str,
+    message: &[u8],
+    now: i64,
+) -> Result<bool, String> {
+    store
+        .outbox_enqueue(&NewMail {
+            message_id,
+            created_at: now,
+            origin,
+            site,
+            subject,
+            message,
+        })
+        .await
+        .map_err(|e| agent::error_chain(&e))
+}
+
+/// What one delivery round did.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Round {
+    pub sent: usize,
+    pub failed: Vec<String>,
+}
+
+/// Sends every message that is due; failures are kept for a later try with backoff.
+pub async fn deliver_due(store: &Store, mailer: &Mailer, now: i64) -> Result<Round, String> {
+    let due: Vec<QueuedMail> = store
+        .outbox_due(now, 50)
+        .await
+        .map_err(|e| agent::error_chain(&e))?;
+    let mut round = Round::default();
+    for mail in due {
+        match mailer.send(&mail.message_id, &mail.message).await {
+            Ok(()) => {
+                store
+                    .outbox_done(mail.id, false, now)
+                    .await
+                    .map_err(|e| agent::error_chain(&e))?;
+                tracing::info!(subject = %mail.subject, "Mail sent");
+                round.sent += 1;
+            }
+            Err(error) => {
+                let wait = backoff(mail.attempts);
+                store
+                    .outbox_retry_later(mail.id, &error, now + wait.as_millis() as i64)
+                    .await
+                    .map_err(|e| agent::error_chain(&e))?;
+                tracing::warn!(subject = %mail.subject, %error, retry_in = %humantime::format_duration(wait), "Mail not sent");
+                round.failed.push(error);
+            }
+        }
+    }
+    Ok(round)
+}
+
+/// How often the agent looks for due messages.
+pub const DELIVER_EVERY: Duration = Duration::from_secs(10);
+
+/// The agent's task: sends what is due in the outbox until `stop`.
+pub async fn run(
+    loaded: std::sync::Arc<crate::config::Loaded>,
+    store: Store,
+    stop: tokio_util::sync::CancellationToken,
+) -> Result<(), String> {
+    let mailer = Mailer::new(&loaded.config.mail, &loaded.me().state_dir)
+        .map_err(|e| format!("mail: {e}"))?;
+    loop {
+        let now = agent::unix_millis(std::time::SystemTime::now());
+        if let Err(e) = deliver_due(&store, &mailer, now).await {
+            tracing::warn!(error = %e, "Outbox not readable");
+        }
+        tokio::select! {
+            () = stop.cancelled() => return Ok(()),
+            () = tokio::time::sleep(DELIVER_EVERY) => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_up_to_an_hour() {
+        assert_eq!(backoff(0), Duration::from_secs(30));
+        assert_eq!(backoff(1), Duration::from_secs(60));
+        assert_eq!(backoff(5), Duration::from_secs(960));
+        assert_eq!(backoff(7), Duration::from_secs(3600));
+        assert_eq!(backoff(1000), Duration::from_secs(3600));
+    }
+
+    #[tokio::test]
+    async fn the_file_transport_writes_whole_messages_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("state")).await.unwrap();
+        let file = Mail {
+            transport: MailTransport::File,
+            host: None,
+            port: 25,
+            tls: MailTls::Starttls,
+            ca_file: None,
+            username: None,
+            password_file: None,
+            from: None,
+            to: vec![],
+        };
+        let mailer = Mailer::new(&file, &dir.path().join("state")).unwrap();
+        let id = new_message_id("alice");
+        let message = mailer
+            .compose(&id, "[orch] test", "plain text", Some("<p>html</p>"))
+            .unwrap();
+        let text = String::from_utf8_lossy(&message);
+        assert!(text.contains("Subject: [orch] test"), "{text}");
+        assert!(text.contains(&format!("Message-ID: <{id}>")), "{text}");
+        assert!(text.contains("multipart/alternative"), "{text}");
+        assert!(
+            queue(&store, "alice", None, &id, "[orch] test", &message, 1)
+                .await
+                .unwrap()
+        );
+        assert!(
+            !queue(&store, "alice", None, &id, "[orch] test", &message, 2)
+                .await
+                .unwrap(),
+            "the same message is queued once"
+        );
+        let round = deliver_due(&store, &mailer, 10).await.unwrap();
+        assert_eq!(
+            round,
+            Round {
+                sent: 1,
+                failed: vec![]
+            }
+        );
+        assert_eq!(
+            deliver_due(&store, &mailer, 20).await.unwrap(),
+            Round::default()
+        );
+        let files: Vec<_> = std::fs::read_dir(dir.path().join("state/outbox"))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
+        assert_eq!(files.len(), 1, "{files:?}");
+        assert_eq!(files[0].extension().unwrap(), "eml");
+        assert_eq!(std::fs::read(&files[0]).unwrap(), message);
+    }
+}
