@@ -160,8 +160,8 @@ fn starttls_with_a_private_ca_needs_its_ca_file() {
     let tmp = tempfile::tempdir().unwrap();
     // A private CA (the CA file orch is given) and the server's certificate it signed.
     let d = tmp.path();
-    let (ca, ca_key) = (d.join("ca.pem"), d.join("ca-key.pem"));
-    let (cert, key, csr) = (d.join("cert.pem"), d.join("key.pem"), d.join("cert.csr"));
+    let ca = d.join("ca.pem");
+    let (cert, key) = (d.join("cert.pem"), d.join("key.pem"));
     let ext = d.join("ext.cnf");
     std::fs::write(
         &ext,
@@ -224,7 +224,6 @@ fn starttls_with_a_private_ca_needs_its_ca_file() {
         "-out",
         "cert.pem",
     ]);
-    let _ = (&ca_key, &csr);
     let port = free_port();
     let _server = smtp_server(tmp.path(), port, Some((&cert, &key)));
     let rt = tokio::runtime::Runtime::new().unwrap();
