@@ -10,23 +10,12 @@ use std::path::Path;
 
 fn provider_config(bind: &Bind, secret_file: &Path) -> DnsProvider {
     DnsProvider {
-        name: "lab".into(),
-        kind: DnsKind::Rfc2136,
         server: Some(format!("{}:{}", bind.addr, bind.port)),
         zone: Some(bind.zone.clone()),
         tsig_name: Some(bind.key_name.clone()),
         tsig_algorithm: Some("hmac-sha256".into()),
         tsig_secret_file: Some(secret_file.to_owned()),
-        token_file: None,
-        endpoint: None,
-        application_key: None,
-        application_secret_file: None,
-        consumer_key_file: None,
-        username: None,
-        password_file: None,
-        command: None,
-        api_url: None,
-        nameservers: Vec::new(),
+        ..DnsProvider::new("lab", DnsKind::Rfc2136)
     }
 }
 

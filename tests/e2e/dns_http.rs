@@ -36,25 +36,7 @@ fn dug(bind: &Bind, name: &str, kind: &str) -> Vec<String> {
 }
 
 fn blank(kind: DnsKind, name: &str) -> DnsProvider {
-    DnsProvider {
-        name: name.into(),
-        kind,
-        server: None,
-        zone: None,
-        tsig_name: None,
-        tsig_algorithm: None,
-        tsig_secret_file: None,
-        token_file: None,
-        endpoint: None,
-        application_key: None,
-        application_secret_file: None,
-        consumer_key_file: None,
-        username: None,
-        password_file: None,
-        command: None,
-        api_url: None,
-        nameservers: Vec::new(),
-    }
+    DnsProvider::new(name, kind)
 }
 
 /// A provider stand-in serving on a loopback port; stopped when dropped.

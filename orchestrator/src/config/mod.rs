@@ -136,6 +136,31 @@ pub struct DnsProvider {
     pub nameservers: Vec<String>,
 }
 
+impl DnsProvider {
+    /// A provider of `kind` with no keys set (for building one in code).
+    pub fn new(name: &str, kind: DnsKind) -> DnsProvider {
+        DnsProvider {
+            name: name.to_owned(),
+            kind,
+            server: None,
+            zone: None,
+            tsig_name: None,
+            tsig_algorithm: None,
+            tsig_secret_file: None,
+            token_file: None,
+            endpoint: None,
+            application_key: None,
+            application_secret_file: None,
+            consumer_key_file: None,
+            username: None,
+            password_file: None,
+            command: None,
+            api_url: None,
+            nameservers: Vec::new(),
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct Site {
     pub name: String,

@@ -2,7 +2,7 @@
 //! is its own record with an id; the zone id is looked up once by the zone's name.
 //! Docs: <https://developers.cloudflare.com/api/resources/dns/subresources/records/>.
 
-use super::http::{quote_txt, read_secret, reconcile, unquote_txt, Api};
+use super::http::{from_api, read_secret, reconcile, to_api, Api};
 use super::{DnsError, Kind};
 use crate::config::DnsProvider;
 use reqwest::{Method, StatusCode};
@@ -148,7 +148,7 @@ impl Cloudflare {
             .records(name, kind)
             .await?
             .into_iter()
-            .map(|r| content_value(kind, &r.content))
+            .map(|r| from_api(kind, &r.content))
             .collect())
     }
 
@@ -167,7 +167,7 @@ impl Cloudflare {
             existing
                 .into_iter()
                 .map(|r| {
-                    let v = content_value(kind, &r.content);
+                    let v = from_api(kind, &r.content);
                     (r, v)
                 })
                 .collect(),
@@ -177,7 +177,7 @@ impl Cloudflare {
             serde_json::json!({
                 "type": kind.to_string(),
                 "name": name.trim_end_matches('.'),
-                "content": match kind { Kind::Txt => quote_txt(value), _ => value.to_owned() },
+                "content": to_api(kind, value),
                 "ttl": ttl,
                 "proxied": false,
             })
@@ -205,13 +205,5 @@ impl Cloudflare {
             let _: serde_json::Value = self.call(Method::DELETE, url, None).await?;
         }
         Ok(())
-    }
-}
-
-/// A record's content as orch's value (TXT without its quotes).
-fn content_value(kind: Kind, content: &str) -> String {
-    match kind {
-        Kind::Txt => unquote_txt(content),
-        _ => content.to_owned(),
     }
 }

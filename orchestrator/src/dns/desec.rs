@@ -4,7 +4,7 @@
 //! unless the account was granted less; its error says so.
 //! Docs: <https://desec.readthedocs.io/en/latest/dns/rrsets.html>.
 
-use super::http::{quote_txt, read_secret, relative, secret_header, unquote_txt, Api};
+use super::http::{from_api, read_secret, relative, secret_header, to_api, Api};
 use super::{DnsError, Kind};
 use crate::config::DnsProvider;
 use reqwest::{Method, StatusCode};
@@ -71,14 +71,7 @@ impl Desec {
         }
         let set: Rrset =
             serde_json::from_str(&text).map_err(|_| self.api.unexpected(status, &text))?;
-        Ok(set
-            .records
-            .iter()
-            .map(|v| match kind {
-                Kind::Txt => unquote_txt(v),
-                _ => v.clone(),
-            })
-            .collect())
+        Ok(set.records.iter().map(|v| from_api(kind, v)).collect())
     }
 
     pub async fn write(
@@ -89,13 +82,7 @@ impl Desec {
         ttl: u32,
     ) -> Result<(), DnsError> {
         let sub = relative(name, &self.zone)?;
-        let records: Vec<String> = values
-            .iter()
-            .map(|v| match kind {
-                Kind::Txt => quote_txt(v),
-                _ => v.clone(),
-            })
-            .collect();
+        let records: Vec<String> = values.iter().map(|v| to_api(kind, v)).collect();
         let url = self.api.url(&format!("/domains/{}/rrsets/", self.zone))?;
         let mut request = self
             .api

@@ -2,7 +2,7 @@
 //! are whole sets addressed by name and type: read one, replace it (PUT), delete it.
 //! Docs: <https://api.gandi.net/docs/livedns/>.
 
-use super::http::{quote_txt, read_secret, relative, unquote_txt, Api};
+use super::http::{from_api, read_secret, relative, to_api, Api};
 use super::{DnsError, Kind};
 use crate::config::DnsProvider;
 use reqwest::{Method, StatusCode};
@@ -98,14 +98,7 @@ impl Gandi {
         }
         let set: Rrset =
             serde_json::from_str(&text).map_err(|_| self.api.unexpected(status, &text))?;
-        Ok(set
-            .rrset_values
-            .iter()
-            .map(|v| match kind {
-                Kind::Txt => unquote_txt(v),
-                _ => v.clone(),
-            })
-            .collect())
+        Ok(set.rrset_values.iter().map(|v| from_api(kind, v)).collect())
     }
 
     pub async fn write(
@@ -119,13 +112,7 @@ impl Gandi {
         let request = if values.is_empty() {
             self.api.request(Method::DELETE, url)
         } else {
-            let values: Vec<String> = values
-                .iter()
-                .map(|v| match kind {
-                    Kind::Txt => quote_txt(v),
-                    _ => v.clone(),
-                })
-                .collect();
+            let values: Vec<String> = values.iter().map(|v| to_api(kind, v)).collect();
             self.api
                 .request(Method::PUT, url)
                 .json(&serde_json::json!({ "rrset_values": values, "rrset_ttl": ttl }))

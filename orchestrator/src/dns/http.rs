@@ -167,6 +167,22 @@ pub fn reconcile<R>(existing: Vec<(R, String)>, values: &[String]) -> (Vec<Strin
     (missing, stale)
 }
 
+/// A value as the APIs write it: TXT in zone-file form (quoted), addresses as they are.
+pub fn to_api(kind: super::Kind, value: &str) -> String {
+    match kind {
+        super::Kind::Txt => quote_txt(value),
+        _ => value.to_owned(),
+    }
+}
+
+/// A value as orch compares it: TXT without its quotes, addresses as they are.
+pub fn from_api(kind: super::Kind, value: &str) -> String {
+    match kind {
+        super::Kind::Txt => unquote_txt(value),
+        _ => value.to_owned(),
+    }
+}
+
 /// A TXT value in zone-file form, as most APIs want it: `"text"`.
 pub fn quote_txt(value: &str) -> String {
     format!("\"{}\"", value.replace('\\', "\\\\").replace('"', "\\\""))

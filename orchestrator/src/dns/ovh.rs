@@ -4,7 +4,7 @@
 //! Changes to a zone take effect only after `POST /domain/zone/{zone}/refresh`.
 //! Docs: <https://help.ovhcloud.com/csm/en-api-getting-started-ovhcloud-api>.
 
-use super::http::{quote_txt, read_secret, reconcile, relative, secret_header, unquote_txt, Api};
+use super::http::{from_api, read_secret, reconcile, relative, secret_header, to_api, Api};
 use super::{DnsError, Kind};
 use crate::config::DnsProvider;
 use reqwest::{Method, StatusCode};
@@ -201,7 +201,7 @@ impl Ovh {
             .records(name, kind)
             .await?
             .into_iter()
-            .map(|r| target_value(kind, &r.target))
+            .map(|r| from_api(kind, &r.target))
             .collect())
     }
 
@@ -218,15 +218,12 @@ impl Ovh {
             .await?
             .into_iter()
             .map(|r| {
-                let v = target_value(kind, &r.target);
+                let v = from_api(kind, &r.target);
                 (r.id, v)
             })
             .collect();
         let (missing, mut stale) = reconcile(existing, values);
-        let target = |v: &str| match kind {
-            Kind::Txt => quote_txt(v),
-            _ => v.to_owned(),
-        };
+        let target = |v: &str| to_api(kind, v);
         for value in &missing {
             match stale.pop() {
                 Some(id) => {
@@ -270,13 +267,6 @@ impl Ovh {
             .url(&format!("/domain/zone/{}/refresh", self.zone))?;
         self.call(Method::POST, url, None).await?;
         Ok(())
-    }
-}
-
-fn target_value(kind: Kind, target: &str) -> String {
-    match kind {
-        Kind::Txt => unquote_txt(target),
-        _ => target.to_owned(),
     }
 }
 
