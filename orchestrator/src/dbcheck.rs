@@ -7,7 +7,7 @@ use crate::config::{Config, DbKind, Loaded, Site};
 use agent::db::{self, Endpoint, Engine, Report, Target, Verdict};
 use agent::state::{NewEvent, Outcome, Store};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 use tokio_util::sync::CancellationToken;
 
 /// The master and standby of `site` now.
@@ -40,12 +40,7 @@ pub fn targets(config: &Config, site: &Site, master: &str) -> Result<Vec<Target>
             .find(|n| n.name == node)
             .ok_or_else(|| format!("no node {node}"))?;
         let password = match &db.password_file {
-            Some(file) => {
-                crate::config::check_secret_mode(file)?;
-                let text = std::fs::read_to_string(file)
-                    .map_err(|e| format!("{}: {e}", file.display()))?;
-                Some(text.trim_end_matches(['\n', '\r']).to_owned())
-            }
+            Some(file) => Some(crate::config::read_secret_file(file)?),
             None => None,
         };
         Ok(Endpoint {
@@ -210,6 +205,3 @@ pub async fn run(loaded: Arc<Loaded>, store: Store, stop: CancellationToken) -> 
     tasks.shutdown().await;
     Ok(())
 }
-
-/// How long promote and wait operations may take by default.
-pub const OPERATION_TIMEOUT: Duration = Duration::from_secs(60);

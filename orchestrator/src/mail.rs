@@ -81,13 +81,9 @@ impl Mailer {
                     });
                 }
                 if let (Some(user), Some(file)) = (&m.username, &m.password_file) {
-                    crate::config::check_secret_mode(file)?;
-                    let password = std::fs::read_to_string(file)
-                        .map_err(|e| format!("mail.password_file {}: {e}", file.display()))?;
-                    builder = builder.credentials(Credentials::new(
-                        user.clone(),
-                        password.trim_end_matches(['\n', '\r']).to_owned(),
-                    ));
+                    let password = crate::config::read_secret_file(file)
+                        .map_err(|e| format!("mail.password_file: {e}"))?;
+                    builder = builder.credentials(Credentials::new(user.clone(), password));
                 }
                 Transport::Smtp {
                     transport: builder.build(),

@@ -361,6 +361,39 @@ pub async fn wait_for(
     }
 }
 
+/// Opens a connection within [`CONNECT_TIMEOUT`]; errors start with `what`.
+async fn connect_within<C>(
+    what: &str,
+    connecting: impl std::future::Future<Output = Result<C, sqlx::Error>>,
+) -> Result<C, String> {
+    match tokio::time::timeout(CONNECT_TIMEOUT, connecting).await {
+        Ok(Ok(conn)) => Ok(conn),
+        Ok(Err(e)) => Err(format!("{what}: {}", sql_error(&e))),
+        Err(_) => Err(format!(
+            "{what}: no connection within {} s",
+            CONNECT_TIMEOUT.as_secs()
+        )),
+    }
+}
+
+/// An sqlx error in one line (its text never holds the password: orch never puts it in
+/// the URL).
+fn sql_error(e: &sqlx::Error) -> String {
+    match e {
+        sqlx::Error::Database(d) => d.message().to_owned(),
+        other => other.to_string(),
+    }
+}
+
+impl Side {
+    fn of(node: &str) -> Side {
+        Side {
+            node: node.to_owned(),
+            ..Side::default()
+        }
+    }
+}
+
 /// "database NAME on NODE (URL host)": how errors name what failed.
 pub fn describe(side: &Endpoint, database: &str) -> String {
     let host = url::Url::parse(&side.url)

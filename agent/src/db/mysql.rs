@@ -6,7 +6,7 @@
 //! Status and variables are read over the text protocol and taken as text, whatever type
 //! the server declares for a column.
 
-use super::{describe, Endpoint, Figures, Role, Side, Target, CONNECT_TIMEOUT};
+use super::{connect_within, describe, sql_error, Endpoint, Figures, Role, Side, Target};
 use sqlx::mysql::{MySqlConnectOptions, MySqlConnection, MySqlRow};
 use sqlx::{ConnectOptions, Connection, Executor, Row};
 use std::str::FromStr;
@@ -20,21 +20,7 @@ async fn connect(side: &Endpoint, database: &str) -> Result<MySqlConnection, Str
     if let Some(pw) = &side.password {
         options = options.password(pw);
     }
-    match tokio::time::timeout(CONNECT_TIMEOUT, options.connect()).await {
-        Ok(Ok(conn)) => Ok(conn),
-        Ok(Err(e)) => Err(format!("{what}: {}", clean(&e))),
-        Err(_) => Err(format!(
-            "{what}: no connection within {} s",
-            CONNECT_TIMEOUT.as_secs()
-        )),
-    }
-}
-
-fn clean(e: &sqlx::Error) -> String {
-    match e {
-        sqlx::Error::Database(d) => d.message().to_owned(),
-        other => other.to_string(),
-    }
+    connect_within(&what, options.connect()).await
 }
 
 /// A column as text, by the first of `names` the row has; `None` for NULL or absent.
@@ -49,7 +35,7 @@ fn text(row: &MySqlRow, names: &[&str]) -> Option<String> {
 /// A statement without parameters runs over the text protocol (COM_QUERY), so every
 /// value arrives as text.
 async fn rows(conn: &mut MySqlConnection, sql: &str) -> Result<Vec<MySqlRow>, String> {
-    conn.fetch_all(sql).await.map_err(|e| clean(&e))
+    conn.fetch_all(sql).await.map_err(|e| sql_error(&e))
 }
 
 async fn value(conn: &mut MySqlConnection, sql: &str) -> Result<Option<String>, String> {
@@ -73,17 +59,10 @@ async fn is_mariadb(conn: &mut MySqlConnection) -> Result<(bool, String), String
     Ok((version.contains("MariaDB"), version))
 }
 
-fn side(node: &str) -> Side {
-    Side {
-        node: node.to_owned(),
-        ..Side::default()
-    }
-}
-
 pub async fn check(target: &Target) -> (Side, Side, Figures) {
     let mut figures = Figures::default();
-    let mut master = side(&target.master.node);
-    let mut standby = side(&target.standby.node);
+    let mut master = Side::of(&target.master.node);
+    let mut standby = Side::of(&target.standby.node);
     let mut standby_beat = None;
     match connect(&target.standby, &target.name).await {
         Ok(mut conn) => {
@@ -198,7 +177,7 @@ pub async fn beat(target: &Target, node: &str) -> Result<(), String> {
     let what = describe(&target.master, &target.name);
     let result = beat_on(&mut conn, table, &target.site, node).await;
     let _ = conn.close().await;
-    result.map_err(|e| format!("{what}: heartbeat: {}", clean(&e)))
+    result.map_err(|e| format!("{what}: heartbeat: {}", sql_error(&e)))
 }
 
 async fn beat_on(
@@ -232,7 +211,7 @@ async fn replica_stmt(conn: &mut MySqlConnection, replica: &str) -> Result<(), S
             .execute(replica.replace("REPLICA", "SLAVE").as_str())
             .await
             .map(|_| ())
-            .map_err(|e| clean(&e)),
+            .map_err(|e| sql_error(&e)),
     }
 }
 
@@ -280,7 +259,7 @@ pub async fn promote(side: &Endpoint, database: &str, within: Duration) -> Resul
     }
     conn.execute("SET GLOBAL read_only = OFF")
         .await
-        .map_err(|e| fail(clean(&e)))?;
+        .map_err(|e| fail(sql_error(&e)))?;
     let _ = conn.close().await;
     Ok(())
 }
@@ -289,7 +268,7 @@ pub async fn demote(side: &Endpoint, database: &str) -> Result<(), String> {
     let mut conn = connect(side, database).await?;
     conn.execute("SET GLOBAL read_only = ON")
         .await
-        .map_err(|e| format!("{}: demote: {}", describe(side, database), clean(&e)))?;
+        .map_err(|e| format!("{}: demote: {}", describe(side, database), sql_error(&e)))?;
     let _ = conn.close().await;
     Ok(())
 }

@@ -2,7 +2,7 @@
 //! from the master's current LSN to the standby's replay LSN, replay lag in seconds with the
 //! idle-primary guard, replay pause, physical slots' `wal_status`, heartbeat age.
 
-use super::{describe, Endpoint, Figures, Role, Side, Slot, Target, CONNECT_TIMEOUT};
+use super::{connect_within, describe, sql_error, Endpoint, Figures, Role, Side, Slot, Target};
 use sqlx::postgres::{PgConnectOptions, PgConnection};
 use sqlx::{ConnectOptions, Connection, Row};
 use std::str::FromStr;
@@ -17,36 +17,13 @@ async fn connect(side: &Endpoint, database: &str) -> Result<PgConnection, String
     if let Some(pw) = &side.password {
         options = options.password(pw);
     }
-    match tokio::time::timeout(CONNECT_TIMEOUT, options.connect()).await {
-        Ok(Ok(conn)) => Ok(conn),
-        Ok(Err(e)) => Err(format!("{what}: {}", clean(&e))),
-        Err(_) => Err(format!(
-            "{what}: no connection within {} s",
-            CONNECT_TIMEOUT.as_secs()
-        )),
-    }
-}
-
-/// An sqlx error in one line (its text never holds the password: orch never puts it in
-/// the URL).
-fn clean(e: &sqlx::Error) -> String {
-    match e {
-        sqlx::Error::Database(d) => d.message().to_owned(),
-        other => other.to_string(),
-    }
-}
-
-fn side(node: &str) -> Side {
-    Side {
-        node: node.to_owned(),
-        ..Side::default()
-    }
+    connect_within(&what, options.connect()).await
 }
 
 pub async fn check(target: &Target) -> (Side, Side, Figures) {
     let mut figures = Figures::default();
-    let mut master = side(&target.master.node);
-    let mut standby = side(&target.standby.node);
+    let mut master = Side::of(&target.master.node);
+    let mut standby = Side::of(&target.standby.node);
 
     // The standby first: the master's byte lag is measured to its replay position.
     let mut standby_conn = match connect(&target.standby, &target.name).await {
@@ -101,7 +78,7 @@ async fn read_standby(
     )
     .fetch_one(&mut *conn)
     .await
-    .map_err(|e| clean(&e))?;
+    .map_err(|e| sql_error(&e))?;
     let in_recovery: bool = row.get(0);
     standby.role = Some(if in_recovery {
         Role::Standby
@@ -119,7 +96,7 @@ async fn read_standby(
         )
         .fetch_one(&mut *conn)
         .await
-        .map_err(|e| clean(&e))?;
+        .map_err(|e| sql_error(&e))?;
         standby.position = row.get(0);
         figures.replay_paused = Some(row.get(1));
         figures.replay_lag_seconds = row.get(2);
@@ -154,7 +131,7 @@ async fn read_master(
     )
     .fetch_one(&mut *conn)
     .await
-    .map_err(|e| clean(&e))?;
+    .map_err(|e| sql_error(&e))?;
     let in_recovery: bool = row.get(0);
     master.role = Some(if in_recovery {
         Role::Standby
@@ -173,7 +150,7 @@ async fn read_master(
     let lsn: String = sqlx::query_scalar("SELECT pg_current_wal_lsn()::text")
         .fetch_one(&mut *conn)
         .await
-        .map_err(|e| clean(&e))?;
+        .map_err(|e| sql_error(&e))?;
     master.position = Some(lsn);
     if let Some(replayed) = &standby.position {
         figures.lag_bytes =
@@ -181,7 +158,7 @@ async fn read_master(
                 .bind(replayed.clone())
                 .fetch_one(&mut *conn)
                 .await
-                .map_err(|e| clean(&e))?;
+                .map_err(|e| sql_error(&e))?;
     }
     // The standby's row in pg_stat_replication: its connection comes from its tunnel
     // address, which is the host of its URL.
@@ -192,7 +169,7 @@ async fn read_master(
     let rows = sqlx::query("SELECT host(client_addr), state FROM pg_stat_replication")
         .fetch_all(&mut *conn)
         .await
-        .map_err(|e| clean(&e))?;
+        .map_err(|e| sql_error(&e))?;
     figures.sender_state = rows
         .iter()
         .find(|r| r.get::<Option<String>, _>(0) == standby_host)
@@ -203,7 +180,7 @@ async fn read_master(
     )
     .fetch_all(&mut *conn)
     .await
-    .map_err(|e| clean(&e))?;
+    .map_err(|e| sql_error(&e))?;
     figures.slots = slots
         .iter()
         .map(|r| Slot {
@@ -223,7 +200,7 @@ pub async fn beat(target: &Target, node: &str) -> Result<(), String> {
     let what = describe(&target.master, &target.name);
     let result = beat_on(&mut conn, table, &target.site, node).await;
     let _ = conn.close().await;
-    result.map_err(|e| format!("{what}: heartbeat: {}", clean(&e)))
+    result.map_err(|e| format!("{what}: heartbeat: {}", sql_error(&e)))
 }
 
 async fn beat_on(
@@ -255,7 +232,13 @@ pub async fn promote(side: &Endpoint, database: &str, within: Duration) -> Resul
         .bind(secs)
         .fetch_one(&mut conn)
         .await
-        .map_err(|e| format!("{}: pg_promote: {}", describe(side, database), clean(&e)))?;
+        .map_err(|e| {
+            format!(
+                "{}: pg_promote: {}",
+                describe(side, database),
+                sql_error(&e)
+            )
+        })?;
     let _ = conn.close().await;
     if done {
         Ok(())
@@ -273,11 +256,11 @@ pub async fn demote(side: &Endpoint, database: &str) -> Result<(), String> {
     sqlx::raw_sql("ALTER SYSTEM SET default_transaction_read_only = on")
         .execute(&mut conn)
         .await
-        .map_err(|e| format!("{what}: {}", clean(&e)))?;
+        .map_err(|e| format!("{what}: {}", sql_error(&e)))?;
     sqlx::query("SELECT pg_reload_conf()")
         .execute(&mut conn)
         .await
-        .map_err(|e| format!("{what}: {}", clean(&e)))?;
+        .map_err(|e| format!("{what}: {}", sql_error(&e)))?;
     let _ = conn.close().await;
     Ok(())
 }
@@ -289,7 +272,7 @@ pub async fn position(side: &Endpoint, database: &str) -> Result<String, String>
     )
     .fetch_one(&mut conn)
     .await
-    .map_err(|e| format!("{}: {}", describe(side, database), clean(&e)))?;
+    .map_err(|e| format!("{}: {}", describe(side, database), sql_error(&e)))?;
     let _ = conn.close().await;
     Ok(lsn)
 }
@@ -310,7 +293,7 @@ pub async fn wait_for(
         .bind(lsn.to_owned())
         .fetch_one(&mut conn)
         .await
-        .map_err(|e| format!("{what}: {}", clean(&e)))?;
+        .map_err(|e| format!("{what}: {}", sql_error(&e)))?;
         if done == Some(true) {
             let _ = conn.close().await;
             return Ok(());

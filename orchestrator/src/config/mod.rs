@@ -355,7 +355,9 @@ pub fn config_dir(path: &Path) -> PathBuf {
     }
 }
 
-pub use validate::{check_api_url, check_secret_mode, dyndns2_url, read_private_key};
+pub use validate::{
+    check_api_url, check_secret_mode, dyndns2_url, read_private_key, read_secret_file,
+};
 
 /// Checks a `HOST:PORT` endpoint as the config would.
 pub fn validate_endpoint(text: &str) -> Result<Endpoint, String> {

@@ -78,6 +78,13 @@ impl Checker {
     }
 }
 
+/// A secret from its file, after [`check_secret_mode`]; the final line break removed.
+pub fn read_secret_file(file: &Path) -> Result<String, String> {
+    check_secret_mode(file)?;
+    let text = std::fs::read_to_string(file).map_err(|e| format!("{}: {e}", file.display()))?;
+    Ok(text.trim_end_matches(['\n', '\r']).to_owned())
+}
+
 /// Refuses a secret file that is missing or readable by group or others.
 pub fn check_secret_mode(file: &Path) -> Result<(), String> {
     match std::fs::metadata(file) {

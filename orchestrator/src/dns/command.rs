@@ -30,7 +30,7 @@ pub struct Command {
     provider: String,
     argv: Vec<String>,
     zone: Option<String>,
-    pub timeout: Duration,
+    timeout: Duration,
 }
 
 struct Ran {

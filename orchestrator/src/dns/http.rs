@@ -119,9 +119,7 @@ pub fn snippet(body: &str) -> String {
 /// empty, one line.
 pub fn read_secret(name: &str, key: &str, file: Option<&Path>) -> Result<String, DnsError> {
     let file = file.ok_or_else(|| DnsError::Config(format!("dns.{name}: `{key}` is required")))?;
-    crate::config::check_secret_mode(file).map_err(DnsError::Config)?;
-    let text = std::fs::read_to_string(file)
-        .map_err(|e| DnsError::Config(format!("{}: {e}", file.display())))?;
+    let text = crate::config::read_secret_file(file).map_err(DnsError::Config)?;
     let secret = text.trim();
     if secret.is_empty() || secret.contains('\n') {
         return Err(DnsError::Config(format!(

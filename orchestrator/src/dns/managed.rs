@@ -63,13 +63,6 @@ impl Managed {
         self.authoritative.propagation = wait;
     }
 
-    /// Gives the command provider's program another time limit.
-    pub fn set_command_timeout(&mut self, limit: std::time::Duration) {
-        if let Backend::Command(c) = &mut self.backend {
-            c.timeout = limit;
-        }
-    }
-
     /// What the authoritative servers publish.
     pub async fn published(&self, name: &str, kind: Kind) -> Result<Vec<String>, DnsError> {
         match &self.backend {
