@@ -99,17 +99,118 @@ impl Heartbeat {
     }
 }
 
+/// The largest message the peer may hand over for sending (decoded).
+pub const MAX_MAIL: usize = 512 * 1024;
+/// RFC 5322 line limit, the most a subject may hold.
+pub const MAX_SUBJECT: usize = 998;
+pub const MAX_MESSAGE_ID: usize = 255;
+/// At most this many sync targets in a space answer, and this long a path.
+pub const MAX_TARGETS: usize = 256;
+pub const MAX_PATH: usize = 4096;
+
+/// A queued mail the sender could not deliver, handed over for the receiver to send.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct HandedMail {
+    pub message_id: String,
+    pub created_at: i64,
+    /// The node that wrote the message (must be the sender).
+    pub origin: String,
+    pub site: Option<String>,
+    pub subject: String,
+    /// The whole RFC 5322 message, base64.
+    pub message: String,
+}
+
+impl HandedMail {
+    /// Checks every bound and decodes the message.
+    pub fn check(&self) -> Result<Vec<u8>, String> {
+        use base64::Engine as _;
+        let id_ok = !self.message_id.is_empty()
+            && self.message_id.len() <= MAX_MESSAGE_ID
+            && self
+                .message_id
+                .bytes()
+                .all(|b| b.is_ascii_graphic() && b != b'<' && b != b'>');
+        if !id_ok {
+            return Err("a message id must be 1 to 255 printable characters without <>".into());
+        }
+        if self.origin.is_empty() || self.origin.len() > MAX_NAME {
+            return Err("origin name out of bounds".into());
+        }
+        if self
+            .site
+            .as_ref()
+            .is_some_and(|s| s.is_empty() || s.len() > MAX_NAME)
+        {
+            return Err("site name out of bounds".into());
+        }
+        if self.subject.len() > MAX_SUBJECT {
+            return Err(format!(
+                "a subject of {} bytes (limit {MAX_SUBJECT})",
+                self.subject.len()
+            ));
+        }
+        if self.message.len() > MAX_MAIL.div_ceil(3) * 4 {
+            return Err(format!("a message over {MAX_MAIL} bytes"));
+        }
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(&self.message)
+            .map_err(|e| format!("message not base64: {e}"))?;
+        if bytes.is_empty() || bytes.len() > MAX_MAIL {
+            return Err(format!(
+                "a message of {} bytes (1 to {MAX_MAIL})",
+                bytes.len()
+            ));
+        }
+        Ok(bytes)
+    }
+}
+
+/// Free space under one of the receiver's own sync targets.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct TargetSpace {
+    pub job: String,
+    pub path: String,
+    pub free_bytes: u64,
+    pub total_bytes: u64,
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Request {
     Heartbeat(Heartbeat),
+    /// Take this mail and send it (the sender could not for a while).
+    Mail(HandedMail),
+    /// Free space where you keep this site's copies (paths from your own config).
+    Space {
+        site: String,
+    },
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Response {
     Heartbeat(Heartbeat),
+    /// The mail is in the receiver's outbox (`new` false: it already had it).
+    MailAccepted {
+        new: bool,
+    },
+    Space(Vec<TargetSpace>),
     Error(String),
+}
+
+/// Checks a space answer's bounds.
+pub fn check_space(spaces: &[TargetSpace]) -> Result<(), String> {
+    if spaces.len() > MAX_TARGETS {
+        return Err(format!("{} targets (limit {MAX_TARGETS})", spaces.len()));
+    }
+    if spaces
+        .iter()
+        .any(|s| s.job.is_empty() || s.job.len() > MAX_NAME || s.path.len() > MAX_PATH)
+    {
+        return Err("a job name or path out of bounds".into());
+    }
+    Ok(())
 }
 
 /// Answers the peer's requests.
@@ -285,6 +386,7 @@ mod tests {
                     h.node = "bob".into();
                     Response::Heartbeat(h)
                 }
+                _ => Response::Error("not here".into()),
             }
         }
     }
@@ -384,6 +486,35 @@ mod tests {
             }
         );
         stop.cancel();
+    }
+
+    #[test]
+    fn handed_mail_bounds() {
+        use base64::Engine as _;
+        let b64 = |b: &[u8]| base64::engine::general_purpose::STANDARD.encode(b);
+        let good = HandedMail {
+            message_id: "1.ab@alice.orch".into(),
+            created_at: 1,
+            origin: "alice".into(),
+            site: Some("web".into()),
+            subject: "[orch] hi".into(),
+            message: b64(b"Subject: hi\r\n\r\nbody"),
+        };
+        assert_eq!(good.check().unwrap(), b"Subject: hi\r\n\r\nbody");
+        let bad = |f: &dyn Fn(&mut HandedMail)| {
+            let mut m = good.clone();
+            f(&mut m);
+            m.check().unwrap_err()
+        };
+        assert!(bad(&|m| m.message_id = "a b".into()).contains("message id"));
+        assert!(bad(&|m| m.message_id = "<x>".into()).contains("message id"));
+        assert!(bad(&|m| m.message_id = "x".repeat(256)).contains("message id"));
+        assert!(bad(&|m| m.subject = "s".repeat(999)).contains("subject"));
+        assert!(bad(&|m| m.message = b64(&vec![b'x'; MAX_MAIL + 1])).contains("524289 bytes"));
+        assert!(bad(&|m| m.message = "A".repeat(800_000)).contains("over"));
+        assert!(bad(&|m| m.message = "***".into()).contains("base64"));
+        assert!(bad(&|m| m.message = String::new()).contains("0 bytes"));
+        assert!(bad(&|m| m.origin = "o".repeat(64)).contains("origin"));
     }
 
     #[test]

@@ -38,7 +38,7 @@ pub struct SiteState {
     pub updated_at: i64,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, sqlx::Type)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize, sqlx::Type)]
 #[serde(rename_all = "lowercase")]
 #[sqlx(rename_all = "lowercase")]
 pub enum Outcome {
@@ -98,9 +98,56 @@ pub struct NewMail<'a> {
 pub struct QueuedMail {
     pub id: i64,
     pub message_id: String,
+    pub created_at: i64,
+    pub origin: String,
+    pub site: Option<String>,
     pub subject: String,
     pub message: Vec<u8>,
     pub attempts: i64,
+    pub last_error: Option<String>,
+    /// When it was first offered to the peer's agent; from then on only the peer sends it.
+    pub offered_at: Option<i64>,
+}
+
+/// The outbox at a glance.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct OutboxCounts {
+    pub pending: i64,
+    pub sent: i64,
+    pub handed_off: i64,
+    /// The error of the oldest pending message, if it failed.
+    pub oldest_error: Option<String>,
+}
+
+/// What one push did (the push engine writes it; reports, status and history read it).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct PushRun {
+    pub site: String,
+    pub job: String,
+    pub started_at: i64,
+    pub duration_ms: i64,
+    pub outcome: Outcome,
+    pub files_total: i64,
+    pub files_changed: i64,
+    pub bytes_total: i64,
+    pub bytes_sent: i64,
+    pub deletions: i64,
+    pub diverged: i64,
+    pub errors: Vec<String>,
+}
+
+/// An alert's recorded state.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AlertState {
+    pub key: String,
+    pub site: Option<String>,
+    pub active: bool,
+    pub summary: String,
+    pub since: i64,
+    /// Whether this episode was mailed (a resolved mail only follows an alert mail).
+    pub notified: bool,
+    /// When the last alert mail of this key went out (0: never).
+    pub last_sent_at: i64,
 }
 
 #[derive(Clone)]
@@ -346,7 +393,8 @@ impl Store {
     /// Pending messages whose next attempt is due, oldest first.
     pub async fn outbox_due(&self, now: i64, limit: u32) -> Result<Vec<QueuedMail>, StoreError> {
         let rows = sqlx::query(
-            "SELECT id, message_id, subject, message, attempts FROM outbox
+            "SELECT id, message_id, created_at, origin, site, subject, message, attempts,
+                    last_error, offered_at FROM outbox
              WHERE state = 'pending' AND next_attempt_at <= ? ORDER BY id LIMIT ?",
         )
         .bind(now)
@@ -359,11 +407,197 @@ impl Store {
             .map(|r| QueuedMail {
                 id: r.get("id"),
                 message_id: r.get("message_id"),
+                created_at: r.get("created_at"),
+                origin: r.get("origin"),
+                site: r.get("site"),
                 subject: r.get("subject"),
                 message: r.get("message"),
                 attempts: r.get("attempts"),
+                last_error: r.get("last_error"),
+                offered_at: r.get("offered_at"),
             })
             .collect())
+    }
+
+    /// Whether a message with this id is known here (pending, sent or handed off).
+    pub async fn outbox_knows(&self, message_id: &str) -> Result<bool, StoreError> {
+        let n: i64 = sqlx::query_scalar("SELECT count(*) FROM outbox WHERE message_id = ?")
+            .bind(message_id)
+            .fetch_one(&self.pool)
+            .await
+            .map_err(|e| self.db_err(e))?;
+        Ok(n > 0)
+    }
+
+    /// Where a message is: its state ("pending", "sent", "handed_off"), attempts so far
+    /// and the last error.
+    pub async fn outbox_state(
+        &self,
+        message_id: &str,
+    ) -> Result<Option<(String, i64, Option<String>)>, StoreError> {
+        sqlx::query_as("SELECT state, attempts, last_error FROM outbox WHERE message_id = ?")
+            .bind(message_id)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(|e| self.db_err(e))
+    }
+
+    /// Notes that the message is being offered to the peer (before the offer goes out).
+    pub async fn outbox_offered(&self, id: i64, now: i64) -> Result<(), StoreError> {
+        sqlx::query("UPDATE outbox SET offered_at = coalesce(offered_at, ?) WHERE id = ?")
+            .bind(now)
+            .bind(id)
+            .execute(&self.pool)
+            .await
+            .map_err(|e| self.db_err(e))?;
+        Ok(())
+    }
+
+    /// Takes back an offer the peer certainly did not receive (it could not be connected).
+    pub async fn outbox_offer_failed(&self, id: i64) -> Result<(), StoreError> {
+        sqlx::query("UPDATE outbox SET offered_at = NULL WHERE id = ?")
+            .bind(id)
+            .execute(&self.pool)
+            .await
+            .map_err(|e| self.db_err(e))?;
+        Ok(())
+    }
+
+    /// How many messages are pending, sent and handed off.
+    pub async fn outbox_counts(&self) -> Result<OutboxCounts, StoreError> {
+        let rows: Vec<(String, i64)> =
+            sqlx::query_as("SELECT state, count(*) FROM outbox GROUP BY state")
+                .fetch_all(&self.pool)
+                .await
+                .map_err(|e| self.db_err(e))?;
+        let mut counts = OutboxCounts::default();
+        for (state, n) in rows {
+            match state.as_str() {
+                "pending" => counts.pending = n,
+                "sent" => counts.sent = n,
+                _ => counts.handed_off = n,
+            }
+        }
+        counts.oldest_error = sqlx::query_scalar(
+            "SELECT last_error FROM outbox WHERE state = 'pending' ORDER BY id LIMIT 1",
+        )
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(|e| self.db_err(e))?
+        .flatten();
+        Ok(counts)
+    }
+
+    /// Records a push run.
+    pub async fn put_push_run(&self, run: &PushRun) -> Result<i64, StoreError> {
+        let errors = serde_json::to_string(&run.errors)
+            .map_err(|e| self.db_err(sqlx::Error::Encode(Box::new(e))))?;
+        let done = sqlx::query(
+            "INSERT INTO push_run (site, job, started_at, duration_ms, outcome, files_total,
+                files_changed, bytes_total, bytes_sent, deletions, diverged, errors)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(&run.site)
+        .bind(&run.job)
+        .bind(run.started_at)
+        .bind(run.duration_ms)
+        .bind(run.outcome)
+        .bind(run.files_total)
+        .bind(run.files_changed)
+        .bind(run.bytes_total)
+        .bind(run.bytes_sent)
+        .bind(run.deletions)
+        .bind(run.diverged)
+        .bind(errors)
+        .execute(&self.pool)
+        .await
+        .map_err(|e| self.db_err(e))?;
+        Ok(done.last_insert_rowid())
+    }
+
+    /// The latest run of each push job of `site`, by job name.
+    pub async fn latest_push_runs(&self, site: &str) -> Result<Vec<PushRun>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT * FROM push_run WHERE id IN
+                (SELECT max(id) FROM push_run WHERE site = ? GROUP BY job)
+             ORDER BY job",
+        )
+        .bind(site)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(|e| self.db_err(e))?;
+        Ok(rows
+            .into_iter()
+            .map(|r| PushRun {
+                site: r.get("site"),
+                job: r.get("job"),
+                started_at: r.get("started_at"),
+                duration_ms: r.get("duration_ms"),
+                outcome: r.get("outcome"),
+                files_total: r.get("files_total"),
+                files_changed: r.get("files_changed"),
+                bytes_total: r.get("bytes_total"),
+                bytes_sent: r.get("bytes_sent"),
+                deletions: r.get("deletions"),
+                diverged: r.get("diverged"),
+                errors: serde_json::from_str(&r.get::<String, _>("errors")).unwrap_or_default(),
+            })
+            .collect())
+    }
+
+    pub async fn alert(&self, key: &str) -> Result<Option<AlertState>, StoreError> {
+        let row = sqlx::query(
+            "SELECT key, site, active, summary, since, notified, last_sent_at FROM alert WHERE key = ?",
+        )
+        .bind(key)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(|e| self.db_err(e))?;
+        Ok(row.map(|r| AlertState {
+            key: r.get("key"),
+            site: r.get("site"),
+            active: r.get::<i64, _>("active") == 1,
+            summary: r.get("summary"),
+            since: r.get("since"),
+            notified: r.get::<i64, _>("notified") == 1,
+            last_sent_at: r.get("last_sent_at"),
+        }))
+    }
+
+    pub async fn put_alert(&self, a: &AlertState) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO alert (key, site, active, summary, since, notified, last_sent_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+             ON CONFLICT (key) DO UPDATE SET site = ?2, active = ?3, summary = ?4, since = ?5,
+                notified = ?6, last_sent_at = ?7",
+        )
+        .bind(&a.key)
+        .bind(&a.site)
+        .bind(i64::from(a.active))
+        .bind(&a.summary)
+        .bind(a.since)
+        .bind(i64::from(a.notified))
+        .bind(a.last_sent_at)
+        .execute(&self.pool)
+        .await
+        .map_err(|e| self.db_err(e))?;
+        Ok(())
+    }
+
+    /// Every alert that is on now.
+    pub async fn active_alerts(&self) -> Result<Vec<AlertState>, StoreError> {
+        let keys: Vec<String> =
+            sqlx::query_scalar("SELECT key FROM alert WHERE active = 1 ORDER BY since")
+                .fetch_all(&self.pool)
+                .await
+                .map_err(|e| self.db_err(e))?;
+        let mut out = Vec::new();
+        for key in keys {
+            if let Some(a) = self.alert(&key).await? {
+                out.push(a);
+            }
+        }
+        Ok(out)
     }
 
     /// Marks a message delivered (`handed_off`: given to the peer, which now owns it).

@@ -12,6 +12,11 @@ pub const STATUS_SCHEMA: u32 = 1;
 #[serde(tag = "cmd", rename_all = "snake_case")]
 pub enum Request {
     Status,
+    /// Render the report of `site`; with `send`, queue it and wait for the first attempt.
+    Report {
+        site: String,
+        send: bool,
+    },
 }
 
 #[derive(Debug, Serialize, Deserialize, PartialEq)]

@@ -448,7 +448,7 @@ fn history(loaded: &Loaded, site: Option<&str>, limit: u32, json: bool) -> Resul
     Ok(())
 }
 
-type DnsRow = (String, crate::dns::Kind, Vec<String>);
+type DnsRow = crate::dns::Published;
 
 fn site_named<'a>(c: &'a config::Config, site: &str) -> Result<&'a config::Site> {
     c.site(site).ok_or_else(|| {
@@ -466,31 +466,12 @@ fn dns_rows(
     loaded: &Loaded,
     site: &config::Site,
 ) -> Result<Option<std::result::Result<Vec<DnsRow>, crate::dns::DnsError>>> {
-    use crate::dns::Kind;
-    let c = &loaded.config;
-    let Some(provider_name) = &site.dns else {
-        return Ok(None);
-    };
-    let provider = c
-        .dns
-        .get(provider_name)
-        .ok_or_else(|| Exit::usage(anyhow!("no [dns.{provider_name}]")))?;
-    let zone = provider.zone.clone().unwrap_or_default();
-    let mut queries: Vec<(String, Kind)> = Vec::new();
-    for record in &site.records {
-        queries.push((record.clone(), Kind::A));
-        queries.push((record.clone(), Kind::Aaaa));
-    }
-    queries.push((crate::dns::orch_record(&site.name, &zone), Kind::Txt));
-    Ok(Some(runtime()?.block_on(async {
-        let dns = crate::dns::provider(provider).await?;
-        let mut rows = Vec::new();
-        for (name, kind) in queries {
-            let values = dns.published(&name, kind).await?;
-            rows.push((name, kind, values));
+    if let Some(name) = &site.dns {
+        if !loaded.config.dns.contains_key(name) {
+            return Err(Exit::usage(anyhow!("no [dns.{name}]")));
         }
-        Ok(rows)
-    })))
+    }
+    Ok(runtime()?.block_on(crate::dns::site_view(&loaded.config, site)))
 }
 
 fn dns_json(rows: &[DnsRow]) -> serde_json::Value {

@@ -67,6 +67,22 @@ pub async fn run(loaded: Loaded) -> anyhow::Result<()> {
     )
     .await;
 
+    let mail_now = Arc::new(tokio::sync::Notify::new());
+    let reports = crate::reports::Context {
+        loaded: Arc::clone(&loaded),
+        store: store.clone(),
+        tunnel: tunnel_stats.clone(),
+        peer_view: peer_view.clone(),
+        mail_now: Arc::clone(&mail_now),
+    };
+    let alerter = match crate::alerts::Alerter::new(Arc::clone(&loaded), store.clone()) {
+        Ok(a) => a,
+        Err(e) => {
+            supervisor.token().cancel();
+            let _ = std::fs::remove_file(&socket);
+            anyhow::bail!(e);
+        }
+    };
     let api = Arc::new(Api {
         loaded: Arc::clone(&loaded),
         store: store.clone(),
@@ -74,6 +90,7 @@ pub async fn run(loaded: Loaded) -> anyhow::Result<()> {
         started_instant: Instant::now(),
         tunnel: tunnel_stats,
         peer_view: peer_view.clone(),
+        reports: reports.clone(),
     });
     // The tunnel runs on its own thread and stops with the supervisor's token.
     supervisor.spawn("tunnel", move |_stop| async move {
@@ -100,14 +117,26 @@ pub async fn run(loaded: Loaded) -> anyhow::Result<()> {
         });
     }
     if loaded.config.sites.iter().any(|s| !s.databases.is_empty()) {
-        let (loaded, store) = (Arc::clone(&loaded), store.clone());
+        let (loaded, store, alerter) = (Arc::clone(&loaded), store.clone(), alerter.clone());
         supervisor.spawn("databases", move |stop| {
-            crate::dbcheck::run(loaded, store, stop)
+            crate::dbcheck::run(loaded, store, alerter, stop)
         });
     }
     {
-        let (loaded, store) = (Arc::clone(&loaded), store.clone());
-        supervisor.spawn("mail", move |stop| crate::mail::run(loaded, store, stop));
+        let (loaded, store, now) = (Arc::clone(&loaded), store.clone(), Arc::clone(&mail_now));
+        supervisor.spawn("mail", move |stop| {
+            crate::mail::run(loaded, store, now, stop)
+        });
+    }
+    {
+        let (alerter, tunnel) = (alerter.clone(), reports.tunnel.clone());
+        supervisor.spawn("alerts", move |stop| {
+            crate::alerts::run(alerter, tunnel, stop)
+        });
+    }
+    {
+        let reports = reports.clone();
+        supervisor.spawn("reports", move |stop| crate::reports::run(reports, stop));
     }
     supervisor.spawn("heartbeat", move |stop| async move {
         peering.run_heartbeats(stop).await;
@@ -212,7 +241,11 @@ struct Api {
     started_instant: Instant,
     tunnel: watch::Receiver<LinkStats>,
     peer_view: watch::Receiver<PeerView>,
+    reports: crate::reports::Context,
 }
+
+/// How long `orch report --send` waits for the first delivery attempt.
+const SEND_WAIT: Duration = Duration::from_secs(60);
 
 impl control::Handler for Api {
     type Request = Request;
@@ -223,6 +256,19 @@ impl control::Handler for Api {
             Request::Status => {
                 let report = self.status().await.map_err(|e| format!("{e:#}"))?;
                 serde_json::to_value(report).map_err(|e| e.to_string())
+            }
+            Request::Report { site, send } => {
+                let site = self
+                    .loaded
+                    .config
+                    .site(&site)
+                    .ok_or_else(|| format!("no site `{site}` in the config"))?;
+                let made = crate::reports::make(&self.reports, site, send).await?;
+                let delivery = match &made.message_id {
+                    Some(id) => Some(crate::reports::delivery(&self.reports, id, SEND_WAIT).await),
+                    None => None,
+                };
+                Ok(serde_json::json!({ "made": made, "delivery": delivery }))
             }
         }
     }

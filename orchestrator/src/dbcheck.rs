@@ -3,6 +3,7 @@
 //! passwords from their files; in the agent, the periodic checks, the heartbeat writer on
 //! the master, and the history and alert events that reports and mail build on.
 
+use crate::alerts::Alerter;
 use crate::config::{Config, DbKind, Loaded, Site};
 use agent::db::{self, Endpoint, Engine, Report, Target, Verdict};
 use agent::state::{NewEvent, Outcome, Store};
@@ -74,10 +75,10 @@ pub fn targets(config: &Config, site: &Site, master: &str) -> Result<Vec<Target>
         .collect()
 }
 
-/// Keeps a check's result and turns verdict changes into history events: `db` for every
-/// change, and `alert` when a database becomes lagging or broken (or `resolved` when it
-/// is healthy again) — the events reports and mail are made from.
-pub async fn keep(store: &Store, report: &Report) {
+/// Keeps a check's result and turns verdict changes into `db` history events; when
+/// `alerter` is given (this node is the site's master), a lagging or broken database is
+/// alerted and its recovery resolves the alert.
+pub async fn keep(store: &Store, report: &Report, alerter: Option<&Alerter>) {
     let before = match store.put_db_check(report).await {
         Ok(before) => before,
         Err(e) => {
@@ -85,6 +86,35 @@ pub async fn keep(store: &Store, report: &Report) {
             return;
         }
     };
+    if let Some(alerter) = alerter {
+        // One alert per database and verdict, so that a database that goes from lagging
+        // to broken is alerted at once (the lagging alert is superseded, not resolved).
+        let key = |v: Verdict| format!("db:{}:{}:{}", report.site, report.name, v.as_str());
+        let summary = format!(
+            "database {} is {}: {}",
+            report.name,
+            report.verdict.as_str(),
+            report.problems.join("; ")
+        );
+        match report.verdict {
+            Verdict::Healthy => {
+                alerter.clear(&key(Verdict::Lagging)).await;
+                alerter.clear(&key(Verdict::Broken)).await;
+            }
+            Verdict::Lagging => {
+                alerter.clear(&key(Verdict::Broken)).await;
+                alerter
+                    .raise(&key(Verdict::Lagging), Some(&report.site), &summary)
+                    .await;
+            }
+            Verdict::Broken => {
+                alerter.supersede(&key(Verdict::Lagging)).await;
+                alerter
+                    .raise(&key(Verdict::Broken), Some(&report.site), &summary)
+                    .await;
+            }
+        }
+    }
     if before == Some(report.verdict) {
         return;
     }
@@ -105,32 +135,14 @@ pub async fn keep(store: &Store, report: &Report) {
     );
     let detail = serde_json::to_value(report).ok();
     let now = agent::unix_millis(SystemTime::now());
-    let mut events = vec![NewEvent {
+    let events = [NewEvent {
         at: now,
         site: Some(&report.site),
         kind: "db",
         outcome,
         summary: &summary,
-        detail: detail.clone(),
+        detail,
     }];
-    let alert = match (before, report.verdict) {
-        (_, Verdict::Lagging | Verdict::Broken) => Some(format!("ALERT {summary}")),
-        (Some(Verdict::Lagging | Verdict::Broken), Verdict::Healthy) => Some(format!(
-            "RESOLVED database {} is healthy again",
-            report.name
-        )),
-        _ => None,
-    };
-    if let Some(text) = &alert {
-        events.push(NewEvent {
-            at: now,
-            site: Some(&report.site),
-            kind: "alert",
-            outcome,
-            summary: text,
-            detail,
-        });
-    }
     for event in &events {
         if let Err(e) = store.record(event).await {
             tracing::warn!(
@@ -151,7 +163,12 @@ pub async fn keep(store: &Store, report: &Report) {
 
 /// The agent's task: each database checked every `interval`; the heartbeat row written
 /// every 10 s by the site's master.
-pub async fn run(loaded: Arc<Loaded>, store: Store, stop: CancellationToken) -> Result<(), String> {
+pub async fn run(
+    loaded: Arc<Loaded>,
+    store: Store,
+    alerter: Alerter,
+    stop: CancellationToken,
+) -> Result<(), String> {
     let mut tasks = tokio::task::JoinSet::new();
     for site in loaded
         .config
@@ -160,7 +177,12 @@ pub async fn run(loaded: Arc<Loaded>, store: Store, stop: CancellationToken) -> 
         .filter(|s| !s.databases.is_empty())
     {
         for (index, db) in site.databases.iter().enumerate() {
-            let (loaded, store, stop) = (Arc::clone(&loaded), store.clone(), stop.clone());
+            let (loaded, store, stop, alerter) = (
+                Arc::clone(&loaded),
+                store.clone(),
+                stop.clone(),
+                alerter.clone(),
+            );
             let (site_name, interval) = (site.name.clone(), db.interval);
             tasks.spawn(async move {
                 let mut next_check = tokio::time::Instant::now();
@@ -187,7 +209,8 @@ pub async fn run(loaded: Arc<Loaded>, store: Store, stop: CancellationToken) -> 
                             }
                             if tokio::time::Instant::now() >= next_check {
                                 let report = db::check(target).await;
-                                keep(&store, &report).await;
+                                let mine = master == loaded.me;
+                                keep(&store, &report, mine.then_some(&alerter)).await;
                                 next_check = tokio::time::Instant::now() + interval;
                             }
                         }

@@ -2,6 +2,7 @@
 //! config model, and the commands built on the agent's parts); `main.rs` only parses
 //! arguments and prints the outcome.
 
+pub mod alerts;
 pub mod api;
 pub mod cli;
 pub mod commands;
@@ -14,4 +15,6 @@ pub mod logging;
 pub mod mail;
 pub mod peering;
 pub mod playbook;
+pub mod report;
+pub mod reports;
 mod starter;

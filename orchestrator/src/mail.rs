@@ -224,36 +224,113 @@ pub async fn queue(
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Round {
     pub sent: usize,
+    /// Messages the peer's agent took over.
+    pub handed_off: usize,
     pub failed: Vec<String>,
 }
 
-/// Sends every message that is due; failures are kept for a later try with backoff.
-pub async fn deliver_due(store: &Store, mailer: &Mailer, now: i64) -> Result<Round, String> {
-    let due: Vec<QueuedMail> = store
-        .outbox_due(now, 50)
-        .await
-        .map_err(|e| agent::error_chain(&e))?;
+/// Where and when undeliverable messages go to the peer's agent.
+#[derive(Debug, Clone)]
+pub struct HandOff {
+    pub addr: std::net::SocketAddr,
+    pub me: String,
+    pub peer: String,
+    /// A message of ours this old that is still not sent is offered to the peer.
+    pub after: Duration,
+}
+
+const OFFER_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// What an offer to the peer came to.
+enum Offer {
+    Taken,
+    /// Certainly not stored by the peer (could not connect, or it refused).
+    NotTaken(String),
+    /// Unknown whether the peer stored it: offer again, never send here.
+    Unsure(String),
+}
+
+async fn offer(h: &HandOff, mail: &QueuedMail) -> Offer {
+    use agent::peer::{self, HandedMail, PeerError, Request, Response};
+    use base64::Engine as _;
+    let request = Request::Mail(HandedMail {
+        message_id: mail.message_id.clone(),
+        created_at: mail.created_at,
+        origin: mail.origin.clone(),
+        site: mail.site.clone(),
+        subject: mail.subject.clone(),
+        message: base64::engine::general_purpose::STANDARD.encode(&mail.message),
+    });
+    match peer::call(h.addr, &h.me, &h.peer, &request, OFFER_TIMEOUT).await {
+        Ok(Response::MailAccepted { .. }) => Offer::Taken,
+        Ok(other) => Offer::Unsure(format!("unexpected answer {other:?}")),
+        Err(e @ (PeerError::Connect(..) | PeerError::Refused(_))) => {
+            Offer::NotTaken(agent::error_chain(&e))
+        }
+        Err(e) => Offer::Unsure(agent::error_chain(&e)),
+    }
+}
+
+/// Sends every message that is due; failures are kept for a later try with backoff. A
+/// message of ours that could not be sent for `hand_off.after` is offered to the peer's
+/// agent; once offered, only the peer sends it (it keeps message ids, so offering again
+/// is harmless), so a message is never sent by both.
+pub async fn deliver_due(
+    store: &Store,
+    mailer: &Mailer,
+    hand_off: Option<&HandOff>,
+    now: i64,
+) -> Result<Round, String> {
+    let err = |e: agent::state::StoreError| agent::error_chain(&e);
+    let due: Vec<QueuedMail> = store.outbox_due(now, 50).await.map_err(err)?;
     let mut round = Round::default();
     for mail in due {
-        match mailer.send(&mail.message_id, &mail.message).await {
-            Ok(()) => {
-                store
-                    .outbox_done(mail.id, false, now)
-                    .await
-                    .map_err(|e| agent::error_chain(&e))?;
-                tracing::info!(subject = %mail.subject, "Mail sent");
-                round.sent += 1;
+        let ours = hand_off.filter(|h| h.me == mail.origin);
+        let error = if mail.offered_at.is_none() {
+            match mailer.send(&mail.message_id, &mail.message).await {
+                Ok(()) => {
+                    store.outbox_done(mail.id, false, now).await.map_err(err)?;
+                    tracing::info!(subject = %mail.subject, "Mail sent");
+                    round.sent += 1;
+                    continue;
+                }
+                Err(error) => error,
             }
-            Err(error) => {
-                let wait = backoff(mail.attempts);
-                store
-                    .outbox_retry_later(mail.id, &error, now + wait.as_millis() as i64)
-                    .await
-                    .map_err(|e| agent::error_chain(&e))?;
-                tracing::warn!(subject = %mail.subject, %error, retry_in = %humantime::format_duration(wait), "Mail not sent");
-                round.failed.push(error);
+        } else {
+            mail.last_error.clone().unwrap_or_default()
+        };
+        let hand_off_at = ours.map(|h| mail.created_at + h.after.as_millis() as i64);
+        let error = match (ours, hand_off_at) {
+            (Some(h), Some(at)) if at <= now => {
+                store.outbox_offered(mail.id, now).await.map_err(err)?;
+                match offer(h, &mail).await {
+                    Offer::Taken => {
+                        store.outbox_done(mail.id, true, now).await.map_err(err)?;
+                        tracing::info!(subject = %mail.subject, peer = %h.peer, %error, "Mail handed to the peer's agent to send");
+                        round.handed_off += 1;
+                        continue;
+                    }
+                    Offer::NotTaken(why) => {
+                        store.outbox_offer_failed(mail.id).await.map_err(err)?;
+                        format!("{error}; the peer's agent did not take it either: {why}")
+                    }
+                    Offer::Unsure(why) => {
+                        format!("{error}; handing it to the peer's agent: {why} (offered again next time)")
+                    }
+                }
             }
+            _ => error,
+        };
+        let mut next = now + backoff(mail.attempts).as_millis() as i64;
+        if let Some(at) = hand_off_at.filter(|at| *at > now) {
+            next = next.min(at); // try the peer as soon as it is time
         }
+        store
+            .outbox_retry_later(mail.id, &error, next)
+            .await
+            .map_err(err)?;
+        tracing::warn!(subject = %mail.subject, %error, retry_in = %humantime::format_duration(Duration::from_millis((next - now).max(0) as u64)), "Mail not sent");
+        round.failed.push(error);
     }
     Ok(round)
 }
@@ -265,18 +342,27 @@ pub const DELIVER_EVERY: Duration = Duration::from_secs(10);
 pub async fn run(
     loaded: std::sync::Arc<crate::config::Loaded>,
     store: Store,
+    now_please: std::sync::Arc<tokio::sync::Notify>,
     stop: tokio_util::sync::CancellationToken,
 ) -> Result<(), String> {
     let mailer = Mailer::new(&loaded.config.mail, &loaded.me().state_dir)
         .map_err(|e| format!("mail: {e}"))?;
+    let peer = loaded.peer();
+    let hand_off = HandOff {
+        addr: std::net::SocketAddr::new(peer.tunnel_ip, loaded.config.cluster.control_port),
+        me: loaded.me.clone(),
+        peer: peer.name.clone(),
+        after: loaded.config.mail.hand_off_after,
+    };
     loop {
         let now = agent::unix_millis(std::time::SystemTime::now());
-        if let Err(e) = deliver_due(&store, &mailer, now).await {
+        if let Err(e) = deliver_due(&store, &mailer, Some(&hand_off), now).await {
             tracing::warn!(error = %e, "Outbox not readable");
         }
         tokio::select! {
             () = stop.cancelled() => return Ok(()),
             () = tokio::time::sleep(DELIVER_EVERY) => {}
+            () = now_please.notified() => {}
         }
     }
 }
@@ -308,6 +394,7 @@ mod tests {
             password_file: None,
             from: None,
             to: vec![],
+            ..Mail::file()
         };
         let mailer = Mailer::new(&file, &dir.path().join("state")).unwrap();
         let id = new_message_id("alice");
@@ -329,16 +416,16 @@ mod tests {
                 .unwrap(),
             "the same message is queued once"
         );
-        let round = deliver_due(&store, &mailer, 10).await.unwrap();
+        let round = deliver_due(&store, &mailer, None, 10).await.unwrap();
         assert_eq!(
             round,
             Round {
                 sent: 1,
-                failed: vec![]
+                ..Round::default()
             }
         );
         assert_eq!(
-            deliver_due(&store, &mailer, 20).await.unwrap(),
+            deliver_due(&store, &mailer, None, 20).await.unwrap(),
             Round::default()
         );
         let files: Vec<_> = std::fs::read_dir(dir.path().join("state/outbox"))

@@ -113,6 +113,73 @@ impl PeerHandler for Peering {
                 self.heard(h);
                 Response::Heartbeat(self.heartbeat().await)
             }
+            Request::Mail(mail) => self.take_mail(mail).await,
+            Request::Space { site } => match target_spaces(&self.loaded, &site) {
+                Ok(spaces) => Response::Space(spaces),
+                Err(e) => Response::Error(e),
+            },
         }
     }
+}
+
+impl Peering {
+    /// Takes a mail the peer could not send into our outbox; we send it from now on.
+    async fn take_mail(&self, mail: peer::HandedMail) -> Response {
+        let message = match mail.check() {
+            Ok(m) => m,
+            Err(e) => return Response::Error(format!("mail refused: {e}")),
+        };
+        let peer = &self.loaded.peer().name;
+        if &mail.origin != peer {
+            return Response::Error(format!(
+                "mail refused: it says it was written by `{}`, not by {peer}",
+                mail.origin
+            ));
+        }
+        let now = agent::unix_millis(std::time::SystemTime::now());
+        match crate::mail::queue(
+            &self.store,
+            &mail.origin,
+            mail.site.as_deref(),
+            &mail.message_id,
+            &mail.subject,
+            &message,
+            now,
+        )
+        .await
+        {
+            Ok(new) => {
+                tracing::info!(subject = %mail.subject, from = %peer, new, "Took a mail from the peer to send");
+                Response::MailAccepted { new }
+            }
+            Err(e) => Response::Error(format!("mail not queued: {e}")),
+        }
+    }
+}
+
+/// Free space under this node's own sync targets of `site` (paths from our config only;
+/// a target that does not exist yet is measured at its nearest existing parent).
+pub fn target_spaces(loaded: &Loaded, site: &str) -> Result<Vec<peer::TargetSpace>, String> {
+    let site = loaded
+        .config
+        .site(site)
+        .ok_or_else(|| format!("no site `{site}` in my config"))?;
+    let mut out = Vec::new();
+    for job in &site.sync {
+        let Some(path) = job.paths.get(&loaded.me) else {
+            continue;
+        };
+        let measured = path
+            .ancestors()
+            .find(|p| p.exists())
+            .unwrap_or(std::path::Path::new("/"));
+        let (free_bytes, total_bytes) = crate::report::free_space(measured)?;
+        out.push(peer::TargetSpace {
+            job: job.name.clone(),
+            path: path.display().to_string(),
+            free_bytes,
+            total_bytes,
+        });
+    }
+    Ok(out)
 }

@@ -59,6 +59,7 @@ fn smtp_config(port: u16, tls: MailTls, ca_file: Option<PathBuf>) -> Mail {
         password_file: None,
         from: Some("orch@example.org".into()),
         to: vec!["alice@example.org".into(), "bob@example.org".into()],
+        ..Mail::file()
     }
 }
 
@@ -101,32 +102,36 @@ fn a_message_waits_in_the_outbox_while_smtp_is_down_and_is_delivered_once() {
         .unwrap());
 
         // Down: kept, with the reason, for a retry after the backoff.
-        let round = mail::deliver_due(&store, &mailer, 1_000).await.unwrap();
+        let round = mail::deliver_due(&store, &mailer, None, 1_000)
+            .await
+            .unwrap();
         assert_eq!(round.sent, 0);
         assert!(
             round.failed[0].contains("SMTP server 127.0.0.1"),
             "{round:?}"
         );
         assert_eq!(
-            mail::deliver_due(&store, &mailer, 2_000).await.unwrap(),
+            mail::deliver_due(&store, &mailer, None, 2_000)
+                .await
+                .unwrap(),
             Round::default(),
             "not before the backoff"
         );
 
         // Back: delivered, once.
         let _server = smtp_server(tmp.path(), port, None);
-        let round = mail::deliver_due(&store, &mailer, 1_000 + 30_000)
+        let round = mail::deliver_due(&store, &mailer, None, 1_000 + 30_000)
             .await
             .unwrap();
         assert_eq!(
             round,
             Round {
                 sent: 1,
-                failed: vec![]
+                ..Round::default()
             }
         );
         assert_eq!(
-            mail::deliver_due(&store, &mailer, 10_000_000)
+            mail::deliver_due(&store, &mailer, None, 10_000_000)
                 .await
                 .unwrap(),
             Round::default()

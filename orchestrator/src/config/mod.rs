@@ -111,6 +111,29 @@ pub struct Mail {
     pub password_file: Option<PathBuf>,
     pub from: Option<String>,
     pub to: Vec<String>,
+    /// A message this node could not send for this long is handed to the peer's agent.
+    pub hand_off_after: Duration,
+    /// The tunnel must be down this long before it is alerted.
+    pub tunnel_alert_after: Duration,
+}
+
+impl Mail {
+    /// The default: `.eml` files in `<state_dir>/outbox`.
+    pub fn file() -> Mail {
+        Mail {
+            transport: MailTransport::File,
+            host: None,
+            port: 25,
+            tls: MailTls::None,
+            ca_file: None,
+            username: None,
+            password_file: None,
+            from: None,
+            to: Vec::new(),
+            hand_off_after: Duration::from_secs(600),
+            tunnel_alert_after: Duration::from_secs(300),
+        }
+    }
 }
 
 #[derive(Debug, Clone)]

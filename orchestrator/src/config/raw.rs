@@ -89,6 +89,8 @@ pub struct RawMail {
     pub from: Option<String>,
     #[serde(default)]
     pub to: Vec<String>,
+    pub hand_off_after: Option<String>,
+    pub tunnel_alert_after: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]

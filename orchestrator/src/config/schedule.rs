@@ -18,6 +18,14 @@ impl PartialEq for CronSchedule {
 }
 
 impl CronSchedule {
+    /// The first time after `now` the schedule fires, in local time.
+    pub fn next_after(
+        &self,
+        now: &chrono::DateTime<chrono::Local>,
+    ) -> Option<chrono::DateTime<chrono::Local>> {
+        self.schedule.after(now).next()
+    }
+
     pub fn parse(text: &str) -> Result<Self, String> {
         let fields: Vec<&str> = text.split_whitespace().collect();
         let mut full: Vec<String> = match fields.len() {

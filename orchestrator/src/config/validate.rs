@@ -494,17 +494,7 @@ pub fn read_private_key(file: &Path) -> Result<tunnel::PrivateKey, String> {
 fn check_mail(c: &mut Checker, raw: &RawConfig) -> Mail {
     let p = KeyPath::root().key("mail");
     let Some(m) = &raw.mail else {
-        return Mail {
-            transport: MailTransport::File,
-            host: None,
-            port: 25,
-            tls: MailTls::None,
-            ca_file: None,
-            username: None,
-            password_file: None,
-            from: None,
-            to: Vec::new(),
-        };
+        return Mail::file();
     };
     let transport = m.transport.unwrap_or(MailTransport::File);
     let tls = m.tls.unwrap_or(MailTls::Starttls);
@@ -556,6 +546,12 @@ fn check_mail(c: &mut Checker, raw: &RawConfig) -> Mail {
         password_file: c.secret_file(&p.key("password_file"), m.password_file.as_deref()),
         from: m.from.clone(),
         to: m.to.clone(),
+        hand_off_after: c.duration(&p.key("hand_off_after"), m.hand_off_after.as_deref(), "10m"),
+        tunnel_alert_after: c.duration(
+            &p.key("tunnel_alert_after"),
+            m.tunnel_alert_after.as_deref(),
+            "5m",
+        ),
     }
 }
 

@@ -211,6 +211,37 @@ pub fn same_values(a: &[String], b: &[String]) -> bool {
     norm(a) == norm(b)
 }
 
+/// One record as the authoritative servers serve it.
+pub type Published = (String, Kind, Vec<String>);
+
+/// What `site`'s records (A and AAAA) and its `_orch` TXT record hold at the
+/// authoritative servers; `None` when the site has no DNS provider.
+pub async fn site_view(
+    config: &crate::config::Config,
+    site: &crate::config::Site,
+) -> Option<Result<Vec<Published>, DnsError>> {
+    let configured = config.dns.get(site.dns.as_ref()?)?;
+    let zone = configured.zone.clone().unwrap_or_default();
+    let mut queries: Vec<(String, Kind)> = Vec::new();
+    for record in &site.records {
+        queries.push((record.clone(), Kind::A));
+        queries.push((record.clone(), Kind::Aaaa));
+    }
+    queries.push((orch_record(&site.name, &zone), Kind::Txt));
+    Some(
+        async {
+            let dns = provider(configured).await?;
+            let mut rows = Vec::new();
+            for (name, kind) in queries {
+                let values = dns.published(&name, kind).await?;
+                rows.push((name, kind, values));
+            }
+            Ok(rows)
+        }
+        .await,
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

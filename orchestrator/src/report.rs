@@ -1,0 +1,925 @@
+//! The nightly replication report of one site: [`Facts`] gathered by the agent (push runs,
+//! database checks, the tunnel, DNS at the authoritative servers, free space on the
+//! standby) are judged into findings and an OK / WARN / FAIL status, then rendered as
+//! plain text and as HTML. Judging and rendering are pure, so golden files pin them.
+
+use agent::db::{self, Verdict};
+use agent::state::{Outcome, PushRun};
+use chrono::{DateTime, FixedOffset};
+use serde::{Deserialize, Serialize};
+use std::fmt::Write as _;
+
+/// Free space below this share of the file system is a warning, below half of it a failure.
+const LOW_SPACE: f64 = 0.10;
+
+/// Everything a report says, as gathered.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Facts {
+    pub site: String,
+    pub cluster: String,
+    /// The node that wrote the report.
+    pub node: String,
+    pub master: String,
+    pub standby: String,
+    pub epoch: i64,
+    /// Unix milliseconds.
+    pub generated_at: i64,
+    /// The offset of local time at `generated_at`, in seconds east of UTC.
+    pub utc_offset_secs: i32,
+    /// The site's sync jobs, by name.
+    pub jobs: Vec<String>,
+    /// The latest run of each job that has run.
+    pub pushes: Vec<PushRun>,
+    pub databases: Vec<db::Report>,
+    pub tunnel: Tunnel,
+    pub dns: Dns,
+    /// Free space where the standby keeps each job's copy.
+    pub space: Result<Vec<Space>, String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Tunnel {
+    pub peer: String,
+    pub up: bool,
+    /// Whether the peer's agent answered over the tunnel lately.
+    pub peer_agent: bool,
+    pub endpoint: Option<String>,
+    pub last_handshake_secs: Option<u64>,
+    pub rx_bytes: u64,
+    pub tx_bytes: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Dns {
+    /// The site has no DNS provider.
+    NotConfigured,
+    /// What the authoritative servers serve.
+    Records(Vec<DnsRecord>),
+    Error(String),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DnsRecord {
+    pub name: String,
+    /// "A", "AAAA" or "TXT".
+    pub kind: String,
+    pub values: Vec<String>,
+}
+
+/// Free space of the file system holding one job's copy on the standby.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Space {
+    pub job: String,
+    pub node: String,
+    pub path: String,
+    pub free_bytes: u64,
+    pub total_bytes: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum Status {
+    Ok,
+    Warn,
+    Fail,
+}
+
+impl Status {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Ok => "OK",
+            Status::Warn => "WARN",
+            Status::Fail => "FAIL",
+        }
+    }
+}
+
+/// Which part of the report a finding belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Section {
+    Pushes,
+    Databases,
+    Tunnel,
+    Dns,
+    Space,
+}
+
+/// Something not right, and how bad.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Finding {
+    pub section: Section,
+    pub status: Status,
+    pub text: String,
+}
+
+/// A judged, rendered report.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Rendered {
+    pub status: Status,
+    pub subject: String,
+    pub text: String,
+    pub html: String,
+    pub findings: Vec<Finding>,
+}
+
+/// What is not right, section by section.
+pub fn judge(f: &Facts) -> Vec<Finding> {
+    let mut out = Vec::new();
+    let mut add = |section, status, text: String| {
+        out.push(Finding {
+            section,
+            status,
+            text,
+        })
+    };
+    for job in &f.jobs {
+        match f.pushes.iter().find(|p| &p.job == job) {
+            None => add(
+                Section::Pushes,
+                Status::Warn,
+                format!("push job {job} has not run yet"),
+            ),
+            Some(p) if p.outcome == Outcome::Fail => add(
+                Section::Pushes,
+                Status::Fail,
+                format!("push job {job} failed: {}", first_error(&p.errors)),
+            ),
+            Some(p) if p.outcome == Outcome::Warn || !p.errors.is_empty() => add(
+                Section::Pushes,
+                Status::Warn,
+                format!(
+                    "push job {job} finished with {} error{}: {}",
+                    p.errors.len(),
+                    plural(p.errors.len() as u64),
+                    first_error(&p.errors)
+                ),
+            ),
+            Some(_) => {}
+        }
+    }
+    for d in &f.databases {
+        let status = match d.verdict {
+            Verdict::Healthy => continue,
+            Verdict::Lagging => Status::Warn,
+            Verdict::Broken => Status::Fail,
+        };
+        add(
+            Section::Databases,
+            status,
+            format!(
+                "database {} is {}: {}",
+                d.name,
+                d.verdict.as_str(),
+                d.problems.join("; ")
+            ),
+        );
+    }
+    if !f.tunnel.up {
+        add(
+            Section::Tunnel,
+            Status::Fail,
+            format!("the tunnel to {} is down", f.tunnel.peer),
+        );
+    } else if !f.tunnel.peer_agent {
+        add(
+            Section::Tunnel,
+            Status::Warn,
+            format!("the agent on {} does not answer", f.tunnel.peer),
+        );
+    }
+    match &f.dns {
+        Dns::NotConfigured => {}
+        Dns::Error(e) => add(
+            Section::Dns,
+            Status::Warn,
+            format!("DNS could not be read: {e}"),
+        ),
+        Dns::Records(records) => {
+            for r in records {
+                if r.kind == "TXT" {
+                    if let Some(named) = r.values.iter().find_map(|v| txt_master(v)) {
+                        if named != f.master {
+                            add(
+                                Section::Dns,
+                                Status::Fail,
+                                format!(
+                                    "{} names {named} as master, but {} is master here",
+                                    r.name, f.master
+                                ),
+                            );
+                        }
+                    }
+                }
+            }
+            if records
+                .iter()
+                .all(|r| r.kind == "TXT" || r.values.is_empty())
+            {
+                add(
+                    Section::Dns,
+                    Status::Warn,
+                    "none of the site's records has an address".into(),
+                );
+            }
+        }
+    }
+    match &f.space {
+        Err(e) => {
+            if !f.jobs.is_empty() {
+                add(
+                    Section::Space,
+                    Status::Warn,
+                    format!("free space on {} unknown: {e}", f.standby),
+                );
+            }
+        }
+        Ok(spaces) => {
+            for s in spaces {
+                let share = share(s.free_bytes, s.total_bytes);
+                let status = if share < LOW_SPACE / 2.0 {
+                    Status::Fail
+                } else if share < LOW_SPACE {
+                    Status::Warn
+                } else {
+                    continue;
+                };
+                add(
+                    Section::Space,
+                    status,
+                    format!(
+                        "only {} free ({:.0}%) under {} on {}",
+                        bytes(s.free_bytes),
+                        share * 100.0,
+                        s.path,
+                        s.node
+                    ),
+                );
+            }
+        }
+    }
+    out
+}
+
+/// `master=NODE` out of an `_orch` TXT value.
+fn txt_master(value: &str) -> Option<&str> {
+    value
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("master="))
+}
+
+fn first_error(errors: &[String]) -> &str {
+    errors.first().map_or("no reason recorded", String::as_str)
+}
+
+fn share(free: u64, total: u64) -> f64 {
+    if total == 0 {
+        1.0
+    } else {
+        free as f64 / total as f64
+    }
+}
+
+fn plural(n: u64) -> &'static str {
+    if n == 1 {
+        ""
+    } else {
+        "s"
+    }
+}
+
+/// Bytes for people: "532 B", "1.4 MB", "3.20 GB" (powers of 1000, as disks are sold).
+pub fn bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["kB", "MB", "GB", "TB", "PB"];
+    if n < 1000 {
+        return format!("{n} B");
+    }
+    let mut v = n as f64 / 1000.0;
+    let mut unit = 0;
+    while v >= 1000.0 && unit + 1 < UNITS.len() {
+        v /= 1000.0;
+        unit += 1;
+    }
+    if v < 10.0 {
+        format!("{v:.2} {}", UNITS[unit])
+    } else if v < 100.0 {
+        format!("{v:.1} {}", UNITS[unit])
+    } else {
+        format!("{v:.0} {}", UNITS[unit])
+    }
+}
+
+/// A duration for people: "850 ms", "12.3 s", "4 min 5 s", "2 h 3 min", "3 d 4 h".
+pub fn duration_ms(ms: i64) -> String {
+    let ms = ms.max(0);
+    if ms < 1000 {
+        return format!("{ms} ms");
+    }
+    let s = ms / 1000;
+    if s < 60 {
+        return format!("{:.1} s", ms as f64 / 1000.0);
+    }
+    let (d, h, m, s) = (s / 86_400, s / 3600 % 24, s / 60 % 60, s % 60);
+    if d > 0 {
+        format!("{d} d {h} h")
+    } else if h > 0 {
+        format!("{h} h {m} min")
+    } else {
+        format!("{m} min {s} s")
+    }
+}
+
+/// The figures of a database check as short phrases ("lag 0 bytes", "IO thread Yes, …").
+pub fn db_figures(r: &db::Report) -> Vec<String> {
+    let f = &r.figures;
+    let mut out = Vec::new();
+    if let Some(s) = &f.wal_receiver {
+        out.push(format!("wal receiver {s}"));
+    }
+    if let Some(b) = f.lag_bytes {
+        out.push(format!("lag {b} bytes"));
+    }
+    if let Some(s) = f.replay_lag_seconds {
+        out.push(format!("replay lag {s:.1} s"));
+    }
+    if f.replay_paused == Some(true) {
+        out.push("replay PAUSED".into());
+    }
+    for slot in &f.slots {
+        out.push(format!(
+            "slot {} {}",
+            slot.name,
+            slot.wal_status.as_deref().unwrap_or("-")
+        ));
+    }
+    if let (Some(io), Some(sql)) = (&f.io_running, &f.sql_running) {
+        out.push(format!("IO thread {io}, SQL thread {sql}"));
+    }
+    if f.replica_configured.is_some() {
+        out.push(match f.seconds_behind {
+            Some(s) => format!("{s} s behind"),
+            None => "seconds behind NULL".into(),
+        });
+    }
+    if let Some(ms) = f.heartbeat_age_ms {
+        out.push(format!("heartbeat {:.1} s old", ms as f64 / 1000.0));
+    }
+    out
+}
+
+fn engine_name(e: db::Engine) -> &'static str {
+    match e {
+        db::Engine::Postgres => "postgres",
+        db::Engine::Mysql => "mysql",
+    }
+}
+
+/// The worst status among `findings` (OK when there are none).
+pub fn status_of(findings: &[Finding]) -> Status {
+    findings
+        .iter()
+        .map(|f| f.status)
+        .max()
+        .unwrap_or(Status::Ok)
+}
+
+/// The failover readiness verdict: can the standby take over now, and if not, why.
+pub fn readiness(f: &Facts, findings: &[Finding]) -> (bool, String) {
+    let blockers: Vec<&str> = findings
+        .iter()
+        .filter(|x| x.status == Status::Fail && x.section != Section::Dns)
+        .map(|x| x.text.as_str())
+        .collect();
+    if blockers.is_empty() {
+        let mut reasons = Vec::new();
+        if !f.pushes.is_empty() {
+            reasons.push(format!("{} holds the last push", f.standby));
+        }
+        if !f.databases.is_empty() {
+            reasons.push("databases replicate".to_owned());
+        }
+        reasons.push("the tunnel is up".to_owned());
+        (
+            true,
+            format!(
+                "READY: {} can take over ({})",
+                f.standby,
+                reasons.join(", ")
+            ),
+        )
+    } else {
+        (false, format!("NOT READY: {}", blockers.join("; ")))
+    }
+}
+
+/// The subject line: `[orch] SITE nightly replication: STATUS — N files, X MB in T s`.
+pub fn subject(f: &Facts, status: Status) -> String {
+    let tail = if f.pushes.is_empty() {
+        if f.jobs.is_empty() {
+            "no sync jobs".to_owned()
+        } else {
+            "no push has run yet".to_owned()
+        }
+    } else {
+        let files: i64 = f.pushes.iter().map(|p| p.files_changed).sum();
+        let sent: i64 = f.pushes.iter().map(|p| p.bytes_sent).sum();
+        let ms: i64 = f.pushes.iter().map(|p| p.duration_ms).sum();
+        format!(
+            "{files} file{}, {:.1} MB in {} s",
+            plural(files as u64),
+            sent as f64 / 1e6,
+            (ms + 500) / 1000
+        )
+    };
+    format!(
+        "[orch] {} nightly replication: {} \u{2014} {tail}",
+        f.site,
+        status.as_str()
+    )
+}
+
+fn local(f: &Facts, at: i64) -> String {
+    const FORMAT: &str = "%Y-%m-%d %H:%M %:z";
+    match (
+        DateTime::from_timestamp_millis(at),
+        FixedOffset::east_opt(f.utc_offset_secs),
+    ) {
+        (Some(t), Some(offset)) => t.with_timezone(&offset).format(FORMAT).to_string(),
+        (Some(t), None) => t.format(FORMAT).to_string(),
+        (None, _) => "?".into(),
+    }
+}
+
+fn ago(f: &Facts, at: i64) -> String {
+    format!("{} ago", duration_ms(f.generated_at - at))
+}
+
+/// One row per push job: what its latest run did.
+fn push_rows(f: &Facts) -> Vec<[String; 7]> {
+    f.jobs
+        .iter()
+        .map(|job| match f.pushes.iter().find(|p| &p.job == job) {
+            None => [
+                job.clone(),
+                "never run".into(),
+                String::new(),
+                String::new(),
+                String::new(),
+                String::new(),
+                String::new(),
+            ],
+            Some(p) => [
+                job.clone(),
+                format!(
+                    "{} {} ({})",
+                    p.outcome.as_str().to_uppercase(),
+                    local(f, p.started_at),
+                    ago(f, p.started_at)
+                ),
+                format!("{} / {}", p.files_changed, p.files_total),
+                format!(
+                    "{} / {}",
+                    bytes(p.bytes_sent.max(0) as u64),
+                    bytes(p.bytes_total.max(0) as u64)
+                ),
+                duration_ms(p.duration_ms),
+                p.deletions.to_string(),
+                p.diverged.to_string(),
+            ],
+        })
+        .collect()
+}
+
+const PUSH_HEADER: [&str; 7] = [
+    "job",
+    "last run",
+    "files changed / total",
+    "sent / total",
+    "took",
+    "deleted",
+    "diverged kept",
+];
+
+/// Renders the report.
+pub fn render(f: &Facts) -> Rendered {
+    let findings = judge(f);
+    let status = status_of(&findings);
+    let subject = subject(f, status);
+    let text = render_text(f, status, &findings);
+    let html = render_html(f, status, &subject, &findings);
+    Rendered {
+        status,
+        subject,
+        text,
+        html,
+        findings,
+    }
+}
+
+fn render_text(f: &Facts, status: Status, findings: &[Finding]) -> String {
+    let mut t = String::new();
+    let (_, ready) = readiness(f, findings);
+    let _ = writeln!(
+        t,
+        "Site {} (cluster {}): {}\nMaster {}, standby {}, epoch {}. Written by {} at {}.\n",
+        f.site,
+        f.cluster,
+        status.as_str(),
+        f.master,
+        f.standby,
+        f.epoch,
+        f.node,
+        local(f, f.generated_at)
+    );
+    let _ = writeln!(t, "Failover readiness: {ready}");
+    if !findings.is_empty() {
+        let _ = writeln!(t, "\nNeeds attention:");
+        for x in findings {
+            let _ = writeln!(t, "  {} {}", x.status.as_str(), x.text);
+        }
+    }
+
+    let _ = writeln!(t, "\nPUSHES");
+    if f.jobs.is_empty() {
+        let _ = writeln!(t, "  no sync jobs configured");
+    } else {
+        let rows = push_rows(f);
+        table(&mut t, &PUSH_HEADER, &rows);
+        for p in &f.pushes {
+            for e in &p.errors {
+                let _ = writeln!(t, "  ! {}: {e}", p.job);
+            }
+        }
+    }
+
+    let _ = writeln!(t, "\nDATABASES");
+    if f.databases.is_empty() {
+        let _ = writeln!(t, "  no databases configured");
+    }
+    for d in &f.databases {
+        let _ = writeln!(
+            t,
+            "  {} ({}): {}, checked {}",
+            d.name,
+            engine_name(d.engine),
+            d.verdict.as_str().to_uppercase(),
+            ago(f, d.checked_at)
+        );
+        let figures = db_figures(d);
+        if !figures.is_empty() {
+            let _ = writeln!(t, "    {}", figures.join(", "));
+        }
+        for side in [&d.master, &d.standby] {
+            if let Some(e) = &side.error {
+                let _ = writeln!(t, "    {}: {e}", side.node);
+            }
+        }
+        for p in &d.problems {
+            let _ = writeln!(t, "    ! {p}");
+        }
+    }
+
+    let _ = writeln!(t, "\nTUNNEL");
+    for line in tunnel_lines(f) {
+        let _ = writeln!(t, "  {line}");
+    }
+
+    let _ = writeln!(t, "\nDNS");
+    match &f.dns {
+        Dns::NotConfigured => {
+            let _ = writeln!(t, "  not configured for this site");
+        }
+        Dns::Error(e) => {
+            let _ = writeln!(t, "  could not be read: {e}");
+        }
+        Dns::Records(records) => {
+            let rows: Vec<[String; 3]> = records
+                .iter()
+                .map(|r| [r.name.clone(), r.kind.clone(), dns_values(r)])
+                .collect();
+            table(
+                &mut t,
+                &["name", "type", "at the authoritative servers"],
+                &rows,
+            );
+        }
+    }
+
+    let _ = writeln!(t, "\nFREE SPACE ON {}", f.standby.to_uppercase());
+    match &f.space {
+        Err(e) => {
+            let _ = writeln!(t, "  unknown: {e}");
+        }
+        Ok(spaces) if spaces.is_empty() => {
+            let _ = writeln!(t, "  no sync targets");
+        }
+        Ok(spaces) => {
+            let rows: Vec<[String; 4]> = spaces.iter().map(space_row).collect();
+            table(&mut t, &["job", "path", "free", "of"], &rows);
+        }
+    }
+    t
+}
+
+fn space_row(s: &Space) -> [String; 4] {
+    [
+        s.job.clone(),
+        s.path.clone(),
+        format!(
+            "{} ({:.0}%)",
+            bytes(s.free_bytes),
+            share(s.free_bytes, s.total_bytes) * 100.0
+        ),
+        bytes(s.total_bytes),
+    ]
+}
+
+fn dns_values(r: &DnsRecord) -> String {
+    if r.values.is_empty() {
+        "(none)".into()
+    } else {
+        r.values.join(", ")
+    }
+}
+
+fn tunnel_lines(f: &Facts) -> Vec<String> {
+    let t = &f.tunnel;
+    let mut out = vec![format!(
+        "to {}: {}{}",
+        t.peer,
+        if t.up { "up" } else { "DOWN" },
+        if t.up && !t.peer_agent {
+            ", but its agent does not answer"
+        } else {
+            ""
+        }
+    )];
+    out.push(format!(
+        "endpoint {}, last handshake {}",
+        t.endpoint.as_deref().unwrap_or("unknown"),
+        t.last_handshake_secs.map_or("never".into(), |s| format!(
+            "{} ago",
+            duration_ms(s as i64 * 1000)
+        ))
+    ));
+    out.push(format!(
+        "traffic since the agent started: {} received, {} sent",
+        bytes(t.rx_bytes),
+        bytes(t.tx_bytes)
+    ));
+    out
+}
+
+/// A left-aligned text table, two spaces in, two between columns.
+fn table<const N: usize>(out: &mut String, header: &[&str; N], rows: &[[String; N]]) {
+    let mut width = header.map(|h| h.chars().count());
+    for row in rows {
+        for (w, cell) in width.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let line = |cells: Vec<&str>| {
+        let mut s = String::from("  ");
+        for (i, (cell, w)) in cells.iter().zip(width).enumerate() {
+            if i + 1 == N {
+                s.push_str(cell);
+            } else {
+                let _ = write!(s, "{cell:w$}  ");
+            }
+        }
+        s.trim_end().to_owned()
+    };
+    let _ = writeln!(out, "{}", line(header.to_vec()));
+    for row in rows {
+        let _ = writeln!(out, "{}", line(row.iter().map(String::as_str).collect()));
+    }
+}
+
+/// Escapes text for HTML content and attribute values.
+pub fn escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+fn colour(status: Status) -> &'static str {
+    match status {
+        Status::Ok => "#1a7f37",
+        Status::Warn => "#9a6700",
+        Status::Fail => "#cf222e",
+    }
+}
+
+const TABLE: &str = "border-collapse:collapse;margin:4px 0 12px 0;font-size:14px";
+const TH: &str = "text-align:left;padding:4px 10px;border-bottom:2px solid #d0d7de;color:#57606a;font-weight:600";
+const TD: &str = "padding:4px 10px;border-bottom:1px solid #eaeef2;vertical-align:top";
+
+fn html_table<const N: usize>(out: &mut String, header: &[&str; N], rows: &[[String; N]]) {
+    let _ = write!(out, "<table style=\"{TABLE}\"><tr>");
+    for h in header {
+        let _ = write!(out, "<th style=\"{TH}\">{}</th>", escape(h));
+    }
+    out.push_str("</tr>");
+    for row in rows {
+        out.push_str("<tr>");
+        for cell in row {
+            let _ = write!(out, "<td style=\"{TD}\">{}</td>", escape(cell));
+        }
+        out.push_str("</tr>");
+    }
+    out.push_str("</table>\n");
+}
+
+fn html_section(out: &mut String, title: &str, status: Option<Status>) {
+    let badge = status.map_or(String::new(), |s| {
+        format!(
+            " <span style=\"color:{};font-size:13px\">{}</span>",
+            colour(s),
+            s.as_str()
+        )
+    });
+    let _ = writeln!(
+        out,
+        "<h2 style=\"font-size:16px;margin:18px 0 4px 0\">{}{badge}</h2>",
+        escape(title)
+    );
+}
+
+fn section_status(findings: &[Finding], section: Section) -> Status {
+    status_of(
+        &findings
+            .iter()
+            .filter(|f| f.section == section)
+            .cloned()
+            .collect::<Vec<_>>(),
+    )
+}
+
+fn html_p(out: &mut String, text: &str) {
+    let _ = writeln!(out, "<p style=\"margin:4px 0\">{}</p>", escape(text));
+}
+
+fn render_html(f: &Facts, status: Status, subject: &str, findings: &[Finding]) -> String {
+    let mut h = String::new();
+    let (ready, readiness) = readiness(f, findings);
+    let _ = writeln!(
+        h,
+        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>{}</title></head>",
+        escape(subject)
+    );
+    let _ = writeln!(
+        h,
+        "<body style=\"font-family:-apple-system,'Segoe UI',Helvetica,Arial,sans-serif;color:#1f2328;max-width:760px;margin:16px\">"
+    );
+    let _ = writeln!(
+        h,
+        "<h1 style=\"font-size:20px;margin:0 0 4px 0\">{} <span style=\"background:{};color:#fff;border-radius:4px;padding:1px 8px;font-size:15px\">{}</span></h1>",
+        escape(&f.site),
+        colour(status),
+        status.as_str()
+    );
+    html_p(
+        &mut h,
+        &format!(
+            "Cluster {}: master {}, standby {}, epoch {}. Written by {} at {}.",
+            f.cluster,
+            f.master,
+            f.standby,
+            f.epoch,
+            f.node,
+            local(f, f.generated_at)
+        ),
+    );
+    let _ = writeln!(
+        h,
+        "<p style=\"margin:10px 0;padding:8px 12px;border-left:4px solid {};background:#f6f8fa\"><b>Failover readiness:</b> {}</p>",
+        colour(if ready { Status::Ok } else { Status::Fail }),
+        escape(&readiness)
+    );
+    if !findings.is_empty() {
+        h.push_str("<ul style=\"margin:4px 0 8px 0;padding-left:20px\">\n");
+        for x in findings {
+            let _ = writeln!(
+                h,
+                "<li><b style=\"color:{}\">{}</b> {}</li>",
+                colour(x.status),
+                x.status.as_str(),
+                escape(&x.text)
+            );
+        }
+        h.push_str("</ul>\n");
+    }
+
+    html_section(
+        &mut h,
+        "Pushes",
+        Some(section_status(findings, Section::Pushes)),
+    );
+    if f.jobs.is_empty() {
+        html_p(&mut h, "No sync jobs configured.");
+    } else {
+        html_table(&mut h, &PUSH_HEADER, &push_rows(f));
+        for p in &f.pushes {
+            for e in &p.errors {
+                html_p(&mut h, &format!("{}: {e}", p.job));
+            }
+        }
+    }
+
+    html_section(
+        &mut h,
+        "Databases",
+        Some(section_status(findings, Section::Databases)),
+    );
+    if f.databases.is_empty() {
+        html_p(&mut h, "No databases configured.");
+    } else {
+        let rows: Vec<[String; 4]> = f
+            .databases
+            .iter()
+            .map(|d| {
+                let mut notes: Vec<String> = [&d.master, &d.standby]
+                    .iter()
+                    .filter_map(|s| s.error.as_ref().map(|e| format!("{}: {e}", s.node)))
+                    .collect();
+                notes.extend(d.problems.iter().cloned());
+                [
+                    format!("{} ({})", d.name, engine_name(d.engine)),
+                    format!(
+                        "{}, checked {}",
+                        d.verdict.as_str().to_uppercase(),
+                        ago(f, d.checked_at)
+                    ),
+                    db_figures(d).join(", "),
+                    notes.join("; "),
+                ]
+            })
+            .collect();
+        html_table(&mut h, &["database", "state", "figures", "problems"], &rows);
+    }
+
+    html_section(
+        &mut h,
+        "Tunnel",
+        Some(section_status(findings, Section::Tunnel)),
+    );
+    for line in tunnel_lines(f) {
+        html_p(&mut h, &line);
+    }
+
+    html_section(&mut h, "DNS", Some(section_status(findings, Section::Dns)));
+    match &f.dns {
+        Dns::NotConfigured => html_p(&mut h, "Not configured for this site."),
+        Dns::Error(e) => html_p(&mut h, &format!("Could not be read: {e}")),
+        Dns::Records(records) => {
+            let rows: Vec<[String; 3]> = records
+                .iter()
+                .map(|r| [r.name.clone(), r.kind.clone(), dns_values(r)])
+                .collect();
+            html_table(
+                &mut h,
+                &["name", "type", "at the authoritative servers"],
+                &rows,
+            );
+        }
+    }
+
+    html_section(
+        &mut h,
+        &format!("Free space on {}", f.standby),
+        Some(section_status(findings, Section::Space)),
+    );
+    match &f.space {
+        Err(e) => html_p(&mut h, &format!("Unknown: {e}")),
+        Ok(spaces) if spaces.is_empty() => html_p(&mut h, "No sync targets."),
+        Ok(spaces) => {
+            let rows: Vec<[String; 4]> = spaces.iter().map(space_row).collect();
+            html_table(&mut h, &["job", "path", "free", "of"], &rows);
+        }
+    }
+    h.push_str("</body></html>\n");
+    h
+}
+
+/// Free space of the file system holding `path`.
+pub fn free_space(path: &std::path::Path) -> Result<(u64, u64), String> {
+    let st = rustix::fs::statvfs(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let frsize = st.f_frsize.max(1);
+    Ok((
+        st.f_bavail.saturating_mul(frsize),
+        st.f_blocks.saturating_mul(frsize),
+    ))
+}
+
+#[cfg(test)]
+mod tests;

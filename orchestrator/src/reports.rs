@@ -1,0 +1,284 @@
+//! The agent's side of reports: gathers a site's [`Facts`] (the state store, the tunnel,
+//! the peer's free space over peer RPC, DNS at the authoritative servers), renders and
+//! queues the report, on the site's `report` schedule and on `orch report SITE --send`.
+//! A site's report is written by the node that is its master.
+
+use crate::config::{Loaded, Site};
+use crate::peering::PeerView;
+use crate::report::{self, Dns, DnsRecord, Facts, Rendered, Space, Tunnel};
+use agent::peer::{self, Request, Response};
+use agent::state::Store;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{watch, Notify};
+use tokio_util::sync::CancellationToken;
+use tunnel::link::LinkStats;
+
+/// DNS and the peer's answer may take this long before the report goes without them.
+const DNS_LIMIT: Duration = Duration::from_secs(30);
+const PEER_LIMIT: Duration = Duration::from_secs(10);
+/// The tunnel counts as up this long after a handshake.
+const HANDSHAKE_STALE: Duration = Duration::from_secs(180);
+
+/// What the agent knows that a report needs.
+#[derive(Clone)]
+pub struct Context {
+    pub loaded: Arc<Loaded>,
+    pub store: Store,
+    pub tunnel: watch::Receiver<LinkStats>,
+    pub peer_view: watch::Receiver<PeerView>,
+    /// Wakes the mail task to send at once.
+    pub mail_now: Arc<Notify>,
+}
+
+fn err(e: agent::state::StoreError) -> String {
+    agent::error_chain(&e)
+}
+
+/// Everything the report of `site` says, as of now.
+pub async fn gather(ctx: &Context, site: &Site) -> Result<Facts, String> {
+    let config = &ctx.loaded.config;
+    let now = chrono::Local::now();
+    let (master, standby) = crate::dbcheck::roles(config, site, Some(&ctx.store)).await;
+    let epoch = ctx
+        .store
+        .site_state(&site.name)
+        .await
+        .map_err(err)?
+        .map_or(0, |s| s.epoch);
+    let databases = ctx
+        .store
+        .db_checks()
+        .await
+        .map_err(err)?
+        .into_iter()
+        .filter(|r| r.site == site.name)
+        .collect();
+    let stats = ctx.tunnel.borrow().clone();
+    let peer_agent = ctx
+        .peer_view
+        .borrow()
+        .last_contact
+        .is_some_and(|t| t.elapsed() < crate::peering::HEARTBEAT_EVERY * 3);
+    let tunnel = Tunnel {
+        peer: ctx.loaded.peer().name.clone(),
+        up: stats.since_handshake.is_some_and(|d| d < HANDSHAKE_STALE),
+        peer_agent,
+        endpoint: stats.endpoint.map(|e| e.to_string()),
+        last_handshake_secs: stats.since_handshake.map(|d| d.as_secs()),
+        rx_bytes: stats.rx_bytes,
+        tx_bytes: stats.tx_bytes,
+    };
+    let dns = match tokio::time::timeout(DNS_LIMIT, crate::dns::site_view(config, site)).await {
+        Err(_) => Dns::Error(format!(
+            "no answer within {}",
+            humantime::format_duration(DNS_LIMIT)
+        )),
+        Ok(None) => Dns::NotConfigured,
+        Ok(Some(Err(e))) => Dns::Error(e.to_string()),
+        Ok(Some(Ok(rows))) => Dns::Records(
+            rows.into_iter()
+                .map(|(name, kind, values)| DnsRecord {
+                    name,
+                    kind: kind.to_string(),
+                    values,
+                })
+                .collect(),
+        ),
+    };
+    Ok(Facts {
+        site: site.name.clone(),
+        cluster: config.cluster.name.clone(),
+        node: ctx.loaded.me.clone(),
+        epoch,
+        generated_at: now.timestamp_millis(),
+        utc_offset_secs: now.offset().local_minus_utc(),
+        jobs: site.sync.iter().map(|j| j.name.clone()).collect(),
+        pushes: ctx.store.latest_push_runs(&site.name).await.map_err(err)?,
+        databases,
+        tunnel,
+        dns,
+        space: standby_space(ctx, site, &standby).await,
+        master,
+        standby,
+    })
+}
+
+/// Free space under the standby's sync targets: measured here when this node is the
+/// standby, else asked of the peer's agent (which measures its own configured paths).
+async fn standby_space(ctx: &Context, site: &Site, standby: &str) -> Result<Vec<Space>, String> {
+    if site.sync.is_empty() {
+        return Ok(Vec::new());
+    }
+    let spaces = if standby == ctx.loaded.me {
+        crate::peering::target_spaces(&ctx.loaded, &site.name)?
+    } else {
+        let peer = ctx.loaded.peer();
+        let addr =
+            std::net::SocketAddr::new(peer.tunnel_ip, ctx.loaded.config.cluster.control_port);
+        let request = Request::Space {
+            site: site.name.clone(),
+        };
+        match peer::call(addr, &ctx.loaded.me, &peer.name, &request, PEER_LIMIT).await {
+            Ok(Response::Space(spaces)) => {
+                peer::check_space(&spaces).map_err(|e| format!("{}'s answer: {e}", peer.name))?;
+                spaces
+            }
+            Ok(other) => return Err(format!("unexpected answer from {}: {other:?}", peer.name)),
+            Err(e) => {
+                return Err(format!(
+                    "the agent on {} does not answer: {}",
+                    peer.name,
+                    agent::error_chain(&e)
+                ))
+            }
+        }
+    };
+    Ok(spaces
+        .into_iter()
+        .map(|s| Space {
+            job: s.job,
+            node: standby.to_owned(),
+            path: s.path,
+            free_bytes: s.free_bytes,
+            total_bytes: s.total_bytes,
+        })
+        .collect())
+}
+
+/// A rendered report and, when it was queued, its message id.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct Made {
+    pub report: Rendered,
+    pub message_id: Option<String>,
+}
+
+/// Renders the report of `site`; with `queue`, puts it in the outbox and wakes the sender.
+pub async fn make(ctx: &Context, site: &Site, queue: bool) -> Result<Made, String> {
+    let facts = gather(ctx, site).await?;
+    let rendered = report::render(&facts);
+    if !queue {
+        return Ok(Made {
+            report: rendered,
+            message_id: None,
+        });
+    }
+    let mailer = crate::mail::Mailer::new(&ctx.loaded.config.mail, &ctx.loaded.me().state_dir)?;
+    let id = crate::mail::new_message_id(&ctx.loaded.me);
+    let message = mailer.compose(&id, &rendered.subject, &rendered.text, Some(&rendered.html))?;
+    crate::mail::queue(
+        &ctx.store,
+        &ctx.loaded.me,
+        Some(&site.name),
+        &id,
+        &rendered.subject,
+        &message,
+        facts.generated_at,
+    )
+    .await?;
+    let outcome = match rendered.status {
+        report::Status::Ok => agent::state::Outcome::Ok,
+        report::Status::Warn => agent::state::Outcome::Warn,
+        report::Status::Fail => agent::state::Outcome::Fail,
+    };
+    let event = agent::state::NewEvent {
+        at: facts.generated_at,
+        site: Some(&site.name),
+        kind: "report",
+        outcome,
+        summary: rendered.subject.trim_start_matches("[orch] "),
+        detail: Some(serde_json::json!({ "message_id": id, "findings": rendered.findings })),
+    };
+    if let Err(e) = ctx.store.record(&event).await {
+        tracing::warn!(
+            error = agent::error_chain(&e),
+            "Report not recorded in history"
+        );
+    }
+    ctx.mail_now.notify_one();
+    tracing::info!(site = %site.name, subject = %rendered.subject, "Report queued");
+    Ok(Made {
+        report: rendered,
+        message_id: Some(id),
+    })
+}
+
+/// How a queued message fared.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case", tag = "state", content = "detail")]
+pub enum Delivery {
+    Sent,
+    /// The peer's agent took it and sends it.
+    HandedOff,
+    /// Not sent yet; kept in the outbox and retried.
+    Pending(String),
+}
+
+/// Waits (up to `within`) until the message was sent, handed off, or one attempt failed.
+pub async fn delivery(ctx: &Context, message_id: &str, within: Duration) -> Delivery {
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        match ctx.store.outbox_state(message_id).await {
+            Ok(Some((state, _, _))) if state == "sent" => return Delivery::Sent,
+            Ok(Some((state, _, _))) if state == "handed_off" => return Delivery::HandedOff,
+            Ok(Some((_, attempts, error))) if attempts > 0 => {
+                return Delivery::Pending(error.unwrap_or_default())
+            }
+            Ok(_) => {}
+            Err(e) => return Delivery::Pending(err(e)),
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Delivery::Pending(format!(
+                "not attempted within {}",
+                humantime::format_duration(within)
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// The agent's task: each site's report on its `report` schedule (local time), written
+/// by the site's master.
+pub async fn run(ctx: Context, stop: CancellationToken) -> Result<(), String> {
+    let mut tasks = tokio::task::JoinSet::new();
+    for site in ctx
+        .loaded
+        .config
+        .sites
+        .iter()
+        .filter(|s| s.report.is_some())
+    {
+        let (ctx, stop, name) = (ctx.clone(), stop.clone(), site.name.clone());
+        tasks.spawn(async move {
+            loop {
+                let Some(site) = ctx.loaded.config.site(&name) else {
+                    return;
+                };
+                let Some(schedule) = &site.report else { return };
+                let now = chrono::Local::now();
+                let Some(next) = schedule.next_after(&now) else {
+                    tracing::warn!(site = %name, schedule = %schedule.text, "The report schedule never fires again");
+                    return;
+                };
+                let wait = (next - now).to_std().unwrap_or_default();
+                tokio::select! {
+                    () = stop.cancelled() => return,
+                    () = tokio::time::sleep(wait) => {}
+                }
+                let (master, _) =
+                    crate::dbcheck::roles(&ctx.loaded.config, site, Some(&ctx.store)).await;
+                if master != ctx.loaded.me {
+                    continue; // the master's agent reports this site
+                }
+                if let Err(e) = make(&ctx, site, true).await {
+                    tracing::error!(site = %name, error = %e, "Report not made");
+                }
+                // Never twice for the same minute, however fast the above was.
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        });
+    }
+    stop.cancelled().await;
+    tasks.shutdown().await;
+    Ok(())
+}
