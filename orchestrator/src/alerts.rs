@@ -428,10 +428,10 @@ pub async fn run(
             () = stop.cancelled() => return Ok(()),
             _ = tick.tick() => {}
         }
-        let up = tunnel
-            .borrow()
-            .since_handshake
-            .is_some_and(|d| d < HANDSHAKE_STALE);
+        let up = {
+            let stats = tunnel.borrow();
+            stats.since_handshake.is_some_and(|d| d < HANDSHAKE_STALE) && !stats.suspect
+        };
         if up {
             if down_since.take().is_some() {
                 alerter.clear("tunnel").await;
@@ -483,11 +483,12 @@ mod tests {
 
     #[test]
     fn a_flapping_problem_mails_at_most_hourly_and_resolves_only_what_was_mailed() {
-        let (a, _) = on_raise(None, "k", None, "down", 0);
+        const T: i64 = 1_700_000_000_000;
+        let (a, _) = on_raise(None, "k", None, "down", T);
         let (a, send) = on_clear(Some(&a));
         assert_eq!(send, Send::Resolved);
         // Back within the hour: no second alert mail now…
-        let (a, send) = on_raise(a.as_ref(), "k", None, "down", 10 * 60_000);
+        let (a, send) = on_raise(a.as_ref(), "k", None, "down", T + 10 * 60_000);
         assert_eq!(send, Send::Nothing);
         assert!(a.active && !a.notified);
         // …and if it clears before the hour, no resolved mail either.
@@ -495,16 +496,17 @@ mod tests {
         assert_eq!(send, Send::Nothing);
         assert!(!b.unwrap().active);
         // If it lasts, the hour's tick sends it as an alert.
-        let (a, send) = on_tick(&a, H).unwrap();
+        assert_eq!(on_tick(&a, T + H - 1), None);
+        let (a, send) = on_tick(&a, T + H).unwrap();
         assert_eq!(send, Send::Alert);
         assert_eq!(on_clear(Some(&a)).1, Send::Resolved);
     }
 
     #[test]
     fn a_new_episode_after_the_hour_mails_at_once() {
-        let (a, _) = on_raise(None, "k", None, "down", 0);
+        let (a, _) = on_raise(None, "k", None, "down", 5 * H);
         let (a, _) = on_clear(Some(&a));
-        let (_, send) = on_raise(a.as_ref(), "k", None, "down", H + 1);
+        let (_, send) = on_raise(a.as_ref(), "k", None, "down", 6 * H + 1);
         assert_eq!(send, Send::Alert);
     }
 }

@@ -32,6 +32,9 @@ pub struct StatusReport {
     /// the first check.
     #[serde(default)]
     pub databases: Vec<agent::db::Report>,
+    /// Mail in this node's outbox: pending, sent, handed to the peer's agent.
+    #[serde(default)]
+    pub outbox: agent::state::OutboxCounts,
 }
 
 /// The peer's agent, as its heartbeats over the tunnel describe it.

@@ -73,6 +73,17 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Print the site's replication report now (as the agent would mail it); with --send,
+    /// mail it and wait for the first delivery attempt (exit 1 if it is not delivered yet)
+    Report {
+        site: String,
+        /// Queue the report in the outbox and send it
+        #[arg(long)]
+        send: bool,
+        /// Print the HTML part instead of the text
+        #[arg(long, conflicts_with = "send")]
+        html: bool,
+    },
     /// Database operations for playbooks and switchovers
     Db {
         #[command(subcommand)]

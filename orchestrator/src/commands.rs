@@ -79,6 +79,9 @@ pub fn run(cli: Cli) -> Result {
             command: DnsCommand::Show { site, json },
         } => dns_show(&config::load(&config_path, &options)?, &site, json),
         Command::Check { site, json } => check(&config::load(&config_path, &options)?, &site, json),
+        Command::Report { site, send, html } => {
+            report(&config::load(&config_path, &options)?, &site, send, html)
+        }
         Command::Db { command } => db_command(&config::load(&config_path, &options)?, command),
         Command::Completions { shell } => {
             let mut cmd = <Cli as clap::CommandFactory>::command();
@@ -207,9 +210,17 @@ fn pubkey(config_path: &Path, options: &LoadOptions) -> Result {
 }
 
 fn call<T: serde::de::DeserializeOwned>(loaded: &Loaded, request: &Request) -> Result<T> {
+    call_within(loaded, request, Duration::from_secs(30))
+}
+
+fn call_within<T: serde::de::DeserializeOwned>(
+    loaded: &Loaded,
+    request: &Request,
+    timeout: Duration,
+) -> Result<T> {
     let socket = loaded.me().state_dir.join(crate::daemon::SOCKET);
     let rt = runtime()?;
-    rt.block_on(control::call(&socket, request, Duration::from_secs(30))).map_err(|e| match e {
+    rt.block_on(control::call(&socket, request, timeout)).map_err(|e| match e {
         ControlError::Unreachable { .. } => Exit {
             code: Exit::NO_AGENT,
             error: anyhow!(e).context(format!(
@@ -312,6 +323,17 @@ fn status(loaded: &Loaded, json: bool) -> Result {
             print_db_report(r, report_age(r.checked_at));
         }
     }
+    let o = &report.outbox;
+    println!(
+        "\nmail: {} pending, {} sent, {} handed to {}{}",
+        o.pending,
+        o.sent,
+        o.handed_off,
+        report.peer.node,
+        o.oldest_error
+            .as_ref()
+            .map_or(String::new(), |e| format!("; oldest pending failed: {e}"))
+    );
     Ok(())
 }
 
@@ -352,39 +374,7 @@ fn print_db_report(r: &agent::db::Report, when: String) {
             ),
         }
     }
-    let f = &r.figures;
-    let mut figures = Vec::new();
-    if let Some(s) = &f.wal_receiver {
-        figures.push(format!("wal receiver {s}"));
-    }
-    if let Some(b) = f.lag_bytes {
-        figures.push(format!("lag {b} bytes"));
-    }
-    if let Some(s) = f.replay_lag_seconds {
-        figures.push(format!("replay lag {s:.1} s"));
-    }
-    if f.replay_paused == Some(true) {
-        figures.push("replay PAUSED".into());
-    }
-    for slot in &f.slots {
-        figures.push(format!(
-            "slot {} {}",
-            slot.name,
-            slot.wal_status.as_deref().unwrap_or("-")
-        ));
-    }
-    if let (Some(io), Some(sql)) = (&f.io_running, &f.sql_running) {
-        figures.push(format!("IO thread {io}, SQL thread {sql}"));
-    }
-    if f.replica_configured.is_some() {
-        figures.push(match f.seconds_behind {
-            Some(s) => format!("{s} s behind"),
-            None => "seconds behind NULL".into(),
-        });
-    }
-    if let Some(ms) = f.heartbeat_age_ms {
-        figures.push(format!("heartbeat {:.1} s old", ms as f64 / 1000.0));
-    }
+    let figures = crate::report::db_figures(r);
     if !figures.is_empty() {
         println!("  {}", figures.join(", "));
     }
@@ -646,6 +636,57 @@ fn db_command(loaded: &Loaded, command: crate::cli::DbCommand) -> Result {
         }
         Ok(())
     })
+}
+
+fn report(loaded: &Loaded, site: &str, send: bool, html: bool) -> Result {
+    use crate::reports::{Delivery, Made};
+    #[derive(serde::Deserialize)]
+    struct Answer {
+        made: Made,
+        delivery: Option<Delivery>,
+    }
+    let site = site_named(&loaded.config, site)?;
+    if send {
+        eprintln!("Gathering and sending the report of {}…", site.name);
+    }
+    let request = Request::Report {
+        site: site.name.clone(),
+        send,
+    };
+    // Gathering (DNS, the peer) and one delivery attempt, each bounded by the agent.
+    let answer: Answer = call_within(loaded, &request, Duration::from_secs(150))?;
+    let r = &answer.made.report;
+    if !send {
+        if html {
+            print!("{}", r.html);
+        } else {
+            println!("Subject: {}\n\n{}", r.subject, r.text);
+        }
+        return Ok(());
+    }
+    match answer.delivery {
+        Some(Delivery::Sent) => {
+            println!("sent: {}", r.subject);
+            Ok(())
+        }
+        Some(Delivery::HandedOff) => {
+            println!(
+                "handed to {}'s agent, which sends it: {}",
+                loaded.peer().name,
+                r.subject
+            );
+            Ok(())
+        }
+        Some(Delivery::Pending(error)) => Err(Exit::failed(anyhow!(
+            "the report is not delivered yet: {error}\nIt stays in the outbox of {} and is \
+             retried with backoff (after {} it is handed to {}'s agent); fix [mail] if the \
+             error says how.",
+            loaded.me,
+            humantime::format_duration(loaded.config.mail.hand_off_after),
+            loaded.peer().name
+        ))),
+        None => Err(Exit::failed(anyhow!("the agent did not queue the report"))),
+    }
 }
 
 fn dns_show(loaded: &Loaded, site: &str, json: bool) -> Result {

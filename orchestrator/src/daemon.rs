@@ -50,11 +50,13 @@ pub async fn run(loaded: Loaded) -> anyhow::Result<()> {
             }
         };
     let (view_tx, peer_view) = watch::channel(PeerView::default());
+    let mail_now = Arc::new(tokio::sync::Notify::new());
     let peering = Peering {
         loaded: Arc::clone(&loaded),
         store: store.clone(),
         tunnel: tunnel_stats.clone(),
         view: view_tx,
+        mail_now: Arc::clone(&mail_now),
     };
     let pid = std::process::id();
     record(
@@ -67,7 +69,6 @@ pub async fn run(loaded: Loaded) -> anyhow::Result<()> {
     )
     .await;
 
-    let mail_now = Arc::new(tokio::sync::Notify::new());
     let reports = crate::reports::Context {
         loaded: Arc::clone(&loaded),
         store: store.clone(),
@@ -311,6 +312,7 @@ impl Api {
             peer: self.peer_status(),
             sites,
             databases: self.store.db_checks().await?,
+            outbox: self.store.outbox_counts().await?,
         })
     }
 

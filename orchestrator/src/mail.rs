@@ -322,8 +322,10 @@ pub async fn deliver_due(
             _ => error,
         };
         let mut next = now + backoff(mail.attempts).as_millis() as i64;
-        if let Some(at) = hand_off_at.filter(|at| *at > now) {
-            next = next.min(at); // try the peer as soon as it is time
+        if let Some(at) = hand_off_at {
+            // Try the peer as soon as it is time, and then every half minute: an offer is
+            // cheap, and the peer's agent may be back any moment.
+            next = next.min(at.max(now + FIRST_RETRY.as_millis() as i64));
         }
         store
             .outbox_retry_later(mail.id, &error, next)

@@ -29,6 +29,8 @@ pub struct Peering {
     pub store: Store,
     pub tunnel: watch::Receiver<LinkStats>,
     pub view: watch::Sender<PeerView>,
+    /// Wakes the mail task (a mail taken from the peer goes out at once).
+    pub mail_now: Arc<tokio::sync::Notify>,
 }
 
 impl Peering {
@@ -150,6 +152,7 @@ impl Peering {
         {
             Ok(new) => {
                 tracing::info!(subject = %mail.subject, from = %peer, new, "Took a mail from the peer to send");
+                self.mail_now.notify_one();
                 Response::MailAccepted { new }
             }
             Err(e) => Response::Error(format!("mail not queued: {e}")),

@@ -386,10 +386,21 @@ pub fn status_of(findings: &[Finding]) -> Status {
 
 /// The failover readiness verdict: can the standby take over now, and if not, why.
 pub fn readiness(f: &Facts, findings: &[Finding]) -> (bool, String) {
-    let blockers: Vec<&str> = findings
+    let never: Vec<String> = f
+        .jobs
         .iter()
-        .filter(|x| x.status == Status::Fail && x.section != Section::Dns)
-        .map(|x| x.text.as_str())
+        .filter(|j| !f.pushes.iter().any(|p| &p.job == *j))
+        .map(|j| format!("{} holds no copy of {j} yet", f.standby))
+        .collect();
+    let blockers: Vec<&str> = never
+        .iter()
+        .map(String::as_str)
+        .chain(
+            findings
+                .iter()
+                .filter(|x| x.status == Status::Fail && x.section != Section::Dns)
+                .map(|x| x.text.as_str()),
+        )
         .collect();
     if blockers.is_empty() {
         let mut reasons = Vec::new();
@@ -733,7 +744,13 @@ fn html_table<const N: usize>(out: &mut String, header: &[&str; N], rows: &[[Str
     for row in rows {
         out.push_str("<tr>");
         for cell in row {
-            let _ = write!(out, "<td style=\"{TD}\">{}</td>", escape(cell));
+            // Short cells (figures, sizes, times) stay on one line.
+            let nowrap = if cell.chars().count() <= 24 {
+                ";white-space:nowrap"
+            } else {
+                ""
+            };
+            let _ = write!(out, "<td style=\"{TD}{nowrap}\">{}</td>", escape(cell));
         }
         out.push_str("</tr>");
     }

@@ -62,7 +62,7 @@ pub async fn gather(ctx: &Context, site: &Site) -> Result<Facts, String> {
         .is_some_and(|t| t.elapsed() < crate::peering::HEARTBEAT_EVERY * 3);
     let tunnel = Tunnel {
         peer: ctx.loaded.peer().name.clone(),
-        up: stats.since_handshake.is_some_and(|d| d < HANDSHAKE_STALE),
+        up: stats.since_handshake.is_some_and(|d| d < HANDSHAKE_STALE) && !stats.suspect,
         peer_agent,
         endpoint: stats.endpoint.map(|e| e.to_string()),
         last_handshake_secs: stats.since_handshake.map(|d| d.as_secs()),

@@ -10,4 +10,5 @@ mod dns;
 mod dns_http;
 mod lab;
 mod mail;
+mod report;
 mod tunnel;

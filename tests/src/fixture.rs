@@ -85,6 +85,18 @@ impl Pair {
         };
         [spawn(&hosts[0], "alice"), spawn(&hosts[1], "bob")]
     }
+
+    /// Starts `orch agent` for `node` in `host` (again); logs go to `agent-NODE`.
+    pub fn spawn_agent(
+        &self,
+        lab: &mut crate::lab::Lab,
+        host: &crate::lab::Host,
+        node: &str,
+    ) -> usize {
+        let mut cmd = std::process::Command::new(crate::orch::bin());
+        cmd.arg("--config").arg(self.config(node)).arg("agent");
+        lab.spawn(host, &format!("agent-{node}"), cmd)
+    }
 }
 
 /// Writes a file with mode 0600, as orch requires of secrets.

@@ -337,6 +337,12 @@ fn sections_show_only_when_their_data_exists() {
     let r = render(&f);
     assert_eq!(r.status, Status::Warn);
     assert!(r.subject.ends_with("no push has run yet"), "{}", r.subject);
+    let (ready, line) = readiness(&f, &r.findings);
+    assert!(!ready);
+    assert_eq!(
+        line,
+        "NOT READY: bob holds no copy of mail yet; bob holds no copy of www yet"
+    );
 }
 
 #[test]
