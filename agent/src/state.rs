@@ -419,16 +419,6 @@ impl Store {
             .collect())
     }
 
-    /// Whether a message with this id is known here (pending, sent or handed off).
-    pub async fn outbox_knows(&self, message_id: &str) -> Result<bool, StoreError> {
-        let n: i64 = sqlx::query_scalar("SELECT count(*) FROM outbox WHERE message_id = ?")
-            .bind(message_id)
-            .fetch_one(&self.pool)
-            .await
-            .map_err(|e| self.db_err(e))?;
-        Ok(n > 0)
-    }
-
     /// Where a message is: its state ("pending", "sent", "handed_off"), attempts so far
     /// and the last error.
     pub async fn outbox_state(
@@ -803,6 +793,75 @@ mod tests {
         assert!(
             !store.outbox_enqueue(&mail).await.unwrap(),
             "a sent message is never queued again"
+        );
+    }
+
+    #[tokio::test]
+    async fn push_runs_alerts_and_hand_offs_are_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).await.unwrap();
+        let run = |job: &str, at| PushRun {
+            site: "web".into(),
+            job: job.into(),
+            started_at: at,
+            duration_ms: 5,
+            outcome: Outcome::Ok,
+            files_total: 10,
+            files_changed: 1,
+            bytes_total: 100,
+            bytes_sent: 10,
+            deletions: 0,
+            diverged: 0,
+            errors: vec!["x".into()],
+        };
+        for (job, at) in [("www", 1), ("mail", 2), ("www", 3)] {
+            store.put_push_run(&run(job, at)).await.unwrap();
+        }
+        let latest = store.latest_push_runs("web").await.unwrap();
+        assert_eq!(latest, vec![run("mail", 2), run("www", 3)]);
+        assert!(store.latest_push_runs("other").await.unwrap().is_empty());
+
+        let a = AlertState {
+            key: "tunnel".into(),
+            site: None,
+            active: true,
+            summary: "down".into(),
+            since: 5,
+            notified: true,
+            last_sent_at: 5,
+        };
+        store.put_alert(&a).await.unwrap();
+        assert_eq!(store.alert("tunnel").await.unwrap(), Some(a.clone()));
+        assert_eq!(store.active_alerts().await.unwrap(), vec![a.clone()]);
+        store
+            .put_alert(&AlertState { active: false, ..a })
+            .await
+            .unwrap();
+        assert!(store.active_alerts().await.unwrap().is_empty());
+
+        let mail = NewMail {
+            message_id: "1@alice.orch",
+            created_at: 1,
+            origin: "alice",
+            site: None,
+            subject: "s",
+            message: b"m",
+        };
+        store.outbox_enqueue(&mail).await.unwrap();
+        let id = store.outbox_due(1, 10).await.unwrap()[0].id;
+        store.outbox_offered(id, 7).await.unwrap();
+        assert_eq!(
+            store.outbox_due(1, 10).await.unwrap()[0].offered_at,
+            Some(7)
+        );
+        store.outbox_offer_failed(id).await.unwrap();
+        assert_eq!(store.outbox_due(1, 10).await.unwrap()[0].offered_at, None);
+        store.outbox_done(id, true, 9).await.unwrap();
+        let counts = store.outbox_counts().await.unwrap();
+        assert_eq!((counts.pending, counts.sent, counts.handed_off), (0, 0, 1));
+        assert_eq!(
+            store.outbox_state("1@alice.orch").await.unwrap(),
+            Some(("handed_off".into(), 0, None))
         );
     }
 
