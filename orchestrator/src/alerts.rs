@@ -110,19 +110,14 @@ pub struct Alerter {
 }
 
 impl Alerter {
-    pub fn new(loaded: Arc<Loaded>, store: Store) -> Result<Alerter, String> {
-        let mailer = Mailer::new(&loaded.config.mail, &loaded.me().state_dir)
-            .map_err(|e| format!("mail: {e}"))?;
-        let http = reqwest::Client::builder()
-            .timeout(WEBHOOK_TIMEOUT)
-            .build()
-            .map_err(|e| format!("webhook client: {e}"))?;
-        Ok(Alerter {
+    pub fn new(loaded: Arc<Loaded>, store: Store, mailer: Arc<Mailer>) -> Alerter {
+        // `post` bounds each request with its own timeout.
+        Alerter {
             loaded,
             store,
-            mailer: Arc::new(mailer),
-            http,
-        })
+            mailer,
+            http: reqwest::Client::new(),
+        }
     }
 
     fn now() -> i64 {
@@ -392,6 +387,7 @@ pub async fn post(
     };
     let host = notify.url.host_str().unwrap_or_default().to_owned();
     let response = request
+        .timeout(WEBHOOK_TIMEOUT)
         .send()
         .await
         .map_err(|e| format!("{host}: {}", e.without_url()))?;
@@ -406,9 +402,6 @@ pub async fn post(
     ))
 }
 
-/// Down this long after a handshake, the tunnel counts as down (WireGuard rekeys every
-/// 2 minutes while traffic flows, and keepalives keep it flowing).
-const HANDSHAKE_STALE: Duration = Duration::from_secs(180);
 const WATCH_EVERY: Duration = Duration::from_secs(10);
 
 /// The agent's task: alerts the tunnel down after `tunnel_alert_after`, resolves it when it
@@ -428,10 +421,7 @@ pub async fn run(
             () = stop.cancelled() => return Ok(()),
             _ = tick.tick() => {}
         }
-        let up = {
-            let stats = tunnel.borrow();
-            stats.since_handshake.is_some_and(|d| d < HANDSHAKE_STALE) && !stats.suspect
-        };
+        let up = crate::peering::tunnel_up(&tunnel.borrow());
         if up {
             if down_since.take().is_some() {
                 alerter.clear("tunnel").await;

@@ -69,21 +69,24 @@ pub async fn run(loaded: Loaded) -> anyhow::Result<()> {
     )
     .await;
 
+    let mailer = match crate::mail::Mailer::new(&loaded.config.mail, &me.state_dir) {
+        Ok(m) => Arc::new(m),
+        Err(e) => {
+            supervisor.token().cancel();
+            let _ = std::fs::remove_file(&socket);
+            anyhow::bail!("mail: {e}");
+        }
+    };
     let reports = crate::reports::Context {
         loaded: Arc::clone(&loaded),
         store: store.clone(),
         tunnel: tunnel_stats.clone(),
         peer_view: peer_view.clone(),
         mail_now: Arc::clone(&mail_now),
+        mailer: Arc::clone(&mailer),
     };
-    let alerter = match crate::alerts::Alerter::new(Arc::clone(&loaded), store.clone()) {
-        Ok(a) => a,
-        Err(e) => {
-            supervisor.token().cancel();
-            let _ = std::fs::remove_file(&socket);
-            anyhow::bail!(e);
-        }
-    };
+    let alerter =
+        crate::alerts::Alerter::new(Arc::clone(&loaded), store.clone(), Arc::clone(&mailer));
     let api = Arc::new(Api {
         loaded: Arc::clone(&loaded),
         store: store.clone(),
@@ -126,7 +129,7 @@ pub async fn run(loaded: Loaded) -> anyhow::Result<()> {
     {
         let (loaded, store, now) = (Arc::clone(&loaded), store.clone(), Arc::clone(&mail_now));
         supervisor.spawn("mail", move |stop| {
-            crate::mail::run(loaded, store, now, stop)
+            crate::mail::run(loaded, store, mailer, now, stop)
         });
     }
     {
@@ -319,10 +322,11 @@ impl Api {
     fn peer_status(&self) -> PeerStatus {
         let view = self.peer_view.borrow().clone();
         let age = view.last_contact.map(|t| t.elapsed());
+        let reachable = view.reachable();
         let heartbeat = view.heartbeat.unwrap_or_default();
         PeerStatus {
             node: self.loaded.peer().name.clone(),
-            reachable: age.is_some_and(|a| a < crate::peering::HEARTBEAT_EVERY * 3),
+            reachable,
             last_contact_secs: age.map(|a| a.as_secs()),
             our_public_endpoint: heartbeat.observed_endpoint.map(|e| e.to_string()),
             sites: heartbeat
@@ -349,10 +353,7 @@ impl Api {
             peer: peer.name.clone(),
             peer_address: peer.tunnel_ip.to_string(),
             endpoint: stats.endpoint.map(|e| e.to_string()),
-            up: stats
-                .since_handshake
-                .is_some_and(|d| d < Duration::from_secs(180))
-                && !stats.suspect,
+            up: crate::peering::tunnel_up(&stats),
             suspect: stats.suspect,
             last_handshake_secs: secs(stats.since_handshake),
             last_received_secs: secs(stats.since_authenticated_rx),

@@ -344,11 +344,10 @@ pub const DELIVER_EVERY: Duration = Duration::from_secs(10);
 pub async fn run(
     loaded: std::sync::Arc<crate::config::Loaded>,
     store: Store,
+    mailer: std::sync::Arc<Mailer>,
     now_please: std::sync::Arc<tokio::sync::Notify>,
     stop: tokio_util::sync::CancellationToken,
 ) -> Result<(), String> {
-    let mailer = Mailer::new(&loaded.config.mail, &loaded.me().state_dir)
-        .map_err(|e| format!("mail: {e}"))?;
     let peer = loaded.peer();
     let hand_off = HandOff {
         addr: std::net::SocketAddr::new(peer.tunnel_ip, loaded.config.cluster.control_port),

@@ -23,6 +23,23 @@ pub struct PeerView {
     pub last_error: Option<String>,
 }
 
+impl PeerView {
+    /// A heartbeat went through within the last three heartbeat periods.
+    pub fn reachable(&self) -> bool {
+        self.last_contact
+            .is_some_and(|t| t.elapsed() < HEARTBEAT_EVERY * 3)
+    }
+}
+
+/// The tunnel counts as up when a handshake completed less than 180 s ago (WireGuard
+/// rekeys every 2 minutes while traffic flows) and the peer is not silent.
+pub fn tunnel_up(stats: &LinkStats) -> bool {
+    stats
+        .since_handshake
+        .is_some_and(|d| d < Duration::from_secs(180))
+        && !stats.suspect
+}
+
 #[derive(Clone)]
 pub struct Peering {
     pub loaded: Arc<Loaded>,

@@ -17,8 +17,6 @@ use tunnel::link::LinkStats;
 /// DNS and the peer's answer may take this long before the report goes without them.
 const DNS_LIMIT: Duration = Duration::from_secs(30);
 const PEER_LIMIT: Duration = Duration::from_secs(10);
-/// The tunnel counts as up this long after a handshake.
-const HANDSHAKE_STALE: Duration = Duration::from_secs(180);
 
 /// What the agent knows that a report needs.
 #[derive(Clone)]
@@ -29,6 +27,7 @@ pub struct Context {
     pub peer_view: watch::Receiver<PeerView>,
     /// Wakes the mail task to send at once.
     pub mail_now: Arc<Notify>,
+    pub mailer: Arc<crate::mail::Mailer>,
 }
 
 fn err(e: agent::state::StoreError) -> String {
@@ -55,14 +54,10 @@ pub async fn gather(ctx: &Context, site: &Site) -> Result<Facts, String> {
         .filter(|r| r.site == site.name)
         .collect();
     let stats = ctx.tunnel.borrow().clone();
-    let peer_agent = ctx
-        .peer_view
-        .borrow()
-        .last_contact
-        .is_some_and(|t| t.elapsed() < crate::peering::HEARTBEAT_EVERY * 3);
+    let peer_agent = ctx.peer_view.borrow().reachable();
     let tunnel = Tunnel {
         peer: ctx.loaded.peer().name.clone(),
-        up: stats.since_handshake.is_some_and(|d| d < HANDSHAKE_STALE) && !stats.suspect,
+        up: crate::peering::tunnel_up(&stats),
         peer_agent,
         endpoint: stats.endpoint.map(|e| e.to_string()),
         last_handshake_secs: stats.since_handshake.map(|d| d.as_secs()),
@@ -163,9 +158,10 @@ pub async fn make(ctx: &Context, site: &Site, queue: bool) -> Result<Made, Strin
             message_id: None,
         });
     }
-    let mailer = crate::mail::Mailer::new(&ctx.loaded.config.mail, &ctx.loaded.me().state_dir)?;
     let id = crate::mail::new_message_id(&ctx.loaded.me);
-    let message = mailer.compose(&id, &rendered.subject, &rendered.text, Some(&rendered.html))?;
+    let message =
+        ctx.mailer
+            .compose(&id, &rendered.subject, &rendered.text, Some(&rendered.html))?;
     crate::mail::queue(
         &ctx.store,
         &ctx.loaded.me,

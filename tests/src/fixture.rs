@@ -77,13 +77,10 @@ impl Pair {
         lab: &mut crate::lab::Lab,
         hosts: &[crate::lab::Host; 2],
     ) -> [usize; 2] {
-        let bin = crate::orch::bin();
-        let mut spawn = |host: &crate::lab::Host, node: &str| {
-            let mut cmd = std::process::Command::new(bin);
-            cmd.arg("--config").arg(self.config(node)).arg("agent");
-            lab.spawn(host, &format!("agent-{node}"), cmd)
-        };
-        [spawn(&hosts[0], "alice"), spawn(&hosts[1], "bob")]
+        [
+            self.spawn_agent(lab, &hosts[0], "alice"),
+            self.spawn_agent(lab, &hosts[1], "bob"),
+        ]
     }
 
     /// Starts `orch agent` for `node` in `host` (again); logs go to `agent-NODE`.
