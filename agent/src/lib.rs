@@ -7,6 +7,7 @@ pub mod db;
 pub mod peer;
 pub mod state;
 pub mod supervisor;
+pub mod sync;
 
 /// Milliseconds since the Unix epoch: the one clock the state store records in.
 pub fn unix_millis(t: std::time::SystemTime) -> i64 {

@@ -1,0 +1,296 @@
+//! The push engine: replicates a directory tree from a site's master to its standby over
+//! the tunnel.
+//!
+//! - [`plan`] (sans-IO) decides what to send from the source's entries, what the sender
+//!   believes the receiver holds, and the job's guards.
+//! - [`walk`] reads a tree (never following symlinks) and hashes files with blake3.
+//! - [`chunk`] cuts files into content-defined chunks (FastCDC) for deltas.
+//! - [`wire`] is the framing between the agents, every length and count bounded.
+//! - [`send`] and [`recv`] are the two ends of a push session (blocking code, run on
+//!   threads of their own); the receiver writes only through confined `*at` calls.
+//!
+//! Paths on the wire and in manifests are relative, `/`-separated UTF-8 strings; every
+//! one read from the network passes [`check_path`].
+
+pub mod chunk;
+pub mod plan;
+pub mod recv;
+pub mod send;
+pub mod walk;
+pub mod wire;
+
+#[cfg(test)]
+mod tests_session;
+
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// The longest relative path accepted, and the longest name in it.
+pub const MAX_PATH: usize = 4096;
+pub const MAX_NAME: usize = 255;
+/// The most entries a tree may hold (a listing from the peer is cut off beyond it).
+pub const MAX_ENTRIES: usize = 4_000_000;
+/// Names the receiver uses for files being written; never sent, never listed.
+pub const TEMP_PREFIX: &str = ".orch-tmp-";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Kind {
+    Dir,
+    File,
+    Symlink,
+}
+
+/// A file's content hash (blake3), hex on the wire.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Hash(pub [u8; 32]);
+
+impl std::fmt::Debug for Hash {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", &self.to_hex()[..12])
+    }
+}
+
+impl Hash {
+    pub fn to_hex(self) -> String {
+        blake3::Hash::from_bytes(self.0).to_hex().to_string()
+    }
+}
+
+impl Serialize for Hash {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.to_hex())
+    }
+}
+
+impl<'de> Deserialize<'de> for Hash {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+        blake3::Hash::from_hex(s.as_bytes())
+            .map(|h| Hash(*h.as_bytes()))
+            .map_err(|_| serde::de::Error::custom("a hash is 64 hex digits"))
+    }
+}
+
+/// The metadata a push carries for every entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct Meta {
+    /// Permission bits, with setuid/setgid/sticky (`& 0o7777`).
+    pub mode: u32,
+    pub uid: u32,
+    pub gid: u32,
+    /// Modification time: seconds and nanoseconds since the epoch.
+    pub mtime: i64,
+    pub mtime_ns: u32,
+}
+
+/// One entry of a tree as pushes see it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Entry {
+    pub path: String,
+    pub kind: Kind,
+    #[serde(default)]
+    pub size: u64,
+    pub meta: Meta,
+    /// A regular file's content hash, when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hash: Option<Hash>,
+    /// A symlink's target, as stored (never resolved).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target: Option<String>,
+    /// A hard link: the first path (in path order) of the same inode in this tree.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub link: Option<String>,
+}
+
+/// What `stat` says beyond an [`Entry`]: enough to see that a file changed without
+/// reading it (ctime moves on any write, chmod, chown or rename onto the path).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct Stamp {
+    pub ctime: i64,
+    pub ctime_ns: u32,
+    pub ino: u64,
+}
+
+/// What one side knows of a tree after the last confirmed push: each entry with the
+/// stamp it had then. The sender's is of its source; the receiver's of its replica.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Manifest {
+    /// The receiver's generation this manifest matches.
+    pub generation: String,
+    /// The sender: `st_dev` of the source root then (an unmounted disk shows a new one).
+    #[serde(default)]
+    pub root_dev: u64,
+    /// The receiver: the site's epoch of the push that wrote it.
+    #[serde(default)]
+    pub epoch: i64,
+    pub entries: BTreeMap<String, (Entry, Stamp)>,
+}
+
+impl Manifest {
+    /// zstd-compressed JSON, for the state store.
+    pub fn encode(&self) -> std::io::Result<Vec<u8>> {
+        let json = serde_json::to_vec(self)?;
+        zstd::bulk::compress(&json, 3)
+    }
+
+    pub fn decode(blob: &[u8]) -> Result<Manifest, String> {
+        let json = zstd::stream::decode_all(blob).map_err(|e| e.to_string())?;
+        serde_json::from_slice(&json).map_err(|e| e.to_string())
+    }
+}
+
+/// A fresh random generation id (128 bits, hex).
+pub fn new_generation() -> String {
+    use rand_core::RngCore as _;
+    let mut b = [0u8; 16];
+    rand_core::OsRng.fill_bytes(&mut b);
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+/// Checks a relative path from the network or a listing: non-empty, not absolute, no
+/// empty, `.` or `..` component, no NUL, bounded lengths, not one of our temp names.
+pub fn check_path(path: &str) -> Result<(), String> {
+    if path.is_empty() {
+        return Err("an empty path".into());
+    }
+    if path.len() > MAX_PATH {
+        return Err(format!("a path of {} bytes (limit {MAX_PATH})", path.len()));
+    }
+    if path.starts_with('/') {
+        return Err(format!("an absolute path `{}`", shown(path)));
+    }
+    if path.contains('\0') {
+        return Err("a path with a NUL byte".into());
+    }
+    for name in path.split('/') {
+        match name {
+            "" => return Err(format!("an empty name in `{}`", shown(path))),
+            "." | ".." => return Err(format!("`{name}` in `{}`", shown(path))),
+            n if n.len() > MAX_NAME => {
+                return Err(format!("a name of {} bytes (limit {MAX_NAME})", n.len()))
+            }
+            n if n.starts_with(TEMP_PREFIX) => {
+                return Err(format!("the reserved name `{}`", shown(n)))
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+/// A path for an error message: control characters escaped, long ones cut.
+pub fn shown(path: &str) -> String {
+    let mut s: String = path
+        .chars()
+        .take(200)
+        .flat_map(char::escape_default)
+        .collect();
+    if path.chars().count() > 200 {
+        s.push('…');
+    }
+    s
+}
+
+/// The parent directory of a relative path ("" for the root).
+pub fn parent(path: &str) -> &str {
+    path.rsplit_once('/').map_or("", |(p, _)| p)
+}
+
+/// gitignore-style `exclude` patterns of a job.
+pub struct Excludes {
+    matcher: ignore::gitignore::Gitignore,
+}
+
+impl Excludes {
+    pub fn new(patterns: &[String]) -> Result<Excludes, String> {
+        let mut b = ignore::gitignore::GitignoreBuilder::new("/");
+        for p in patterns {
+            b.add_line(None, p)
+                .map_err(|e| format!("exclude pattern `{p}`: {e}"))?;
+        }
+        let matcher = b.build().map_err(|e| e.to_string())?;
+        Ok(Excludes { matcher })
+    }
+
+    /// Whether `path` (relative) or one of its parent directories is excluded.
+    pub fn excluded(&self, path: &str, is_dir: bool) -> bool {
+        if self.matcher.is_empty() {
+            return false;
+        }
+        self.matcher
+            .matched_path_or_any_parents(std::path::Path::new("/").join(path), is_dir)
+            .is_ignore()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_from_the_wire_are_checked() {
+        for good in ["a", "a/b.txt", "dir/.hidden", "x/..y", "ü/名前"] {
+            check_path(good).unwrap();
+        }
+        for (bad, why) in [
+            ("", "empty"),
+            ("/etc/passwd", "absolute"),
+            ("a/../../x", "`..`"),
+            ("..", "`..`"),
+            ("./a", "`.`"),
+            ("a//b", "empty name"),
+            ("a/", "empty name"),
+            ("a\0b", "NUL"),
+            ("d/.orch-tmp-1", "reserved"),
+        ] {
+            let e = check_path(bad).unwrap_err();
+            assert!(e.contains(why), "{bad:?}: {e}");
+        }
+        assert!(check_path(&"a/".repeat(2100))
+            .unwrap_err()
+            .contains("bytes"));
+        assert!(check_path(&"n".repeat(256))
+            .unwrap_err()
+            .contains("name of 256"));
+    }
+
+    #[test]
+    fn excludes_follow_gitignore() {
+        let x = Excludes::new(&["cache/".into(), "*.tmp".into(), "/top.log".into()]).unwrap();
+        assert!(x.excluded("cache", true));
+        assert!(
+            !x.excluded("cache", false),
+            "cache/ matches directories only"
+        );
+        assert!(
+            x.excluded("a/cache/f", false),
+            "inside an excluded directory"
+        );
+        assert!(x.excluded("a/b/x.tmp", false));
+        assert!(x.excluded("top.log", false));
+        assert!(!x.excluded("a/top.log", false), "anchored");
+        assert!(!x.excluded("keep.txt", false));
+    }
+
+    #[test]
+    fn manifests_round_trip() {
+        let mut m = Manifest {
+            generation: new_generation(),
+            ..Manifest::default()
+        };
+        let e = Entry {
+            path: "a".into(),
+            kind: Kind::File,
+            size: 3,
+            meta: Meta::default(),
+            hash: Some(Hash(*blake3::hash(b"abc").as_bytes())),
+            target: None,
+            link: None,
+        };
+        m.entries.insert("a".into(), (e.clone(), Stamp::default()));
+        let back = Manifest::decode(&m.encode().unwrap()).unwrap();
+        assert_eq!(back.entries["a"].0, e);
+        assert_eq!(back.generation.len(), 32);
+    }
+}

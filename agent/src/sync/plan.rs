@@ -1,0 +1,571 @@
+//! Push planning, sans-IO: from the source's entries (hashes known) and what the sender
+//! believes the receiver holds, the ordered steps of a push and its guards.
+//!
+//! Order: deletions forced by a type change (a file where a directory was), new
+//! directories (parents first), file contents and symlinks, hard links, metadata-only
+//! changes, the remaining deletions (deepest first), and last the directories' metadata
+//! (deepest first, so that writing inside a directory cannot disturb its mtime).
+
+use super::{chunk::DELTA_MIN_SIZE, parent, Entry, Hash, Kind, Meta};
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+/// How a file's content gets to the receiver.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum How {
+    /// All of it, compressed.
+    Literal,
+    /// The receiver already holds the same bytes at `from` (a rename, a copy).
+    Copy { from: String },
+    /// Against the receiver's copy at `basis`: only the chunks it lacks travel.
+    Delta { basis: String },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum Step {
+    Delete {
+        path: String,
+        kind: Kind,
+    },
+    Mkdir {
+        path: String,
+    },
+    File {
+        path: String,
+        size: u64,
+        hash: Hash,
+        meta: Meta,
+        how: How,
+    },
+    Symlink {
+        path: String,
+        target: String,
+        meta: Meta,
+    },
+    Hardlink {
+        path: String,
+        to: String,
+    },
+    Meta {
+        path: String,
+        kind: Kind,
+        meta: Meta,
+    },
+}
+
+impl Step {
+    pub fn path(&self) -> &str {
+        match self {
+            Step::Delete { path, .. }
+            | Step::Mkdir { path }
+            | Step::File { path, .. }
+            | Step::Symlink { path, .. }
+            | Step::Hardlink { path, .. }
+            | Step::Meta { path, .. } => path,
+        }
+    }
+}
+
+/// The most a push may delete without `--force`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Limit {
+    Percent(f64),
+    Count(u64),
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct Options {
+    pub max_delete: Limit,
+    pub force: bool,
+    /// The receiver sets owners (it runs as root): uid/gid differences matter.
+    pub owners: bool,
+}
+
+/// Whether two entries' metadata agree, as far as the receiver can make them agree.
+fn same_meta(a: &Meta, b: &Meta, kind: Kind, owners: bool) -> bool {
+    (a.mtime, a.mtime_ns) == (b.mtime, b.mtime_ns)
+        && (kind == Kind::Symlink || a.mode == b.mode)
+        && (!owners || (a.uid, a.gid) == (b.uid, b.gid))
+}
+
+#[derive(Debug, Default)]
+pub struct Plan {
+    pub steps: Vec<Step>,
+    /// Entries in the source, and the bytes of its regular files.
+    pub files_total: u64,
+    pub bytes_total: u64,
+    /// Entries created, changed or deleted.
+    pub changed: u64,
+    pub deletions: u64,
+    /// Why the push must not run (a guard), when it must not.
+    pub refused: Option<String>,
+}
+
+/// Plans a push of `source` (sorted by path, every file's hash known, excluded entries
+/// left out) onto `receiver` (what the sender believes the receiver holds, excluded
+/// entries left out).
+/// Writing an entry changes its directory's mtime: set it again at the end.
+fn touch<'a>(src: &HashMap<&'a str, &'a Entry>, path: &str, dir_meta: &mut BTreeSet<&'a str>) {
+    if let Some(d) = src.get(parent(path)) {
+        dir_meta.insert(d.path.as_str());
+    }
+}
+
+pub fn plan<'a>(source: &'a [Entry], receiver: &'a BTreeMap<String, Entry>, opt: Options) -> Plan {
+    let src: HashMap<&'a str, &'a Entry> = source.iter().map(|e| (e.path.as_str(), e)).collect();
+    let mut p = Plan {
+        files_total: source.len() as u64,
+        bytes_total: source
+            .iter()
+            .filter(|e| e.kind == Kind::File && e.link.is_none())
+            .map(|e| e.size)
+            .sum(),
+        ..Plan::default()
+    };
+
+    // A path whose kind changes loses what the receiver holds there first, and with a
+    // directory everything under it.
+    let mut pre: BTreeSet<&str> = BTreeSet::new();
+    for (path, r) in receiver {
+        if let Some(s) = src.get(path.as_str()) {
+            if s.kind != r.kind {
+                pre.insert(path);
+                if r.kind == Kind::Dir {
+                    let prefix = format!("{path}/");
+                    pre.extend(
+                        receiver
+                            .range(prefix.clone()..)
+                            .take_while(|(p, _)| p.starts_with(&prefix))
+                            .map(|(p, _)| p.as_str()),
+                    );
+                }
+            }
+        }
+    }
+    // Receiver files whose bytes stay where they are during the push: sources for copies.
+    let mut copies: HashMap<Hash, &str> = HashMap::new();
+    for (path, r) in receiver {
+        if r.kind != Kind::File || r.size == 0 || pre.contains(path.as_str()) {
+            continue;
+        }
+        let Some(h) = r.hash else { continue };
+        let stays = match src.get(path.as_str()) {
+            None => true,
+            Some(s) => s.hash == Some(h),
+        };
+        if stays {
+            copies.entry(h).or_insert(path);
+        }
+    }
+
+    let mut mkdirs = Vec::new();
+    let mut contents = Vec::new();
+    let mut links = Vec::new();
+    let mut metas = Vec::new();
+    let mut dir_meta: BTreeSet<&str> = BTreeSet::new();
+    let mut rewritten: BTreeSet<&str> = BTreeSet::new();
+    let touched = |path: &str, dir_meta: &mut BTreeSet<&'a str>| touch(&src, path, dir_meta);
+
+    for s in source {
+        let r = receiver
+            .get(&s.path)
+            .filter(|r| !pre.contains(r.path.as_str()));
+        match s.kind {
+            Kind::Dir => match r {
+                Some(r) if same_meta(&r.meta, &s.meta, Kind::Dir, opt.owners) => {}
+                Some(_) => {
+                    dir_meta.insert(&s.path);
+                }
+                None => {
+                    mkdirs.push(Step::Mkdir {
+                        path: s.path.clone(),
+                    });
+                    dir_meta.insert(&s.path);
+                    touched(&s.path, &mut dir_meta);
+                }
+            },
+            Kind::Symlink => {
+                let target = s.target.clone().unwrap_or_default();
+                match r {
+                    Some(r) if r.kind == Kind::Symlink && r.target.as_deref() == Some(&target) => {
+                        if !same_meta(&r.meta, &s.meta, Kind::Symlink, opt.owners) {
+                            metas.push(Step::Meta {
+                                path: s.path.clone(),
+                                kind: Kind::Symlink,
+                                meta: s.meta,
+                            });
+                        }
+                    }
+                    _ => {
+                        contents.push(Step::Symlink {
+                            path: s.path.clone(),
+                            target,
+                            meta: s.meta,
+                        });
+                        touched(&s.path, &mut dir_meta);
+                    }
+                }
+            }
+            Kind::File => {
+                if s.link.is_some() {
+                    continue; // after every leader is known (below)
+                }
+                let Some(hash) = s.hash else { continue };
+                let same = match r {
+                    Some(r) if r.kind == Kind::File => match r.hash {
+                        Some(h) => h == hash,
+                        // Unknown to us: rsync's quick check (size and mtime to the ns).
+                        None => {
+                            r.size == s.size
+                                && r.meta.mtime == s.meta.mtime
+                                && r.meta.mtime_ns == s.meta.mtime_ns
+                        }
+                    },
+                    _ => false,
+                };
+                if same {
+                    if r.is_some_and(|r| !same_meta(&r.meta, &s.meta, Kind::File, opt.owners)) {
+                        metas.push(Step::Meta {
+                            path: s.path.clone(),
+                            kind: Kind::File,
+                            meta: s.meta,
+                        });
+                    }
+                    continue;
+                }
+                let how = match copies.get(&hash) {
+                    Some(from) if s.size > 0 => How::Copy {
+                        from: (*from).to_owned(),
+                    },
+                    _ => match r {
+                        Some(r)
+                            if r.kind == Kind::File && r.size > 0 && s.size >= DELTA_MIN_SIZE =>
+                        {
+                            How::Delta {
+                                basis: s.path.clone(),
+                            }
+                        }
+                        _ => How::Literal,
+                    },
+                };
+                rewritten.insert(&s.path);
+                contents.push(Step::File {
+                    path: s.path.clone(),
+                    size: s.size,
+                    hash,
+                    meta: s.meta,
+                    how,
+                });
+                touched(&s.path, &mut dir_meta);
+            }
+        }
+    }
+    for s in source {
+        let Some(leader) = &s.link else { continue };
+        let r = receiver
+            .get(&s.path)
+            .filter(|r| !pre.contains(r.path.as_str()));
+        let linked = r.is_some_and(|r| r.kind == Kind::File && r.link.as_ref() == Some(leader));
+        if !linked || rewritten.contains(leader.as_str()) {
+            links.push(Step::Hardlink {
+                path: s.path.clone(),
+                to: leader.clone(),
+            });
+            touched(&s.path, &mut dir_meta);
+        }
+    }
+
+    let mut deletes: Vec<Step> = receiver
+        .iter()
+        .rev()
+        .filter(|(path, _)| !src.contains_key(path.as_str()) && !pre.contains(path.as_str()))
+        .map(|(path, r)| Step::Delete {
+            path: path.clone(),
+            kind: r.kind,
+        })
+        .collect();
+    for d in &deletes {
+        touched(d.path(), &mut dir_meta);
+    }
+    let pre_deletes: Vec<Step> = pre
+        .iter()
+        .rev()
+        .map(|path| Step::Delete {
+            path: (*path).to_owned(),
+            kind: receiver[*path].kind,
+        })
+        .collect();
+    p.deletions = (pre_deletes.len() + deletes.len()) as u64;
+    p.changed = p.deletions
+        + (mkdirs.len() + contents.len() + links.len() + metas.len()) as u64
+        + dir_meta
+            .iter()
+            .filter(|d| {
+                receiver.get(**d).is_some_and(|r| {
+                    r.kind == Kind::Dir
+                        && !same_meta(&r.meta, &src[**d].meta, Kind::Dir, opt.owners)
+                })
+            })
+            .count() as u64;
+
+    let dir_metas = dir_meta.iter().rev().map(|path| Step::Meta {
+        path: (*path).to_owned(),
+        kind: Kind::Dir,
+        meta: src[*path].meta,
+    });
+    p.steps = pre_deletes;
+    p.steps.append(&mut mkdirs);
+    p.steps.append(&mut contents);
+    p.steps.append(&mut links);
+    p.steps.append(&mut metas);
+    p.steps.append(&mut deletes);
+    p.steps.extend(dir_metas);
+
+    if !opt.force {
+        let held = receiver.len() as u64;
+        if source.is_empty() && held > 0 {
+            p.refused = Some(format!(
+                "the source is empty while the replica holds {held} entries (an unmounted disk?); \
+                 push with --force if the tree really is empty now"
+            ));
+        } else {
+            let limit = match opt.max_delete {
+                Limit::Count(n) => n,
+                Limit::Percent(pct) => (held as f64 * pct / 100.0).floor() as u64,
+            };
+            if p.deletions > limit {
+                let what = match opt.max_delete {
+                    Limit::Count(n) => format!("max_delete = {n}"),
+                    Limit::Percent(pct) => format!("max_delete = {pct}% of {held} = {limit}"),
+                };
+                p.refused = Some(format!(
+                    "the push would delete {} entries on the replica ({what}); \
+                     look at `orch push --dry-run`, then push with --force if that is right",
+                    p.deletions
+                ));
+            }
+        }
+    }
+    p
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn meta(mtime: i64) -> Meta {
+        Meta {
+            mode: 0o644,
+            uid: 0,
+            gid: 0,
+            mtime,
+            mtime_ns: 5,
+        }
+    }
+    fn h(b: &[u8]) -> Hash {
+        Hash(*blake3::hash(b).as_bytes())
+    }
+    fn dir(path: &str) -> Entry {
+        Entry {
+            path: path.into(),
+            kind: Kind::Dir,
+            size: 0,
+            meta: Meta {
+                mode: 0o755,
+                ..meta(1)
+            },
+            hash: None,
+            target: None,
+            link: None,
+        }
+    }
+    fn file(path: &str, content: &[u8]) -> Entry {
+        Entry {
+            path: path.into(),
+            kind: Kind::File,
+            size: content.len() as u64,
+            meta: meta(1),
+            hash: Some(h(content)),
+            target: None,
+            link: None,
+        }
+    }
+    fn big(path: &str, seed: u8) -> Entry {
+        file(path, &vec![seed; 100_000])
+    }
+    fn opt() -> Options {
+        Options {
+            max_delete: Limit::Percent(50.0),
+            force: false,
+            owners: true,
+        }
+    }
+    fn map(entries: &[Entry]) -> BTreeMap<String, Entry> {
+        entries
+            .iter()
+            .map(|e| (e.path.clone(), e.clone()))
+            .collect()
+    }
+    fn ops(p: &Plan) -> Vec<String> {
+        p.steps
+            .iter()
+            .map(|s| match s {
+                Step::Delete { path, .. } => format!("rm {path}"),
+                Step::Mkdir { path } => format!("mkdir {path}"),
+                Step::File { path, how, .. } => match how {
+                    How::Literal => format!("put {path}"),
+                    How::Copy { from } => format!("cp {from} {path}"),
+                    How::Delta { basis } => format!("delta {basis} {path}"),
+                },
+                Step::Symlink { path, target, .. } => format!("ln -s {target} {path}"),
+                Step::Hardlink { path, to } => format!("ln {to} {path}"),
+                Step::Meta { path, kind, .. } => format!("meta {kind:?} {path}"),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_first_push_creates_everything_in_order() {
+        let mut link = file("d/hard", b"x");
+        link.link = Some("d/f".into());
+        let sym = Entry {
+            kind: Kind::Symlink,
+            target: Some("../elsewhere".into()),
+            hash: None,
+            ..file("d/sym", b"")
+        };
+        let src = vec![dir("d"), dir("d/empty"), file("d/f", b"x"), link, sym];
+        let p = plan(&src, &BTreeMap::new(), opt());
+        assert_eq!(
+            ops(&p),
+            [
+                "mkdir d",
+                "mkdir d/empty",
+                "put d/f",
+                "ln -s ../elsewhere d/sym",
+                "ln d/f d/hard",
+                "meta Dir d/empty",
+                "meta Dir d",
+            ]
+        );
+        assert_eq!((p.files_total, p.bytes_total, p.deletions), (5, 1, 0));
+        assert!(p.refused.is_none());
+    }
+
+    #[test]
+    fn no_change_is_no_step() {
+        let src = vec![dir("d"), file("d/f", b"x"), big("d/b", 1)];
+        let p = plan(&src, &map(&src), opt());
+        assert!(p.steps.is_empty(), "{:?}", ops(&p));
+        assert_eq!(p.changed, 0);
+    }
+
+    #[test]
+    fn edits_go_as_deltas_or_literals_and_touch_their_directory() {
+        let old = vec![dir("d"), big("d/big", 1), file("d/small", b"x")];
+        let src = vec![dir("d"), big("d/big", 2), file("d/small", b"y")];
+        let p = plan(&src, &map(&old), opt());
+        assert_eq!(ops(&p), ["delta d/big d/big", "put d/small", "meta Dir d"]);
+        assert_eq!(p.changed, 2);
+    }
+
+    #[test]
+    fn a_renamed_directory_is_copied_on_the_receiver_then_deleted() {
+        let old = vec![dir("a"), big("a/one", 1), file("a/two", b"2")];
+        let src = vec![dir("b"), big("b/one", 1), file("b/two", b"2")];
+        let p = plan(&src, &map(&old), opt());
+        assert_eq!(
+            ops(&p),
+            [
+                "mkdir b",
+                "cp a/one b/one",
+                "cp a/two b/two",
+                "rm a/two",
+                "rm a/one",
+                "rm a",
+                "meta Dir b",
+            ]
+        );
+        assert_eq!(p.deletions, 3);
+        // 3 deletions of 3 entries is over 50%: refused unless forced.
+        assert!(p.refused.as_deref().unwrap().contains("delete 3 entries"));
+        let forced = plan(
+            &src,
+            &map(&old),
+            Options {
+                force: true,
+                ..opt()
+            },
+        );
+        assert!(forced.refused.is_none());
+    }
+
+    #[test]
+    fn metadata_only_changes_send_no_content() {
+        let old = vec![file("f", b"x")];
+        let mut f = file("f", b"x");
+        f.meta.mode = 0o600;
+        let p = plan(std::slice::from_ref(&f), &map(&old), opt());
+        assert_eq!(ops(&p), ["meta File f"]);
+        // Unknown receiver hash: size + mtime decide, like rsync's quick check.
+        let mut unknown = file("f", b"y");
+        unknown.hash = None;
+        let p = plan(&[file("f", b"x")], &map(&[unknown.clone()]), opt());
+        assert!(p.steps.is_empty(), "{:?}", ops(&p));
+        unknown.meta.mtime_ns = 6;
+        let p = plan(&[file("f", b"x")], &map(&[unknown]), opt());
+        assert_eq!(ops(&p), ["put f"]);
+    }
+
+    #[test]
+    fn a_kind_change_deletes_first() {
+        let old = vec![dir("x"), file("x/in", b"1"), file("y", b"2")];
+        let src = vec![file("x", b"now a file"), dir("y")];
+        let p = plan(
+            &src,
+            &map(&old),
+            Options {
+                force: true,
+                ..opt()
+            },
+        );
+        assert_eq!(
+            ops(&p),
+            ["rm y", "rm x/in", "rm x", "mkdir y", "put x", "meta Dir y"]
+        );
+    }
+
+    #[test]
+    fn guards_refuse_an_empty_source_and_too_many_deletions() {
+        let old: Vec<Entry> = (0..10).map(|i| file(&format!("f{i}"), b"x")).collect();
+        let p = plan(&[], &map(&old), opt());
+        assert!(p.refused.as_deref().unwrap().contains("source is empty"));
+        let p = plan(&old[..6], &map(&old), opt());
+        assert!(p.refused.is_none(), "4 of 10 is under 50%");
+        let p = plan(&old[..4], &map(&old), opt());
+        assert!(p.refused.as_deref().unwrap().contains("6 entries"));
+        let count = Options {
+            max_delete: Limit::Count(3),
+            force: false,
+            owners: true,
+        };
+        assert!(plan(&old[..6], &map(&old), count).refused.is_some());
+        assert!(plan(&old[..7], &map(&old), count).refused.is_none());
+        // An empty replica takes an empty source.
+        assert!(plan(&[], &BTreeMap::new(), opt()).refused.is_none());
+    }
+
+    #[test]
+    fn hard_links_are_redone_when_their_leader_is_rewritten() {
+        let mut l = file("b", b"x");
+        l.link = Some("a".into());
+        let old = vec![file("a", b"x"), l.clone()];
+        assert!(plan(&old, &map(&old), opt()).steps.is_empty());
+        let mut l2 = file("b", b"y");
+        l2.link = Some("a".into());
+        let p = plan(&[file("a", b"y"), l2], &map(&old), opt());
+        assert_eq!(ops(&p), ["put a", "ln a b"]);
+    }
+}

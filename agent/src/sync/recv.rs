@@ -1,0 +1,1120 @@
+//! The receiving end of a push (blocking; run it on a thread of its own).
+//!
+//! Every write goes through a directory descriptor opened with `openat2(RESOLVE_BENEATH |
+//! RESOLVE_NO_SYMLINKS)` under the replica's root, and the last name is used with
+//! `*at` calls that do not follow symlinks: no path from the sender can leave the tree,
+//! pass through a symlink, or write through one. File contents go to a temp file in the
+//! target's directory; completed temp files are made durable together (`syncfs`, one
+//! flush for a batch instead of an fsync each) and only then renamed over their names,
+//! with their metadata already set; the directories are flushed again at the end. A push
+//! cut off at any moment leaves every file old or new; the next walk removes temp files.
+
+use super::chunk::{self, Params};
+use super::plan::{How, Step};
+use super::wire::{self, Frame, Open, ToReceiver, ToSender, WireError};
+use super::{check_path, parent, shown, Entry, Hash, Kind, Manifest, Meta, MAX_PATH, TEMP_PREFIX};
+use rustix::fs::{AtFlags, FileType, Mode, OFlags, ResolveFlags};
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::fs::File;
+use std::io::{BufReader, BufWriter, Read, Write};
+use std::net::TcpStream;
+use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::fs::FileExt;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+/// At most this many files may be open (being written) at once.
+const MAX_OPEN: usize = 256;
+/// A batch of completed files is made durable and renamed at this many files or bytes.
+const BATCH_FILES: usize = 1024;
+const BATCH_BYTES: u64 = 256 << 20;
+
+/// Where and how this node keeps the replica of one job.
+pub struct Target {
+    pub root: PathBuf,
+    /// `<state_dir>/diverged/SITE`: a timestamped directory under it receives what the
+    /// first push after a role change would overwrite or delete.
+    pub diverged_base: PathBuf,
+    /// The receiver manifest of the last completed push, if any.
+    pub manifest: Option<Manifest>,
+    /// The site's epoch now (recorded in the new manifest).
+    pub epoch: i64,
+    /// Keep what this push overwrites or deletes (first push after a role change).
+    pub diverge: bool,
+}
+
+#[derive(Debug, Default)]
+pub struct Received {
+    pub steps: u64,
+    pub failed: Vec<(String, String)>,
+    pub diverged: Vec<String>,
+    pub diverged_dir: Option<PathBuf>,
+    pub generation: String,
+}
+
+/// A protocol violation or an I/O failure of the session: the push stops.
+#[derive(Debug, thiserror::Error)]
+pub enum RecvError {
+    #[error(transparent)]
+    Wire(#[from] WireError),
+    #[error("refused: {0}")]
+    Refused(String),
+    #[error("{0}")]
+    Local(String),
+}
+
+fn refused<T>(why: impl Into<String>) -> Result<T, RecvError> {
+    Err(RecvError::Refused(why.into()))
+}
+
+fn io_err(what: &str, e: impl std::fmt::Display) -> String {
+    format!("{}: {e}", shown(what))
+}
+
+/// The replica's root and a small cache of confined directory descriptors.
+struct Tree {
+    root: Arc<OwnedFd>,
+    cache: HashMap<String, Arc<OwnedFd>>,
+}
+
+impl Tree {
+    /// The directory `rel` ("" for the root), opened beneath the root without following
+    /// any symlink on the way.
+    fn dir(&mut self, rel: &str) -> std::io::Result<Arc<OwnedFd>> {
+        if rel.is_empty() {
+            return Ok(Arc::clone(&self.root));
+        }
+        if let Some(fd) = self.cache.get(rel) {
+            return Ok(Arc::clone(fd));
+        }
+        let fd = Arc::new(rustix::fs::openat2(
+            self.root.as_fd(),
+            rel,
+            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::empty(),
+            ResolveFlags::BENEATH | ResolveFlags::NO_SYMLINKS | ResolveFlags::NO_MAGICLINKS,
+        )?);
+        if self.cache.len() >= 256 {
+            self.cache.clear();
+        }
+        self.cache.insert(rel.to_owned(), Arc::clone(&fd));
+        Ok(fd)
+    }
+
+    /// The directory holding `path`, and `path`'s last name.
+    fn at<'p>(&mut self, path: &'p str) -> std::io::Result<(Arc<OwnedFd>, &'p str)> {
+        let name = path.rsplit('/').next().unwrap_or(path);
+        Ok((self.dir(parent(path))?, name))
+    }
+
+    /// Opens a file beneath the root for reading, refusing symlinks anywhere.
+    fn open_file(&self, path: &str) -> std::io::Result<File> {
+        Ok(File::from(rustix::fs::openat2(
+            self.root.as_fd(),
+            path,
+            OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC | OFlags::NONBLOCK,
+            Mode::empty(),
+            ResolveFlags::BENEATH | ResolveFlags::NO_SYMLINKS | ResolveFlags::NO_MAGICLINKS,
+        )?))
+    }
+}
+
+fn lstat_at(dir: &OwnedFd, name: &str) -> std::io::Result<Option<FileType>> {
+    match rustix::fs::statat(dir, name, AtFlags::SYMLINK_NOFOLLOW) {
+        Ok(st) => Ok(Some(FileType::from_raw_mode(st.st_mode))),
+        Err(rustix::io::Errno::NOENT) => Ok(None),
+        Err(e) => Err(e.into()),
+    }
+}
+
+fn temp_name() -> String {
+    format!("{TEMP_PREFIX}{}", &super::new_generation()[..16])
+}
+
+fn times(meta: &Meta) -> rustix::fs::Timestamps {
+    let t = rustix::fs::Timespec {
+        tv_sec: meta.mtime,
+        tv_nsec: i64::from(meta.mtime_ns),
+    };
+    rustix::fs::Timestamps {
+        last_access: t,
+        last_modification: t,
+    }
+}
+
+fn check_meta(m: &Meta) -> Result<(), String> {
+    if m.mtime_ns >= 1_000_000_000 {
+        return Err("nanoseconds out of range".into());
+    }
+    if m.mode > 0o7777 {
+        return Err("mode out of range".into());
+    }
+    if m.uid == u32::MAX || m.gid == u32::MAX {
+        return Err("owner out of range".into());
+    }
+    Ok(())
+}
+
+enum Phase {
+    /// Data arrives in order from offset 0.
+    Literal { hasher: Box<blake3::Hasher> },
+    /// Waiting for `expected` chunk records of a delta against `basis`.
+    ChunkList {
+        params: Params,
+        expected: u32,
+        list: Vec<(u32, [u8; 16])>,
+        basis: String,
+    },
+    /// The chunks the basis lacked: byte ranges still to come.
+    AwaitData {
+        ranges: Vec<(u64, u64)>,
+        remaining: u64,
+    },
+}
+
+struct Incoming {
+    path: String,
+    dir: Arc<OwnedFd>,
+    tmp: String,
+    file: File,
+    size: u64,
+    hash: Hash,
+    meta: Meta,
+    written: u64,
+    retried: bool,
+    phase: Phase,
+}
+
+struct Done_ {
+    path: String,
+    dir: Arc<OwnedFd>,
+    tmp: String,
+    hash: Hash,
+}
+
+struct Session<'a> {
+    tree: Tree,
+    target: &'a Target,
+    owners: bool,
+    open: HashMap<u32, Incoming>,
+    /// Ids announced whose file failed: their data is read and dropped.
+    dead: HashSet<u32>,
+    seen: HashSet<u32>,
+    pending: Vec<Done_>,
+    pending_bytes: u64,
+    out: BufWriter<TcpStream>,
+    r: Received,
+    diverged_dir: Option<PathBuf>,
+}
+
+/// Serves one push on `stream` (after the peer RPC `push` request): lists the replica,
+/// applies the sender's steps and, at `finish`, makes them durable, calls `save` with the
+/// new receiver manifest and answers `done`.
+pub fn receive(
+    stream: TcpStream,
+    open: &Open,
+    target: &Target,
+    save: &mut dyn FnMut(&Manifest) -> Result<(), String>,
+) -> Result<Received, RecvError> {
+    let write_half = stream
+        .try_clone()
+        .map_err(|e| RecvError::Local(e.to_string()))?;
+    let mut out = BufWriter::with_capacity(64 << 10, write_half);
+    let result = serve(stream, open, target, save, &mut out);
+    if let Err(e) = &result {
+        let message = match e {
+            RecvError::Refused(m) | RecvError::Local(m) => m.clone(),
+            RecvError::Wire(w) => w.to_string(),
+        };
+        let _ = wire::write_msg(&mut out, &ToSender::Error { message });
+        let _ = out.flush();
+    }
+    result
+}
+
+fn serve(
+    stream: TcpStream,
+    open: &Open,
+    target: &Target,
+    save: &mut dyn FnMut(&Manifest) -> Result<(), String>,
+    out: &mut BufWriter<TcpStream>,
+) -> Result<Received, RecvError> {
+    if !open.dry_run {
+        std::fs::create_dir_all(&target.root)
+            .map_err(|e| RecvError::Local(io_err(&target.root.display().to_string(), e)))?;
+    }
+    let listing = match super::walk::walk(&target.root, None) {
+        Ok(w) => w,
+        Err(_) if open.dry_run && !target.root.exists() => super::walk::Walked::default(),
+        Err(e) => return Err(RecvError::Local(e)),
+    };
+    let root = Arc::new(OwnedFd::from(File::open(&target.root).map_err(|e| {
+        RecvError::Local(io_err(&target.root.display().to_string(), e))
+    })?));
+    let mut tree = Tree {
+        root,
+        cache: HashMap::new(),
+    };
+    if !open.dry_run {
+        for t in &listing.temps {
+            if let Ok((dir, name)) = tree.at(t) {
+                let _ = rustix::fs::unlinkat(dir.as_fd(), name, AtFlags::empty());
+            }
+        }
+    }
+    let owners = rustix::process::geteuid().is_root();
+    // What the replica holds, with hashes where the manifest vouches for a file.
+    let manifest = target.manifest.as_ref();
+    let full = manifest.is_none_or(|m| Some(&m.generation) != open.generation.as_ref());
+    let mut now: BTreeMap<String, Entry> = BTreeMap::new();
+    let mut report = Vec::new();
+    for (mut e, stamp) in listing.entries {
+        let known = manifest.and_then(|m| m.entries.get(&e.path));
+        let clean = known.is_some_and(|(k, s)| {
+            *s == stamp
+                && k.kind == e.kind
+                && k.size == e.size
+                && k.meta == e.meta
+                && k.target == e.target
+                && k.link == e.link
+        });
+        if clean {
+            e.hash = known.and_then(|(k, _)| k.hash);
+        }
+        if full || !clean {
+            report.push(e.clone());
+        }
+        now.insert(e.path.clone(), e);
+    }
+    let gone: Vec<String> = if full {
+        Vec::new()
+    } else {
+        manifest
+            .map(|m| {
+                m.entries
+                    .keys()
+                    .filter(|p| !now.contains_key(*p))
+                    .cloned()
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let generation = manifest.map(|m| m.generation.clone()).unwrap_or_default();
+    let mut batches = report.chunks(wire::STATE_BATCH).peekable();
+    let mut gone = Some(gone);
+    loop {
+        let batch = batches.next().unwrap_or(&[]);
+        let last = batches.peek().is_none();
+        wire::write_msg(
+            out,
+            &ToSender::State {
+                generation: generation.clone(),
+                full,
+                entries: batch.to_vec(),
+                gone: if last {
+                    gone.take().unwrap_or_default()
+                } else {
+                    Vec::new()
+                },
+                owners,
+                last,
+            },
+        )?;
+        if last {
+            break;
+        }
+    }
+    out.flush().map_err(WireError::from)?;
+    if open.dry_run {
+        return Ok(Received {
+            generation,
+            ..Received::default()
+        });
+    }
+
+    let mut s = Session {
+        tree,
+        target,
+        owners,
+        open: HashMap::new(),
+        dead: HashSet::new(),
+        seen: HashSet::new(),
+        pending: Vec::new(),
+        pending_bytes: 0,
+        out: BufWriter::with_capacity(
+            64 << 10,
+            out.get_ref()
+                .try_clone()
+                .map_err(|e| RecvError::Local(e.to_string()))?,
+        ),
+        r: Received::default(),
+        diverged_dir: None,
+    };
+    let mut input = BufReader::with_capacity(256 << 10, stream);
+    let mut hashes: HashMap<String, Hash> = HashMap::new();
+    let mut finishing = false;
+    loop {
+        if finishing && s.open.is_empty() {
+            break;
+        }
+        let frame = wire::read_frame(&mut input)?;
+        match frame {
+            Frame::Msg(_) => match frame.msg::<ToReceiver>()? {
+                ToReceiver::Step { id, step, delta } => {
+                    if finishing {
+                        return refused("a step after finish");
+                    }
+                    s.r.steps += 1;
+                    if let Step::File { path, hash, .. } = &step {
+                        hashes.insert(path.clone(), *hash);
+                    }
+                    s.step(id, step, delta)?;
+                }
+                ToReceiver::Abandon { id, reason } => {
+                    if let Some(f) = s.open.remove(&id) {
+                        let _ =
+                            rustix::fs::unlinkat(f.dir.as_fd(), f.tmp.as_str(), AtFlags::empty());
+                        s.fail(&f.path, format!("not sent: {reason}"));
+                        s.dead.insert(id);
+                    } else if !s.seen.contains(&id) {
+                        return refused(format!("abandon of unknown file {id}"));
+                    }
+                }
+                ToReceiver::Finish => finishing = true,
+            },
+            Frame::Data { id, offset, bytes } => s.data(id, offset, &bytes)?,
+            Frame::Chunks { id, list } => s.chunks(id, list)?,
+        }
+    }
+    s.flush()?;
+    rustix::fs::syncfs(s.tree.root.as_fd())
+        .map_err(|e| RecvError::Local(format!("syncfs: {e}")))?;
+
+    // The new receiver manifest: the tree as it is now, with the hashes we know.
+    let mut generation = generation;
+    if s.r.steps > 0 || manifest.is_none() || full {
+        let after = super::walk::walk(&target.root, None).map_err(RecvError::Local)?;
+        let failed: HashSet<&str> = s.r.failed.iter().map(|(p, _)| p.as_str()).collect();
+        let mut m = Manifest {
+            generation: if s.r.steps > 0 || generation.is_empty() {
+                super::new_generation()
+            } else {
+                generation.clone()
+            },
+            root_dev: 0,
+            epoch: target.epoch,
+            entries: BTreeMap::new(),
+        };
+        for (mut e, stamp) in after.entries {
+            if failed.contains(e.path.as_str()) {
+                continue;
+            }
+            if e.kind == Kind::File {
+                let lead = e.link.clone().unwrap_or_else(|| e.path.clone());
+                e.hash = hashes.get(&lead).copied().or_else(|| {
+                    now.get(&lead)
+                        .filter(|o| o.size == e.size && o.meta == e.meta)
+                        .and_then(|o| o.hash)
+                });
+            }
+            m.entries.insert(e.path.clone(), (e, stamp));
+        }
+        save(&m).map_err(RecvError::Local)?;
+        generation = m.generation;
+    }
+    let mut r = s.r;
+    r.generation = generation.clone();
+    r.diverged_dir = s.diverged_dir;
+    wire::write_msg(
+        out,
+        &ToSender::Done {
+            generation,
+            failed: r.failed.clone(),
+            diverged: r.diverged.clone(),
+            diverged_dir: r.diverged_dir.as_ref().map(|d| d.display().to_string()),
+        },
+    )?;
+    out.flush().map_err(WireError::from)?;
+    Ok(r)
+}
+
+impl Session<'_> {
+    fn fail(&mut self, path: &str, why: String) {
+        tracing::warn!(path = %shown(path), error = %why, "Push: a file was not written");
+        if self.r.failed.len() < 10_000 {
+            self.r.failed.push((path.to_owned(), why));
+        }
+    }
+
+    fn send(&mut self, msg: &ToSender) -> Result<(), RecvError> {
+        wire::write_msg(&mut self.out, msg)?;
+        self.out.flush().map_err(WireError::from)?;
+        Ok(())
+    }
+
+    fn step(
+        &mut self,
+        id: u32,
+        step: Step,
+        delta: Option<wire::DeltaHead>,
+    ) -> Result<(), RecvError> {
+        if let Err(e) = check_path(step.path()) {
+            return refused(e);
+        }
+        match &step {
+            Step::File { .. } => {}
+            // Links, metadata and deletions act on names already written.
+            _ => self.flush()?,
+        }
+        match step {
+            Step::Mkdir { path } => {
+                let r = (|| -> std::io::Result<()> {
+                    let (dir, name) = self.tree.at(&path)?;
+                    match lstat_at(&dir, name)? {
+                        Some(FileType::Directory) => return Ok(()),
+                        Some(_) => self.remove(&dir, name, &path, false)?,
+                        None => {}
+                    }
+                    rustix::fs::mkdirat(dir.as_fd(), name, Mode::from_raw_mode(0o700))?;
+                    Ok(())
+                })();
+                if let Err(e) = r {
+                    self.fail(&path, e.to_string());
+                }
+            }
+            Step::File {
+                path,
+                size,
+                hash,
+                meta,
+                how,
+            } => {
+                if !self.seen.insert(id) {
+                    return refused(format!("file id {id} used twice"));
+                }
+                if let Err(e) = check_meta(&meta) {
+                    return refused(format!("{}: {e}", shown(&path)));
+                }
+                if self.open.len() >= MAX_OPEN {
+                    return refused(format!("over {MAX_OPEN} files in flight"));
+                }
+                let answers = !matches!(how, How::Literal);
+                let created = (|| -> std::io::Result<Incoming> {
+                    let (dir, _) = self.tree.at(&path)?;
+                    let tmp = temp_name();
+                    let fd = rustix::fs::openat(
+                        dir.as_fd(),
+                        tmp.as_str(),
+                        OFlags::RDWR
+                            | OFlags::CREATE
+                            | OFlags::EXCL
+                            | OFlags::NOFOLLOW
+                            | OFlags::CLOEXEC,
+                        Mode::from_raw_mode(0o600),
+                    )?;
+                    Ok(Incoming {
+                        path: path.clone(),
+                        dir,
+                        tmp,
+                        file: File::from(fd),
+                        size,
+                        hash,
+                        meta,
+                        written: 0,
+                        retried: false,
+                        phase: Phase::Literal {
+                            hasher: Box::new(blake3::Hasher::new()),
+                        },
+                    })
+                })();
+                let mut f = match created {
+                    Ok(f) => f,
+                    Err(e) => {
+                        self.fail(&path, e.to_string());
+                        self.dead.insert(id);
+                        if answers {
+                            self.send(&ToSender::Need {
+                                id,
+                                all: false,
+                                ranges: Vec::new(),
+                            })?;
+                        }
+                        return Ok(());
+                    }
+                };
+                match how {
+                    How::Literal => {
+                        if size == 0 {
+                            return self.complete(f, false);
+                        }
+                        self.open.insert(id, f);
+                    }
+                    How::Copy { from } => {
+                        if let Err(e) = check_path(&from) {
+                            return refused(e);
+                        }
+                        let copied = (|| -> std::io::Result<bool> {
+                            let mut src = self.tree.open_file(&from)?;
+                            let mut hasher = blake3::Hasher::new();
+                            let mut buf = vec![0u8; 256 << 10];
+                            let mut n_total = 0u64;
+                            loop {
+                                let n = src.read(&mut buf)?;
+                                if n == 0 {
+                                    break;
+                                }
+                                n_total += n as u64;
+                                if n_total > size {
+                                    return Ok(false);
+                                }
+                                hasher.update(&buf[..n]);
+                                f.file.write_all(&buf[..n])?;
+                            }
+                            Ok(n_total == size && Hash(*hasher.finalize().as_bytes()) == hash)
+                        })();
+                        if copied.unwrap_or(false) {
+                            self.send(&ToSender::Need {
+                                id,
+                                all: false,
+                                ranges: Vec::new(),
+                            })?;
+                            f.written = size;
+                            return self.complete(f, true);
+                        }
+                        f.file
+                            .set_len(0)
+                            .map_err(|e| RecvError::Local(e.to_string()))?;
+                        f.retried = true;
+                        self.open.insert(id, f);
+                        self.send(&ToSender::Need {
+                            id,
+                            all: true,
+                            ranges: Vec::new(),
+                        })?;
+                    }
+                    How::Delta { basis } => {
+                        if let Err(e) = check_path(&basis) {
+                            return refused(e);
+                        }
+                        let Some(head) = delta else {
+                            return refused("a delta without its chunk count");
+                        };
+                        let most = size / u64::from(head.params.min.max(1)) + 2;
+                        if !head.params.valid()
+                            || head.chunks > wire::MAX_WIRE_CHUNKS
+                            || u64::from(head.chunks) > most
+                            || (head.chunks == 0) != (size == 0)
+                        {
+                            return refused(format!(
+                                "{}: delta parameters out of bounds",
+                                shown(&path)
+                            ));
+                        }
+                        f.phase = Phase::ChunkList {
+                            params: head.params,
+                            expected: head.chunks,
+                            list: Vec::new(),
+                            basis,
+                        };
+                        self.open.insert(id, f);
+                        if head.chunks == 0 {
+                            return self.chunks(id, Vec::new());
+                        }
+                    }
+                }
+            }
+            Step::Symlink { path, target, meta } => {
+                if target.is_empty() || target.len() > MAX_PATH || target.contains('\0') {
+                    return refused(format!("{}: a symlink target out of bounds", shown(&path)));
+                }
+                if let Err(e) = check_meta(&meta) {
+                    return refused(e);
+                }
+                let r = (|| -> std::io::Result<()> {
+                    let (dir, name) = self.tree.at(&path)?;
+                    let tmp = temp_name();
+                    rustix::fs::symlinkat(target.as_str(), dir.as_fd(), tmp.as_str())?;
+                    if self.owners {
+                        rustix::fs::chownat(
+                            dir.as_fd(),
+                            tmp.as_str(),
+                            Some(rustix::fs::Uid::from_raw(meta.uid)),
+                            Some(rustix::fs::Gid::from_raw(meta.gid)),
+                            AtFlags::SYMLINK_NOFOLLOW,
+                        )?;
+                    }
+                    rustix::fs::utimensat(
+                        dir.as_fd(),
+                        tmp.as_str(),
+                        &times(&meta),
+                        AtFlags::SYMLINK_NOFOLLOW,
+                    )?;
+                    self.replace(&dir, &tmp, name, &path, None)
+                })();
+                if let Err(e) = r {
+                    self.fail(&path, e.to_string());
+                }
+            }
+            Step::Hardlink { path, to } => {
+                if let Err(e) = check_path(&to) {
+                    return refused(e);
+                }
+                let r = (|| -> std::io::Result<()> {
+                    let (from_dir, from_name) = self.tree.at(&to)?;
+                    if lstat_at(&from_dir, from_name)? != Some(FileType::RegularFile) {
+                        return Err(std::io::Error::other(format!(
+                            "{} is not a regular file",
+                            shown(&to)
+                        )));
+                    }
+                    let (dir, name) = self.tree.at(&path)?;
+                    let tmp = temp_name();
+                    rustix::fs::linkat(
+                        from_dir.as_fd(),
+                        from_name,
+                        dir.as_fd(),
+                        tmp.as_str(),
+                        AtFlags::empty(),
+                    )?;
+                    self.replace(&dir, &tmp, name, &path, None)
+                })();
+                if let Err(e) = r {
+                    self.fail(&path, e.to_string());
+                }
+            }
+            Step::Meta { path, kind, meta } => {
+                if let Err(e) = check_meta(&meta) {
+                    return refused(e);
+                }
+                let r = (|| -> std::io::Result<()> {
+                    let (dir, name) = self.tree.at(&path)?;
+                    let is = lstat_at(&dir, name)?;
+                    match (kind, is) {
+                        (Kind::Symlink, Some(FileType::Symlink)) => {
+                            if self.owners {
+                                rustix::fs::chownat(
+                                    dir.as_fd(),
+                                    name,
+                                    Some(rustix::fs::Uid::from_raw(meta.uid)),
+                                    Some(rustix::fs::Gid::from_raw(meta.gid)),
+                                    AtFlags::SYMLINK_NOFOLLOW,
+                                )?;
+                            }
+                            rustix::fs::utimensat(
+                                dir.as_fd(),
+                                name,
+                                &times(&meta),
+                                AtFlags::SYMLINK_NOFOLLOW,
+                            )?;
+                        }
+                        (Kind::Dir, Some(FileType::Directory))
+                        | (Kind::File, Some(FileType::RegularFile)) => {
+                            let mut flags = OFlags::RDONLY
+                                | OFlags::NOFOLLOW
+                                | OFlags::CLOEXEC
+                                | OFlags::NONBLOCK;
+                            if kind == Kind::Dir {
+                                flags |= OFlags::DIRECTORY;
+                            }
+                            let fd = rustix::fs::openat(dir.as_fd(), name, flags, Mode::empty())?;
+                            set_meta(&fd, &meta, self.owners)?;
+                        }
+                        _ => return Err(std::io::Error::other("not the kind the sender expects")),
+                    }
+                    Ok(())
+                })();
+                if let Err(e) = r {
+                    self.fail(&path, e.to_string());
+                }
+            }
+            Step::Delete { path, kind } => {
+                let r = (|| -> std::io::Result<()> {
+                    let (dir, name) = self.tree.at(&path)?;
+                    match lstat_at(&dir, name)? {
+                        None => Ok(()),
+                        Some(FileType::Directory) => {
+                            self.tree.cache.clear();
+                            rustix::fs::unlinkat(dir.as_fd(), name, AtFlags::REMOVEDIR).map_err(|e| {
+                                if e == rustix::io::Errno::NOTEMPTY {
+                                    std::io::Error::other("kept: it holds entries the push does not own (excluded?)")
+                                } else {
+                                    e.into()
+                                }
+                            })
+                        }
+                        Some(_) => self.remove(&dir, name, &path, true),
+                    }
+                })();
+                let _ = kind;
+                if let Err(e) = r {
+                    self.fail(&path, e.to_string());
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Removes a non-directory, or moves it aside when this push keeps diverged data.
+    fn remove(
+        &mut self,
+        dir: &OwnedFd,
+        name: &str,
+        path: &str,
+        _deleting: bool,
+    ) -> std::io::Result<()> {
+        if self.target.diverge {
+            return self.move_aside(dir, name, path);
+        }
+        rustix::fs::unlinkat(dir.as_fd(), name, AtFlags::empty())?;
+        Ok(())
+    }
+
+    /// Renames `tmp` over `name`, first keeping what was there if this push diverges
+    /// (unless it is a file holding `same_as` already: nothing would be lost).
+    fn replace(
+        &mut self,
+        dir: &OwnedFd,
+        tmp: &str,
+        name: &str,
+        path: &str,
+        same_as: Option<Hash>,
+    ) -> std::io::Result<()> {
+        if self.target.diverge {
+            match lstat_at(dir, name)? {
+                Some(FileType::Directory) | None => {}
+                Some(FileType::RegularFile)
+                    if same_as.is_some() && self.hash_of(path) == same_as => {}
+                Some(_) => self.move_aside(dir, name, path)?,
+            }
+        }
+        let r = rustix::fs::renameat(dir.as_fd(), tmp, dir.as_fd(), name);
+        if r.is_err() {
+            let _ = rustix::fs::unlinkat(dir.as_fd(), tmp, AtFlags::empty());
+        }
+        Ok(r?)
+    }
+
+    fn hash_of(&self, path: &str) -> Option<Hash> {
+        let f = self.tree.open_file(path).ok()?;
+        let mut h = blake3::Hasher::new();
+        h.update_reader(&f).ok()?;
+        Some(Hash(*h.finalize().as_bytes()))
+    }
+
+    /// Moves `name` (a file or symlink) to the same relative path under this push's
+    /// diverged directory.
+    fn move_aside(&mut self, dir: &OwnedFd, name: &str, path: &str) -> std::io::Result<()> {
+        let base = match &self.diverged_dir {
+            Some(b) => b.clone(),
+            None => {
+                let stamp = chrono::Utc::now().format("%Y%m%dT%H%M%S%.3fZ").to_string();
+                let b = self.target.diverged_base.join(stamp);
+                std::fs::DirBuilder::new()
+                    .recursive(true)
+                    .mode(0o700)
+                    .create(&b)?;
+                self.diverged_dir = Some(b.clone());
+                b
+            }
+        };
+        let to_dir = base.join(parent(path));
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&to_dir)?;
+        let to = File::open(&to_dir)?;
+        match rustix::fs::renameat(dir.as_fd(), name, to.as_fd(), name) {
+            Ok(()) => {}
+            Err(rustix::io::Errno::XDEV) => {
+                // Another filesystem: copy, then remove.
+                match lstat_at(dir, name)? {
+                    Some(FileType::Symlink) => {
+                        let t = rustix::fs::readlinkat(dir.as_fd(), name, Vec::new())?;
+                        rustix::fs::symlinkat(t.as_c_str(), to.as_fd(), name)?;
+                    }
+                    _ => {
+                        let mut src = File::from(rustix::fs::openat(
+                            dir.as_fd(),
+                            name,
+                            OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC | OFlags::NONBLOCK,
+                            Mode::empty(),
+                        )?);
+                        let mut dst = File::from(rustix::fs::openat(
+                            to.as_fd(),
+                            name,
+                            OFlags::WRONLY
+                                | OFlags::CREATE
+                                | OFlags::TRUNC
+                                | OFlags::NOFOLLOW
+                                | OFlags::CLOEXEC,
+                            Mode::from_raw_mode(0o600),
+                        )?);
+                        std::io::copy(&mut src, &mut dst)?;
+                        dst.sync_all()?;
+                    }
+                }
+                rustix::fs::unlinkat(dir.as_fd(), name, AtFlags::empty())?;
+            }
+            Err(e) => return Err(e.into()),
+        }
+        if self.r.diverged.len() < 100_000 {
+            self.r.diverged.push(path.to_owned());
+        }
+        Ok(())
+    }
+
+    fn data(&mut self, id: u32, offset: u64, bytes: &[u8]) -> Result<(), RecvError> {
+        if self.dead.contains(&id) {
+            return Ok(());
+        }
+        let Some(mut f) = self.open.remove(&id) else {
+            return refused(format!("data for file {id}, which is not open"));
+        };
+        let end = offset
+            .checked_add(bytes.len() as u64)
+            .filter(|e| *e <= f.size);
+        let Some(end) = end else {
+            return refused(format!("{}: data past the announced size", shown(&f.path)));
+        };
+        let w = match &mut f.phase {
+            Phase::Literal { hasher } => {
+                if offset != f.written {
+                    return refused(format!("{}: data out of order", shown(&f.path)));
+                }
+                hasher.update(bytes);
+                f.written = end;
+                f.file.write_all_at(bytes, offset)
+            }
+            Phase::AwaitData { ranges, remaining } => {
+                let inside = ranges.iter().any(|(a, b)| *a <= offset && end <= *b);
+                if !inside || bytes.len() as u64 > *remaining {
+                    return refused(format!(
+                        "{}: data the receiver did not ask for",
+                        shown(&f.path)
+                    ));
+                }
+                *remaining -= bytes.len() as u64;
+                f.file.write_all_at(bytes, offset)
+            }
+            Phase::ChunkList { .. } => {
+                return refused(format!("{}: data before its chunk list", shown(&f.path)));
+            }
+        };
+        if let Err(e) = w {
+            let _ = rustix::fs::unlinkat(f.dir.as_fd(), f.tmp.as_str(), AtFlags::empty());
+            self.fail(&f.path, e.to_string());
+            self.dead.insert(id);
+            return Ok(());
+        }
+        let done = match &f.phase {
+            Phase::Literal { .. } => f.written == f.size,
+            Phase::AwaitData { remaining, .. } => *remaining == 0,
+            Phase::ChunkList { .. } => false,
+        };
+        if !done {
+            self.open.insert(id, f);
+            return Ok(());
+        }
+        if matches!(f.phase, Phase::AwaitData { .. }) {
+            return self.verify_delta(id, f);
+        }
+        self.complete(f, false)
+    }
+
+    /// Checks a delta-built file against its hash; a mismatch asks for the whole file once.
+    fn verify_delta(&mut self, id: u32, mut f: Incoming) -> Result<(), RecvError> {
+        let got = (|| -> std::io::Result<Hash> {
+            let mut h = blake3::Hasher::new();
+            let mut buf = vec![0u8; 256 << 10];
+            let mut at = 0u64;
+            while at < f.size {
+                let n = f.file.read_at(&mut buf, at)?;
+                if n == 0 {
+                    break;
+                }
+                h.update(&buf[..n]);
+                at += n as u64;
+            }
+            Ok(Hash(*h.finalize().as_bytes()))
+        })();
+        if got.ok() == Some(f.hash) {
+            f.written = f.size;
+            return self.complete(f, true);
+        }
+        if f.retried {
+            let _ = rustix::fs::unlinkat(f.dir.as_fd(), f.tmp.as_str(), AtFlags::empty());
+            self.fail(
+                &f.path,
+                "content does not match its hash (changed while sent?)".into(),
+            );
+            self.dead.insert(id);
+            return Ok(());
+        }
+        f.retried = true;
+        f.written = 0;
+        f.phase = Phase::Literal {
+            hasher: Box::new(blake3::Hasher::new()),
+        };
+        f.file
+            .set_len(0)
+            .map_err(|e| RecvError::Local(e.to_string()))?;
+        self.open.insert(id, f);
+        self.send(&ToSender::Need {
+            id,
+            all: true,
+            ranges: Vec::new(),
+        })
+    }
+
+    fn chunks(&mut self, id: u32, more: Vec<(u32, [u8; 16])>) -> Result<(), RecvError> {
+        if self.dead.contains(&id) {
+            return Ok(());
+        }
+        let Some(mut f) = self.open.remove(&id) else {
+            return refused(format!("a chunk list for file {id}, which is not open"));
+        };
+        let Phase::ChunkList {
+            params,
+            expected,
+            list,
+            basis,
+        } = &mut f.phase
+        else {
+            return refused(format!("{}: an unexpected chunk list", shown(&f.path)));
+        };
+        if list.len() + more.len() > *expected as usize {
+            return refused(format!("{}: more chunks than announced", shown(&f.path)));
+        }
+        list.extend(more);
+        if list.len() < *expected as usize {
+            self.open.insert(id, f);
+            return Ok(());
+        }
+        let (params, list, basis) = (*params, std::mem::take(list), std::mem::take(basis));
+        let total: u64 = list.iter().map(|(l, _)| u64::from(*l)).sum();
+        if total != f.size || list.iter().any(|(l, _)| *l == 0 || *l > params.max) {
+            return refused(format!("{}: chunk lengths do not add up", shown(&f.path)));
+        }
+        // Chunk our copy with the sender's parameters; reuse what matches.
+        let wanted: HashSet<[u8; 16]> = list.iter().map(|(_, h)| *h).collect();
+        let mut have: HashMap<[u8; 16], (u64, u32)> = HashMap::new();
+        let base = self.tree.open_file(&basis).ok();
+        if let Some(b) = &base {
+            if let Ok((found, _, _)) = chunk::chunks(b, params) {
+                for c in found {
+                    if wanted.contains(&c.hash) {
+                        have.entry(c.hash).or_insert((c.offset, c.len));
+                    }
+                }
+            }
+        }
+        let mut ranges = Vec::new();
+        let mut bytes = Vec::new();
+        let mut at = 0u64;
+        let mut buf = Vec::new();
+        for (i, (len, h)) in list.iter().enumerate() {
+            let reused = match (have.get(h), &base) {
+                (Some((off, l)), Some(b)) if l == len => {
+                    buf.resize(*len as usize, 0);
+                    b.read_exact_at(&mut buf, *off).is_ok()
+                        && chunk::chunk_hash(&buf) == *h
+                        && f.file.write_all_at(&buf, at).is_ok()
+                }
+                _ => false,
+            };
+            if !reused {
+                let i = i as u32;
+                match ranges.last_mut() {
+                    Some((_, end)) if *end == i => *end = i + 1,
+                    _ => ranges.push((i, i + 1)),
+                }
+                match bytes.last_mut() {
+                    Some((_, end)) if *end == at => *end = at + u64::from(*len),
+                    _ => bytes.push((at, at + u64::from(*len))),
+                }
+            }
+            at += u64::from(*len);
+        }
+        let remaining: u64 = bytes.iter().map(|(a, b)| b - a).sum();
+        f.phase = Phase::AwaitData {
+            ranges: bytes,
+            remaining,
+        };
+        self.send(&ToSender::Need {
+            id,
+            all: false,
+            ranges,
+        })?;
+        if remaining == 0 {
+            return self.verify_delta(id, f);
+        }
+        self.open.insert(id, f);
+        Ok(())
+    }
+
+    /// A file's content is all there: set its metadata, queue it for the durable rename.
+    /// Literal data was hashed as it came; copies and deltas are `verified` already.
+    fn complete(&mut self, f: Incoming, verified: bool) -> Result<(), RecvError> {
+        let ok = verified
+            || match &f.phase {
+                Phase::Literal { hasher } => Hash(*hasher.finalize().as_bytes()) == f.hash,
+                _ => false,
+            };
+        if !ok {
+            let _ = rustix::fs::unlinkat(f.dir.as_fd(), f.tmp.as_str(), AtFlags::empty());
+            self.fail(
+                &f.path,
+                "content does not match its hash (changed while sent?)".into(),
+            );
+            return Ok(());
+        }
+        if let Err(e) = set_meta(&f.file, &f.meta, self.owners) {
+            let _ = rustix::fs::unlinkat(f.dir.as_fd(), f.tmp.as_str(), AtFlags::empty());
+            self.fail(&f.path, e.to_string());
+            return Ok(());
+        }
+        self.pending_bytes += f.size;
+        self.pending.push(Done_ {
+            path: f.path,
+            dir: f.dir,
+            tmp: f.tmp,
+            hash: f.hash,
+        });
+        if self.pending.len() >= BATCH_FILES || self.pending_bytes >= BATCH_BYTES {
+            self.flush()?;
+        }
+        Ok(())
+    }
+
+    /// Makes the completed temp files durable, then renames them into place.
+    fn flush(&mut self) -> Result<(), RecvError> {
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        rustix::fs::syncfs(self.tree.root.as_fd())
+            .map_err(|e| RecvError::Local(format!("syncfs: {e}")))?;
+        for d in std::mem::take(&mut self.pending) {
+            let name = d.path.rsplit('/').next().unwrap_or(&d.path).to_owned();
+            if let Err(e) = self.replace(&d.dir, &d.tmp, &name, &d.path, Some(d.hash)) {
+                self.fail(&d.path, e.to_string());
+            }
+        }
+        self.pending_bytes = 0;
+        Ok(())
+    }
+}
+
+fn set_meta(fd: &impl AsFd, meta: &Meta, owners: bool) -> std::io::Result<()> {
+    if owners {
+        rustix::fs::fchown(
+            fd,
+            Some(rustix::fs::Uid::from_raw(meta.uid)),
+            Some(rustix::fs::Gid::from_raw(meta.gid)),
+        )?;
+    }
+    rustix::fs::fchmod(fd, Mode::from_raw_mode(meta.mode))?;
+    rustix::fs::futimens(fd, &times(meta))?;
+    Ok(())
+}
+
+use std::os::unix::fs::DirBuilderExt;

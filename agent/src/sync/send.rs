@@ -1,0 +1,514 @@
+//! The sending end of a push (blocking; run it on a thread of its own).
+//!
+//! The walk of the source runs while the receiver walks its replica; hashes come from the
+//! sender's manifest for files whose stamp did not move, the rest are read (in
+//! parallel). Steps stream out without waiting for answers; copies and deltas are answered
+//! by `need` messages that a reader thread passes back, at most [`MAX_AWAITING`] open at a
+//! time, so memory stays bounded whatever the tree.
+
+use super::chunk::{self, Params};
+use super::plan::{self, How, Limit, Step};
+use super::walk;
+use super::wire::{self, Counted, Frame, ToReceiver, ToSender, WireError};
+use super::{check_path, shown, Entry, Excludes, Kind, Manifest, MAX_ENTRIES, MAX_PATH};
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::fs::File;
+use std::io::{BufReader, BufWriter, Write};
+use std::net::TcpStream;
+use std::os::unix::fs::FileExt;
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{mpsc, Mutex};
+
+/// Copies and deltas waiting for the receiver's answer, at most.
+const MAX_AWAITING: usize = 64;
+
+pub struct Source<'a> {
+    pub root: &'a Path,
+    pub excludes: &'a Excludes,
+    /// The sender manifest of the last confirmed push, if any.
+    pub manifest: Option<&'a Manifest>,
+    pub max_delete: Limit,
+    pub force: bool,
+    pub dry_run: bool,
+}
+
+/// How far a push has got, for a progress bar.
+#[derive(Debug, Default)]
+pub struct Progress {
+    pub phase: Mutex<String>,
+    pub steps_total: AtomicU64,
+    pub steps_done: AtomicU64,
+    pub bytes_sent: AtomicU64,
+}
+
+impl Progress {
+    fn phase(&self, p: &str) {
+        if let Ok(mut g) = self.phase.lock() {
+            *g = p.to_owned();
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+pub struct Sent {
+    pub files_total: u64,
+    pub bytes_total: u64,
+    pub changed: u64,
+    pub deletions: u64,
+    pub bytes_sent: u64,
+    /// The plan (kept for a dry run; empty otherwise).
+    pub steps: Vec<Step>,
+    pub refused: Option<String>,
+    /// Problems reading the source (those entries were not pushed).
+    pub errors: Vec<String>,
+    pub failed: Vec<(String, String)>,
+    pub diverged: Vec<String>,
+    pub diverged_dir: Option<String>,
+    /// The new sender manifest to keep, when it changed.
+    pub manifest: Option<Manifest>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SendError {
+    #[error(transparent)]
+    Wire(#[from] WireError),
+    #[error("the receiver refused: {0}")]
+    Refused(String),
+    #[error("{0}")]
+    Local(String),
+}
+
+fn bad<T>(why: impl Into<String>) -> Result<T, SendError> {
+    Err(SendError::Wire(WireError::Malformed(why.into())))
+}
+
+struct InFlight {
+    path: String,
+    size: u64,
+    chunks: Vec<(u64, u32)>,
+    answered: bool,
+}
+
+/// Pushes `src` over `stream` (after the peer RPC `push` request was sent).
+pub fn push(stream: TcpStream, src: &Source, progress: &Progress) -> Result<Sent, SendError> {
+    progress.phase("walking the source");
+    let mut walked = walk::walk(src.root, Some(src.excludes)).map_err(SendError::Local)?;
+    if let Some(m) = src.manifest {
+        walk::reuse_hashes(&mut walked, m);
+    }
+    let mut sent = Sent {
+        errors: std::mem::take(&mut walked.errors),
+        ..Sent::default()
+    };
+    if let Some(m) = src.manifest {
+        if m.root_dev != 0 && m.root_dev != walked.root_dev && !src.force {
+            sent.refused = Some(format!(
+                "{} is on another filesystem than at the last push (device {:#x}, was {:#x}): \
+                 is a disk not mounted? Push with --force if the move is intended",
+                src.root.display(),
+                walked.root_dev,
+                m.root_dev
+            ));
+            return Ok(sent);
+        }
+    }
+
+    // The receiver's state, as it tells it.
+    progress.phase("reading the replica's state");
+    let mut input = BufReader::with_capacity(
+        256 << 10,
+        stream
+            .try_clone()
+            .map_err(|e| SendError::Local(e.to_string()))?,
+    );
+    let mut believed: BTreeMap<String, Entry> = BTreeMap::new();
+    let mut owners = false;
+    let mut generation = String::new();
+    let mut first = true;
+    loop {
+        let msg: ToSender = wire::read_frame(&mut input)?.msg()?;
+        let (g, full, entries, gone, own, last) = match msg {
+            ToSender::State {
+                generation,
+                full,
+                entries,
+                gone,
+                owners,
+                last,
+            } => (generation, full, entries, gone, owners, last),
+            ToSender::Error { message } => return Err(SendError::Refused(message)),
+            _ => return bad("expected the replica's state"),
+        };
+        if first {
+            first = false;
+            generation = g;
+            owners = own;
+            if !full {
+                match src.manifest {
+                    Some(m) if m.generation == generation => {
+                        believed = m
+                            .entries
+                            .iter()
+                            .map(|(p, (e, _))| (p.clone(), e.clone()))
+                            .collect();
+                    }
+                    _ => return bad("a partial state for a generation this sender does not know"),
+                }
+            }
+        }
+        for e in entries {
+            check_path(&e.path).map_err(|m| SendError::Wire(WireError::Malformed(m)))?;
+            if e.target.as_ref().is_some_and(|t| t.len() > MAX_PATH)
+                || e.link.as_ref().is_some_and(|l| l.len() > MAX_PATH)
+            {
+                return bad("an entry out of bounds");
+            }
+            if believed.len() >= MAX_ENTRIES {
+                return bad(format!("over {MAX_ENTRIES} entries in the replica"));
+            }
+            believed.insert(e.path.clone(), e);
+        }
+        for g in gone {
+            believed.remove(&g);
+        }
+        if last {
+            break;
+        }
+    }
+    believed.retain(|p, e| !src.excludes.excluded(p, e.kind == Kind::Dir));
+
+    progress.phase("hashing changed files");
+    let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
+    walk::hash_missing(src.root, &mut walked, threads);
+    let source: Vec<Entry> = walked.entries.iter().map(|(e, _)| e.clone()).collect();
+    let p = plan::plan(
+        &source,
+        &believed,
+        plan::Options {
+            max_delete: src.max_delete,
+            force: src.force,
+            owners,
+        },
+    );
+    sent.files_total = p.files_total;
+    sent.bytes_total = p.bytes_total;
+    sent.changed = p.changed;
+    sent.deletions = p.deletions;
+    if p.refused.is_some() || src.dry_run {
+        sent.refused = p.refused;
+        sent.steps = p.steps;
+        return Ok(sent);
+    }
+    let unchanged_manifest = p.steps.is_empty()
+        && src.manifest.is_some_and(|m| {
+            m.generation == generation
+                && m.entries.len() == walked.entries.len()
+                && walked.entries.iter().all(|(e, s)| {
+                    m.entries
+                        .get(&e.path)
+                        .is_some_and(|(me, ms)| me == e && ms == s)
+                })
+        });
+
+    // Transfer.
+    progress.phase("sending");
+    progress
+        .steps_total
+        .store(p.steps.len() as u64, Ordering::Relaxed);
+    let (tx, rx) = mpsc::channel::<Result<ToSender, WireError>>();
+    let reader = std::thread::spawn(move || loop {
+        let m = wire::read_frame(&mut input).and_then(|f| match f {
+            Frame::Msg(_) => f.msg::<ToSender>(),
+            _ => Err(WireError::Malformed("the receiver sent file data".into())),
+        });
+        let stop = m.is_err();
+        if tx.send(m).is_err() || stop {
+            break;
+        }
+    });
+    let write_half = stream
+        .try_clone()
+        .map_err(|e| SendError::Local(e.to_string()))?;
+    let mut t = Transfer {
+        w: Counted {
+            inner: BufWriter::with_capacity(256 << 10, write_half),
+            bytes: 0,
+        },
+        root: src.root,
+        inflight: HashMap::new(),
+        awaiting: 0,
+        abandoned: HashSet::new(),
+        progress,
+    };
+    let result = t.run(&p.steps, &rx);
+    let _ = stream.shutdown(std::net::Shutdown::Both);
+    let _ = reader.join();
+    sent.bytes_sent = t.w.bytes;
+    let (generation, failed, diverged, diverged_dir) = result?;
+    sent.failed = failed;
+    sent.diverged = diverged;
+    sent.diverged_dir = diverged_dir;
+    if !unchanged_manifest {
+        let failed: HashSet<&str> = sent
+            .failed
+            .iter()
+            .map(|(p, _)| p.as_str())
+            .chain(t.abandoned.iter().map(String::as_str))
+            .collect();
+        sent.manifest = Some(Manifest {
+            generation,
+            root_dev: walked.root_dev,
+            epoch: 0,
+            entries: walked
+                .entries
+                .into_iter()
+                .filter(|(e, _)| !failed.contains(e.path.as_str()))
+                .map(|(e, s)| (e.path.clone(), (e, s)))
+                .collect(),
+        });
+    }
+    Ok(sent)
+}
+
+type DoneParts = (String, Vec<(String, String)>, Vec<String>, Option<String>);
+
+struct Transfer<'a> {
+    w: Counted<BufWriter<TcpStream>>,
+    root: &'a Path,
+    inflight: HashMap<u32, InFlight>,
+    awaiting: usize,
+    abandoned: HashSet<String>,
+    progress: &'a Progress,
+}
+
+impl Transfer<'_> {
+    fn run(
+        &mut self,
+        steps: &[Step],
+        rx: &mpsc::Receiver<Result<ToSender, WireError>>,
+    ) -> Result<DoneParts, SendError> {
+        let mut id = 0u32;
+        for step in steps {
+            id += 1;
+            match step {
+                Step::File {
+                    path,
+                    size,
+                    hash,
+                    how,
+                    ..
+                } => match how {
+                    How::Literal => {
+                        wire::write_msg(
+                            &mut self.w,
+                            &ToReceiver::Step {
+                                id,
+                                step: step.clone(),
+                                delta: None,
+                            },
+                        )?;
+                        self.send_range(id, path, 0, *size)?;
+                    }
+                    How::Copy { .. } => {
+                        wire::write_msg(
+                            &mut self.w,
+                            &ToReceiver::Step {
+                                id,
+                                step: step.clone(),
+                                delta: None,
+                            },
+                        )?;
+                        self.inflight.insert(
+                            id,
+                            InFlight {
+                                path: path.clone(),
+                                size: *size,
+                                chunks: Vec::new(),
+                                answered: false,
+                            },
+                        );
+                        self.awaiting += 1;
+                    }
+                    How::Delta { .. } => {
+                        let params = Params::for_size(*size);
+                        let cut =
+                            File::open(self.root.join(path)).and_then(|f| chunk::chunks(f, params));
+                        match cut {
+                            Ok((chunks, h, n)) if h == *hash && n == *size => {
+                                let head = wire::DeltaHead {
+                                    params,
+                                    chunks: chunks.len() as u32,
+                                };
+                                wire::write_msg(
+                                    &mut self.w,
+                                    &ToReceiver::Step {
+                                        id,
+                                        step: step.clone(),
+                                        delta: Some(head),
+                                    },
+                                )?;
+                                wire::write_chunks(&mut self.w, id, &chunks)?;
+                                self.inflight.insert(
+                                    id,
+                                    InFlight {
+                                        path: path.clone(),
+                                        size: *size,
+                                        chunks: chunks.iter().map(|c| (c.offset, c.len)).collect(),
+                                        answered: false,
+                                    },
+                                );
+                                self.awaiting += 1;
+                            }
+                            _ => {
+                                // Changed since it was hashed: send it whole; the receiver
+                                // checks the hash and the next push catches up.
+                                let mut literal = step.clone();
+                                if let Step::File { how, .. } = &mut literal {
+                                    *how = How::Literal;
+                                }
+                                wire::write_msg(
+                                    &mut self.w,
+                                    &ToReceiver::Step {
+                                        id,
+                                        step: literal,
+                                        delta: None,
+                                    },
+                                )?;
+                                self.send_range(id, path, 0, *size)?;
+                            }
+                        }
+                    }
+                },
+                _ => wire::write_msg(
+                    &mut self.w,
+                    &ToReceiver::Step {
+                        id,
+                        step: step.clone(),
+                        delta: None,
+                    },
+                )?,
+            }
+            self.progress.steps_done.fetch_add(1, Ordering::Relaxed);
+            self.progress
+                .bytes_sent
+                .store(self.w.bytes, Ordering::Relaxed);
+            loop {
+                match rx.try_recv() {
+                    Ok(m) => {
+                        if let Some(done) = self.answer(m?)? {
+                            return bad(format!("done before finish ({})", done.0));
+                        }
+                    }
+                    Err(mpsc::TryRecvError::Empty) => break,
+                    Err(mpsc::TryRecvError::Disconnected) => return Err(WireError::Closed.into()),
+                }
+            }
+            while self.awaiting >= MAX_AWAITING {
+                self.wait(rx)?;
+            }
+        }
+        while self.awaiting > 0 {
+            self.wait(rx)?;
+        }
+        wire::write_msg(&mut self.w, &ToReceiver::Finish)?;
+        self.progress
+            .phase("waiting for the receiver to make it durable");
+        loop {
+            if let Some(done) = self.wait(rx)? {
+                return Ok(done);
+            }
+        }
+    }
+
+    fn wait(
+        &mut self,
+        rx: &mpsc::Receiver<Result<ToSender, WireError>>,
+    ) -> Result<Option<DoneParts>, SendError> {
+        self.w.flush().map_err(WireError::from)?;
+        let m = rx.recv().map_err(|_| WireError::Closed)??;
+        self.answer(m)
+    }
+
+    fn answer(&mut self, m: ToSender) -> Result<Option<DoneParts>, SendError> {
+        match m {
+            ToSender::Need { id, all, ranges } => {
+                let Some(f) = self.inflight.get_mut(&id) else {
+                    return bad(format!("a need for file {id}, which is not in flight"));
+                };
+                if !f.answered {
+                    f.answered = true;
+                    self.awaiting -= 1;
+                }
+                let (path, size) = (f.path.clone(), f.size);
+                let mut parts = Vec::new();
+                if all {
+                    parts.push((0, size));
+                } else {
+                    for (a, b) in ranges {
+                        if a >= b || b as usize > f.chunks.len() {
+                            return bad(format!("a need for chunks {a}..{b} of {}", shown(&path)));
+                        }
+                        let start = f.chunks[a as usize].0;
+                        let (lo, ln) = f.chunks[b as usize - 1];
+                        parts.push((start, lo + u64::from(ln) - start));
+                    }
+                }
+                for (offset, len) in parts {
+                    self.send_range(id, &path, offset, len)?;
+                }
+                self.progress
+                    .bytes_sent
+                    .store(self.w.bytes, Ordering::Relaxed);
+                Ok(None)
+            }
+            ToSender::Done {
+                generation,
+                failed,
+                diverged,
+                diverged_dir,
+            } => Ok(Some((generation, failed, diverged, diverged_dir))),
+            ToSender::Error { message } => Err(SendError::Refused(message)),
+            ToSender::State { .. } => bad("a state message in the middle of a push"),
+        }
+    }
+
+    /// Sends `len` bytes of `path` from `offset` as data frames; a file that came up
+    /// short (it shrank or vanished) is abandoned.
+    fn send_range(&mut self, id: u32, path: &str, offset: u64, len: u64) -> Result<(), SendError> {
+        let f = File::open(self.root.join(path));
+        let mut buf = vec![0u8; wire::DATA_BLOCK];
+        let mut at = offset;
+        let end = offset + len;
+        let mut failure = None;
+        match f {
+            Ok(f) => {
+                while at < end {
+                    let want = ((end - at) as usize).min(buf.len());
+                    match f.read_at(&mut buf[..want], at) {
+                        Ok(0) => {
+                            failure = Some("it shrank while being sent".to_owned());
+                            break;
+                        }
+                        Ok(n) => {
+                            wire::write_data(&mut self.w, id, at, &buf[..n], true)?;
+                            at += n as u64;
+                        }
+                        Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                        Err(e) => {
+                            failure = Some(e.to_string());
+                            break;
+                        }
+                    }
+                }
+            }
+            Err(e) => failure = Some(e.to_string()),
+        }
+        if let Some(reason) = failure {
+            tracing::warn!(path = %shown(path), %reason, "Push: a file could not be sent");
+            self.abandoned.insert(path.to_owned());
+            wire::write_msg(&mut self.w, &ToReceiver::Abandon { id, reason })?;
+        }
+        Ok(())
+    }
+}

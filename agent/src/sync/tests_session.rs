@@ -1,0 +1,430 @@
+//! Whole push sessions on loopback: the real sender against the real receiver, between
+//! two temp directories.
+
+use super::plan::Limit;
+use super::recv::{self, Target};
+use super::send::{self, Progress, Source};
+use super::wire::{self, Open, ToReceiver};
+use super::*;
+use std::fs;
+use std::net::{TcpListener, TcpStream};
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+struct Pair {
+    _t: tempfile::TempDir,
+    src: std::path::PathBuf,
+    dst: std::path::PathBuf,
+    state: std::path::PathBuf,
+    sent: Option<Manifest>,
+    recv: Arc<Mutex<Option<Manifest>>>,
+    diverge: bool,
+}
+
+impl Pair {
+    fn new() -> Pair {
+        let t = tempfile::tempdir().unwrap();
+        let (src, dst, state) = (
+            t.path().join("src"),
+            t.path().join("dst"),
+            t.path().join("state"),
+        );
+        fs::create_dir_all(&src).unwrap();
+        Pair {
+            _t: t,
+            src,
+            dst,
+            state,
+            sent: None,
+            recv: Arc::new(Mutex::new(None)),
+            diverge: false,
+        }
+    }
+
+    fn push_with(
+        &mut self,
+        force: bool,
+        dry_run: bool,
+        excludes: &[&str],
+    ) -> (send::Sent, recv::Received) {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let open = Open {
+            protocol: wire::SYNC_PROTOCOL,
+            site: "s".into(),
+            job: "j".into(),
+            epoch: 1,
+            generation: self.sent.as_ref().map(|m| m.generation.clone()),
+            dry_run,
+        };
+        let target = Target {
+            root: self.dst.clone(),
+            diverged_base: self.state.join("diverged/s"),
+            manifest: self.recv.lock().unwrap().clone(),
+            epoch: 1,
+            diverge: self.diverge,
+        };
+        let keep = Arc::clone(&self.recv);
+        let server = std::thread::spawn(move || {
+            let (stream, _) = listener.accept().unwrap();
+            recv::receive(stream, &open, &target, &mut |m| {
+                *keep.lock().unwrap() = Some(m.clone());
+                Ok(())
+            })
+        });
+        let stream = TcpStream::connect(addr).unwrap();
+        let x = Excludes::new(&excludes.iter().map(|s| s.to_string()).collect::<Vec<_>>()).unwrap();
+        let source = Source {
+            root: &self.src,
+            excludes: &x,
+            manifest: self.sent.as_ref(),
+            max_delete: Limit::Percent(50.0),
+            force,
+            dry_run,
+        };
+        let sent = send::push(stream, &source, &Progress::default());
+        let received = server.join().unwrap();
+        let sent = sent.unwrap();
+        if let Some(m) = &sent.manifest {
+            self.sent = Some(m.clone());
+        }
+        if sent.refused.is_some() || dry_run {
+            return (sent, recv::Received::default());
+        }
+        (sent, received.unwrap())
+    }
+
+    fn push(&mut self) -> (send::Sent, recv::Received) {
+        self.push_with(false, false, &[])
+    }
+}
+
+fn write(root: &Path, path: &str, content: &[u8]) {
+    let p = root.join(path);
+    fs::create_dir_all(p.parent().unwrap()).unwrap();
+    fs::write(p, content).unwrap();
+}
+
+fn noise(n: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed | 1;
+    (0..n)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+/// Every entry's kind, size, mode, mtime (ns), symlink target, hard-link grouping and
+/// content, for comparing two trees.
+fn snapshot(root: &Path) -> Vec<String> {
+    let mut w = walk::walk(root, None).unwrap();
+    walk::hash_missing(root, &mut w, 2);
+    assert!(w.temps.is_empty(), "temp files left: {:?}", w.temps);
+    w.entries
+        .iter()
+        .map(|(e, _)| {
+            format!(
+                "{} {:?} {} {:o} {}.{} {:?} {:?} {:?}",
+                e.path,
+                e.kind,
+                e.size,
+                e.meta.mode,
+                e.meta.mtime,
+                e.meta.mtime_ns,
+                e.target,
+                e.link,
+                e.hash
+            )
+        })
+        .collect()
+}
+
+fn build_tree(r: &Path) {
+    write(r, "a/b/text.txt", b"hello world\n");
+    write(r, "a/empty-file", b"");
+    write(r, "big.bin", &noise(300_000, 1));
+    fs::create_dir_all(r.join("empty/dir")).unwrap();
+    std::os::unix::fs::symlink("../big.bin", r.join("a/link-to-big")).unwrap();
+    std::os::unix::fs::symlink("/nonexistent/abs", r.join("dangling")).unwrap();
+    fs::hard_link(r.join("a/b/text.txt"), r.join("hard")).unwrap();
+    fs::set_permissions(r.join("big.bin"), fs::Permissions::from_mode(0o640)).unwrap();
+    fs::set_permissions(r.join("a/b"), fs::Permissions::from_mode(0o750)).unwrap();
+    let t = std::time::UNIX_EPOCH + std::time::Duration::new(1_600_000_000, 123_456_789);
+    fs::File::options()
+        .write(true)
+        .open(r.join("a/empty-file"))
+        .unwrap()
+        .set_modified(t)
+        .unwrap();
+}
+
+#[test]
+fn every_kind_round_trips_and_a_second_push_sends_nothing() {
+    let mut p = Pair::new();
+    build_tree(&p.src);
+    let (s, r) = p.push();
+    assert!(s.failed.is_empty() && r.failed.is_empty(), "{:?}", s.failed);
+    assert_eq!(snapshot(&p.src), snapshot(&p.dst));
+    let ino = |path: &str| fs::symlink_metadata(p.dst.join(path)).unwrap().ino();
+    assert_eq!(ino("hard"), ino("a/b/text.txt"), "hard link kept");
+    assert_eq!(s.files_total, 10);
+
+    let (s, r) = p.push();
+    assert_eq!((s.changed, r.steps), (0, 0));
+    assert!(
+        s.bytes_sent < 100,
+        "a no-change push sent {} bytes",
+        s.bytes_sent
+    );
+    assert!(s.manifest.is_none(), "nothing to save");
+}
+
+#[test]
+fn edits_renames_and_deletions() {
+    let mut p = Pair::new();
+    build_tree(&p.src);
+    for i in 0..20 {
+        write(&p.src, &format!("many/f{i}"), &noise(40_000, i + 10));
+    }
+    p.push();
+    // An in-place edit of a big file travels as a delta.
+    let mut big = fs::read(p.src.join("big.bin")).unwrap();
+    big[150_000..150_010].copy_from_slice(b"0123456789");
+    fs::write(p.src.join("big.bin"), &big).unwrap();
+    let (s, _) = p.push();
+    assert_eq!(s.changed, 1, "only the file (its directory is the root)");
+    assert!(
+        s.bytes_sent < 40_000,
+        "a 10-byte edit sent {} bytes",
+        s.bytes_sent
+    );
+    assert_eq!(snapshot(&p.src), snapshot(&p.dst));
+
+    // A renamed directory is copied on the receiver, not sent again.
+    fs::rename(p.src.join("many"), p.src.join("moved")).unwrap();
+    let (s, _) = p.push_with(true, false, &[]);
+    assert!(
+        s.bytes_sent < 20_000,
+        "a rename sent {} bytes",
+        s.bytes_sent
+    );
+    assert_eq!(snapshot(&p.src), snapshot(&p.dst));
+
+    // Kind changes and deletions.
+    fs::remove_file(p.src.join("hard")).unwrap();
+    fs::create_dir(p.src.join("hard")).unwrap();
+    fs::remove_dir_all(p.src.join("a/b")).unwrap();
+    write(&p.src, "a/b", b"now a file");
+    let (s, _) = p.push_with(true, false, &[]);
+    assert!(s.failed.is_empty(), "{:?}", s.failed);
+    assert_eq!(snapshot(&p.src), snapshot(&p.dst));
+}
+
+#[test]
+fn the_replica_changed_behind_our_back_is_repaired() {
+    let mut p = Pair::new();
+    build_tree(&p.src);
+    p.push();
+    fs::write(p.dst.join("a/b/text.txt"), b"tampered").unwrap();
+    fs::remove_file(p.dst.join("big.bin")).unwrap();
+    write(&p.dst, "intruder", b"x");
+    let (s, _) = p.push_with(true, false, &[]);
+    assert!(s.changed >= 3, "{}", s.changed);
+    assert_eq!(snapshot(&p.src), snapshot(&p.dst));
+    // Forgetting the sender manifest: a full listing, nothing resent.
+    p.sent = None;
+    let (s, _) = p.push();
+    assert_eq!(s.changed, 0);
+    assert!(s.bytes_sent < 100);
+}
+
+#[test]
+fn excludes_are_neither_sent_nor_deleted() {
+    let mut p = Pair::new();
+    write(&p.src, "keep.txt", b"k");
+    write(&p.src, "cache/x", b"c");
+    write(&p.src, "t.tmp", b"t");
+    write(&p.dst, "cache/theirs", b"mine");
+    let (s, _) = p.push_with(false, false, &["cache/", "*.tmp"]);
+    assert!(s.failed.is_empty(), "{:?}", s.failed);
+    assert!(p.dst.join("keep.txt").exists());
+    assert!(!p.dst.join("t.tmp").exists());
+    assert_eq!(fs::read(p.dst.join("cache/theirs")).unwrap(), b"mine");
+    assert!(!p.dst.join("cache/x").exists());
+}
+
+#[test]
+fn guards_and_dry_run_change_nothing() {
+    let mut p = Pair::new();
+    for i in 0..10 {
+        write(&p.src, &format!("f{i}"), b"x");
+    }
+    p.push();
+    let before = snapshot(&p.dst);
+    for i in 0..6 {
+        fs::remove_file(p.src.join(format!("f{i}"))).unwrap();
+    }
+    let (s, _) = p.push();
+    assert!(
+        s.refused.as_deref().unwrap().contains("delete 6"),
+        "{:?}",
+        s.refused
+    );
+    assert_eq!(snapshot(&p.dst), before);
+    let (s, _) = p.push_with(true, true, &[]);
+    assert_eq!(s.steps.len(), 6, "{:?}", s.steps);
+    assert_eq!(snapshot(&p.dst), before, "a dry run changes nothing");
+    for i in 6..10 {
+        fs::remove_file(p.src.join(format!("f{i}"))).unwrap();
+    }
+    let (s, _) = p.push();
+    assert!(s.refused.as_deref().unwrap().contains("source is empty"));
+    assert_eq!(snapshot(&p.dst), before);
+}
+
+#[test]
+fn diverged_data_is_moved_aside() {
+    let mut p = Pair::new();
+    write(&p.src, "same", b"same");
+    write(&p.src, "changed", b"new");
+    write(&p.dst, "same", b"same");
+    write(&p.dst, "changed", b"old local edit");
+    write(&p.dst, "only-here", b"written while master");
+    p.diverge = true;
+    let (s, r) = p.push_with(true, false, &[]);
+    let mut d = r.diverged.clone();
+    d.sort();
+    assert_eq!(d, ["changed", "only-here"]);
+    assert_eq!(s.diverged, r.diverged);
+    let dir = r.diverged_dir.unwrap();
+    assert!(dir.starts_with(p.state.join("diverged/s")));
+    assert_eq!(fs::read(dir.join("changed")).unwrap(), b"old local edit");
+    assert_eq!(
+        fs::read(dir.join("only-here")).unwrap(),
+        b"written while master"
+    );
+    assert_eq!(snapshot(&p.src), snapshot(&p.dst));
+}
+
+/// A hostile sender: speaks the protocol and tries to write outside the target.
+#[test]
+fn a_hostile_sender_cannot_leave_the_tree() {
+    let t = tempfile::tempdir().unwrap();
+    let dst = t.path().join("dst");
+    let outside = t.path().join("outside");
+    fs::create_dir_all(&dst).unwrap();
+    fs::create_dir_all(&outside).unwrap();
+    // The replica holds a symlink pointing outside (a local user made it, or a push did).
+    std::os::unix::fs::symlink(&outside, dst.join("escape")).unwrap();
+    let meta = Meta {
+        mode: 0o644,
+        ..Meta::default()
+    };
+    let file = |path: &str| super::plan::Step::File {
+        path: path.into(),
+        size: 1,
+        hash: Hash(*blake3::hash(b"x").as_bytes()),
+        meta,
+        how: super::plan::How::Literal,
+    };
+    let attempts: Vec<(Vec<u8>, &str)> = vec![
+        (step(1, file("../x")), "`..`"),
+        (step(1, file("/tmp/abs")), "absolute"),
+        (step(1, file("a\0b")), "NUL"),
+        (step(1, file("escape/pwned")), ""),
+        (
+            step(
+                1,
+                super::plan::Step::Hardlink {
+                    path: "h".into(),
+                    to: "escape/../../etc/passwd".into(),
+                },
+            ),
+            "`..`",
+        ),
+        (
+            {
+                let mut f = step(1, file("big"));
+                f.extend(data(1, 0, &[b'x'; 2]));
+                f
+            },
+            "past the announced size",
+        ),
+        (vec![0xff, 0xff, 0xff, 0xff, 1, 0], "over"),
+        (
+            {
+                let mut f = step(1, file("a"));
+                f.extend(step(1, file("b")));
+                f
+            },
+            "used twice",
+        ),
+    ];
+    for (frames, why) in attempts {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let d = dst.clone();
+        let server = std::thread::spawn(move || {
+            let (stream, _) = listener.accept().unwrap();
+            let open = Open {
+                protocol: wire::SYNC_PROTOCOL,
+                site: "s".into(),
+                job: "j".into(),
+                epoch: 1,
+                generation: None,
+                dry_run: false,
+            };
+            let target = Target {
+                root: d,
+                diverged_base: std::path::PathBuf::from("/nonexistent"),
+                manifest: None,
+                epoch: 1,
+                diverge: false,
+            };
+            recv::receive(stream, &open, &target, &mut |_| Ok(()))
+        });
+        let mut c = TcpStream::connect(addr).unwrap();
+        std::io::Write::write_all(&mut c, &frames).unwrap();
+        let mut fin = Vec::new();
+        wire::write_msg(&mut fin, &ToReceiver::Finish).unwrap();
+        let _ = std::io::Write::write_all(&mut c, &fin);
+        let got = server.join().unwrap();
+        match got {
+            Err(e) => assert!(e.to_string().contains(why), "{why}: {e}"),
+            Ok(r) => {
+                // Not a protocol violation: the write itself must have failed.
+                assert!(why.is_empty(), "{why}: accepted");
+                assert_eq!(r.failed.len(), 1, "{:?}", r.failed);
+            }
+        }
+        assert_eq!(
+            fs::read_dir(&outside).unwrap().count(),
+            0,
+            "{why}: wrote outside"
+        );
+    }
+}
+
+fn step(id: u32, step: super::plan::Step) -> Vec<u8> {
+    let mut b = Vec::new();
+    wire::write_msg(
+        &mut b,
+        &ToReceiver::Step {
+            id,
+            step,
+            delta: None,
+        },
+    )
+    .unwrap();
+    b
+}
+
+fn data(id: u32, offset: u64, bytes: &[u8]) -> Vec<u8> {
+    let mut b = Vec::new();
+    wire::write_data(&mut b, id, offset, bytes, false).unwrap();
+    b
+}

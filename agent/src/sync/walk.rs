@@ -1,0 +1,312 @@
+//! Reading a tree: a stat walk that never follows symlinks, hard links grouped, and
+//! blake3 hashes of the files that a manifest cannot vouch for (in parallel).
+
+use super::{Entry, Excludes, Kind, Manifest, Meta, Stamp, TEMP_PREFIX};
+use std::collections::HashMap;
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
+
+/// A walked tree: entries sorted by path, with their stamps.
+#[derive(Debug, Default)]
+pub struct Walked {
+    pub entries: Vec<(Entry, Stamp)>,
+    /// `st_dev` of the root.
+    pub root_dev: u64,
+    /// What could not be read (named; the rest of the walk went on).
+    pub errors: Vec<String>,
+    /// Our own temp files found (left over by a crash).
+    pub temps: Vec<String>,
+}
+
+fn meta_of(m: &std::fs::Metadata) -> (Meta, Stamp) {
+    (
+        Meta {
+            mode: m.mode() & 0o7777,
+            uid: m.uid(),
+            gid: m.gid(),
+            mtime: m.mtime(),
+            mtime_ns: m.mtime_nsec() as u32,
+        },
+        Stamp {
+            ctime: m.ctime(),
+            ctime_ns: m.ctime_nsec() as u32,
+            ino: m.ino(),
+        },
+    )
+}
+
+/// Walks `root` (which must be a directory; the root itself is not an entry). Excluded
+/// entries are left out and excluded directories not entered.
+pub fn walk(root: &Path, excludes: Option<&Excludes>) -> Result<Walked, String> {
+    let top = std::fs::metadata(root).map_err(|e| format!("{}: {e}", root.display()))?;
+    if !top.is_dir() {
+        return Err(format!("{} is not a directory", root.display()));
+    }
+    let mut w = Walked {
+        root_dev: top.dev(),
+        ..Walked::default()
+    };
+    let mut links: HashMap<(u64, u64), Vec<usize>> = HashMap::new();
+    let mut stack = vec![String::new()];
+    while let Some(dir) = stack.pop() {
+        let full = if dir.is_empty() {
+            root.to_path_buf()
+        } else {
+            root.join(&dir)
+        };
+        let rd = match std::fs::read_dir(&full) {
+            Ok(rd) => rd,
+            Err(e) => {
+                w.errors.push(format!("{}: {e}", full.display()));
+                continue;
+            }
+        };
+        for de in rd {
+            let de = match de {
+                Ok(de) => de,
+                Err(e) => {
+                    w.errors.push(format!("{}: {e}", full.display()));
+                    continue;
+                }
+            };
+            let name = de.file_name();
+            let Some(name) = name.to_str() else {
+                w.errors.push(format!(
+                    "{}: a name that is not UTF-8 (not pushed)",
+                    full.join(&name).display()
+                ));
+                continue;
+            };
+            let path = if dir.is_empty() {
+                name.to_owned()
+            } else {
+                format!("{dir}/{name}")
+            };
+            if name.starts_with(TEMP_PREFIX) {
+                w.temps.push(path);
+                continue;
+            }
+            // DirEntry::metadata does not follow symlinks.
+            let m = match de.metadata() {
+                Ok(m) => m,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => {
+                    w.errors.push(format!("{}: {e}", full.join(name).display()));
+                    continue;
+                }
+            };
+            let ft = m.file_type();
+            let kind = if ft.is_dir() {
+                Kind::Dir
+            } else if ft.is_file() {
+                Kind::File
+            } else if ft.is_symlink() {
+                Kind::Symlink
+            } else {
+                continue; // sockets, fifos and devices are not pushed
+            };
+            if excludes.is_some_and(|x| x.excluded(&path, kind == Kind::Dir)) {
+                continue;
+            }
+            let (meta, stamp) = meta_of(&m);
+            let target = if kind == Kind::Symlink {
+                match std::fs::read_link(full.join(name)) {
+                    Ok(t) => match t.into_os_string().into_string() {
+                        Ok(t) => Some(t),
+                        Err(_) => {
+                            w.errors
+                                .push(format!("{path}: a symlink target that is not UTF-8"));
+                            continue;
+                        }
+                    },
+                    Err(e) => {
+                        w.errors.push(format!("{path}: {e}"));
+                        continue;
+                    }
+                }
+            } else {
+                None
+            };
+            if kind == Kind::Dir {
+                stack.push(path.clone());
+            }
+            if kind == Kind::File && m.nlink() > 1 {
+                links
+                    .entry((m.dev(), m.ino()))
+                    .or_default()
+                    .push(w.entries.len());
+            }
+            w.entries.push((
+                Entry {
+                    path,
+                    kind,
+                    size: if kind == Kind::File { m.len() } else { 0 },
+                    meta,
+                    hash: None,
+                    target,
+                    link: None,
+                },
+                stamp,
+            ));
+        }
+    }
+    // Hard links: every name but the first (in path order) points at the first.
+    for group in links.values().filter(|g| g.len() > 1) {
+        let Some(&lead) = group
+            .iter()
+            .min_by(|a, b| w.entries[**a].0.path.cmp(&w.entries[**b].0.path))
+        else {
+            continue;
+        };
+        let leader = w.entries[lead].0.path.clone();
+        for &i in group {
+            if i != lead {
+                w.entries[i].0.link = Some(leader.clone());
+            }
+        }
+    }
+    w.entries.sort_unstable_by(|a, b| a.0.path.cmp(&b.0.path));
+    Ok(w)
+}
+
+/// Takes each file's hash from `manifest` where its stamp, size and mtime are those the
+/// manifest recorded (the file was not touched since).
+pub fn reuse_hashes(w: &mut Walked, manifest: &Manifest) {
+    for (e, s) in &mut w.entries {
+        if e.kind != Kind::File {
+            continue;
+        }
+        if let Some((old, old_stamp)) = manifest.entries.get(&e.path) {
+            if old_stamp == s
+                && old.size == e.size
+                && old.meta.mtime == e.meta.mtime
+                && old.meta.mtime_ns == e.meta.mtime_ns
+            {
+                e.hash = old.hash;
+            }
+        }
+    }
+}
+
+/// Hashes every file without a hash, on up to `threads` threads. A file that vanished
+/// meanwhile is dropped from the walk; one that cannot be read is dropped and named in
+/// `errors`. Hard-linked names share their leader's hash. Returns the bytes read.
+pub fn hash_missing(root: &Path, w: &mut Walked, threads: usize) -> u64 {
+    let todo: Vec<usize> = (0..w.entries.len())
+        .filter(|&i| {
+            let e = &w.entries[i].0;
+            e.kind == Kind::File && e.hash.is_none() && e.link.is_none()
+        })
+        .collect();
+    let next = AtomicUsize::new(0);
+    let results = Mutex::new(Vec::with_capacity(todo.len()));
+    let read = AtomicUsize::new(0);
+    std::thread::scope(|s| {
+        for _ in 0..threads.max(1) {
+            s.spawn(|| loop {
+                let k = next.fetch_add(1, Ordering::Relaxed);
+                let Some(&i) = todo.get(k) else { break };
+                let path = root.join(&w.entries[i].0.path);
+                let r = hash_file(&path);
+                if let Ok((_, n)) = &r {
+                    read.fetch_add(*n as usize, Ordering::Relaxed);
+                }
+                if let Ok(mut v) = results.lock() {
+                    v.push((i, r));
+                }
+            });
+        }
+    });
+    let mut drop = vec![false; w.entries.len()];
+    for (i, r) in results.into_inner().unwrap_or_default() {
+        match r {
+            Ok((h, _)) => w.entries[i].0.hash = Some(h),
+            Err(e) => {
+                if e.kind() != std::io::ErrorKind::NotFound {
+                    w.errors.push(format!("{}: {e}", w.entries[i].0.path));
+                }
+                drop[i] = true;
+            }
+        }
+    }
+    let leaders: HashMap<String, Option<super::Hash>> = w
+        .entries
+        .iter()
+        .enumerate()
+        .filter(|(i, (e, _))| !drop[*i] && e.kind == Kind::File && e.link.is_none())
+        .map(|(_, (e, _))| (e.path.clone(), e.hash))
+        .collect();
+    for (e, _) in &mut w.entries {
+        if let Some(l) = &e.link {
+            e.hash = leaders.get(l).copied().flatten();
+        }
+    }
+    let mut i = 0;
+    w.entries.retain(|(e, _)| {
+        let keep = !drop[i] && (e.kind != Kind::File || e.hash.is_some());
+        i += 1;
+        keep
+    });
+    read.load(Ordering::Relaxed) as u64
+}
+
+/// The blake3 of a file's bytes, and how many there were.
+pub fn hash_file(path: &Path) -> std::io::Result<(super::Hash, u64)> {
+    let f = std::fs::File::open(path)?;
+    let mut h = blake3::Hasher::new();
+    h.update_reader(&f)?;
+    let n = f.metadata()?.len();
+    Ok((super::Hash(*h.finalize().as_bytes()), n))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn walk_sees_every_kind_and_never_follows_links() {
+        let t = tempfile::tempdir().unwrap();
+        let r = t.path();
+        std::fs::create_dir_all(r.join("d/empty")).unwrap();
+        std::fs::write(r.join("d/f"), b"hello").unwrap();
+        std::fs::hard_link(r.join("d/f"), r.join("a-link")).unwrap();
+        std::os::unix::fs::symlink("/etc", r.join("d/etc")).unwrap();
+        std::fs::write(r.join("d/x.tmp"), b"").unwrap();
+        std::fs::write(r.join(format!("d/{TEMP_PREFIX}1")), b"").unwrap();
+        let x = Excludes::new(&["*.tmp".into()]).unwrap();
+        let mut w = walk(r, Some(&x)).unwrap();
+        hash_missing(r, &mut w, 2);
+        let got: Vec<_> = w
+            .entries
+            .iter()
+            .map(|(e, _)| {
+                (
+                    e.path.as_str(),
+                    e.kind,
+                    e.link.as_deref(),
+                    e.target.as_deref(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("a-link", Kind::File, None, None),
+                ("d", Kind::Dir, None, None),
+                ("d/empty", Kind::Dir, None, None),
+                ("d/etc", Kind::Symlink, None, Some("/etc")),
+                ("d/f", Kind::File, Some("a-link"), None),
+            ]
+        );
+        assert_eq!(w.temps, [format!("d/{TEMP_PREFIX}1")]);
+        let h = super::super::Hash(*blake3::hash(b"hello").as_bytes());
+        assert_eq!(w.entries[0].0.hash, Some(h));
+        assert_eq!(
+            w.entries[4].0.hash,
+            Some(h),
+            "a hard link shares its leader's hash"
+        );
+    }
+}

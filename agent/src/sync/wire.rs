@@ -1,0 +1,361 @@
+//! The push protocol, spoken on a peer RPC connection after a `push` request.
+//!
+//! A frame is a 4-byte big-endian length, a kind byte, a flags byte and the body (at most
+//! [`MAX_FRAME`] bytes, compressed or not; a compressed body may not inflate past it).
+//! Kinds: a JSON message ([`ToReceiver`] / [`ToSender`]); file data (`u32` file id,
+//! `u64` offset, bytes); a chunk list (`u32` file id, then 20-byte records: `u32` length
+//! and a 16-byte hash). Flag bit 0: the body is zstd-compressed.
+//!
+//! The receiver drives nothing; the sender sends steps in plan order and, for copies and
+//! deltas, the receiver answers `need` with what it lacks. Every path in a step is
+//! checked with [`super::check_path`] before use.
+
+use super::chunk::{Chunk, Params};
+use super::plan::Step;
+use super::Entry;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use std::io::{self, Read, Write};
+
+/// Bumped on any incompatible change; both sides must agree.
+pub const SYNC_PROTOCOL: u32 = 1;
+pub const MAX_FRAME: usize = 2 << 20;
+/// File data travels in blocks of this size.
+pub const DATA_BLOCK: usize = 256 << 10;
+/// Entries per `state` message, and chunk records per chunk-list frame.
+pub const STATE_BATCH: usize = 2048;
+pub const CHUNK_BATCH: usize = 32 * 1024;
+/// The most chunks one delta may have on the wire.
+pub const MAX_WIRE_CHUNKS: u32 = 1 << 22;
+/// Bodies shorter than this are not worth compressing.
+const COMPRESS_MIN: usize = 512;
+
+const KIND_MSG: u8 = 1;
+const KIND_DATA: u8 = 2;
+const KIND_CHUNKS: u8 = 3;
+const FLAG_ZSTD: u8 = 1;
+
+/// What the sender opens a push with (inside a peer RPC request).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Open {
+    pub protocol: u32,
+    pub site: String,
+    pub job: String,
+    /// The sender's epoch for the site (the receiver checks its own store).
+    pub epoch: i64,
+    /// The receiver generation the sender's manifest matches, if it has one.
+    pub generation: Option<String>,
+    /// List what would change; the receiver changes nothing at all.
+    pub dry_run: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DeltaHead {
+    pub params: Params,
+    /// How many chunk records follow in chunk-list frames.
+    pub chunks: u32,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "t", rename_all = "snake_case")]
+pub enum ToReceiver {
+    /// A step of the plan; files have an id that data, chunk lists and needs refer to.
+    Step {
+        id: u32,
+        step: Step,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        delta: Option<DeltaHead>,
+    },
+    /// The file `id` cannot be sent (it vanished or changed while being read).
+    Abandon { id: u32, reason: String },
+    /// Every step was sent: make it durable and answer `done`.
+    Finish,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "t", rename_all = "snake_case")]
+pub enum ToSender {
+    /// What the replica holds: everything (`full`) when the sender's generation is not
+    /// the receiver's, else only what changed behind the sender's back (`entries` as
+    /// they are now, `gone` removed). Sent in batches; `last` marks the end.
+    State {
+        generation: String,
+        full: bool,
+        entries: Vec<Entry>,
+        #[serde(default)]
+        gone: Vec<String>,
+        /// The receiver sets numeric owners (it runs as root).
+        #[serde(default)]
+        owners: bool,
+        last: bool,
+    },
+    /// For a copy or delta `id`: send these chunk ranges `[from, to)` (or everything).
+    Need {
+        id: u32,
+        all: bool,
+        ranges: Vec<(u32, u32)>,
+    },
+    Done {
+        generation: String,
+        /// Paths that could not be written, with why.
+        failed: Vec<(String, String)>,
+        /// Paths moved aside into `diverged_dir` before being overwritten or deleted.
+        diverged: Vec<String>,
+        diverged_dir: Option<String>,
+    },
+    Error {
+        message: String,
+    },
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum WireError {
+    #[error("push connection")]
+    Io(#[from] io::Error),
+    #[error("the peer closed the push connection")]
+    Closed,
+    #[error("a frame of {0} bytes is over the {MAX_FRAME}-byte limit")]
+    Oversized(usize),
+    #[error("malformed push frame: {0}")]
+    Malformed(String),
+}
+
+#[derive(Debug)]
+pub enum Frame {
+    Msg(Vec<u8>),
+    Data {
+        id: u32,
+        offset: u64,
+        bytes: Vec<u8>,
+    },
+    Chunks {
+        id: u32,
+        list: Vec<(u32, [u8; 16])>,
+    },
+}
+
+impl Frame {
+    pub fn msg<T: DeserializeOwned>(self) -> Result<T, WireError> {
+        match self {
+            Frame::Msg(body) => {
+                serde_json::from_slice(&body).map_err(|e| WireError::Malformed(e.to_string()))
+            }
+            Frame::Data { .. } => Err(WireError::Malformed(
+                "file data where a message was due".into(),
+            )),
+            Frame::Chunks { .. } => Err(WireError::Malformed(
+                "a chunk list where a message was due".into(),
+            )),
+        }
+    }
+}
+
+/// Counts the bytes written through it (the push's bytes on the wire).
+pub struct Counted<W> {
+    pub inner: W,
+    pub bytes: u64,
+}
+
+impl<W: Write> Write for Counted<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.bytes += n as u64;
+        Ok(n)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+fn write_frame<W: Write>(
+    w: &mut W,
+    kind: u8,
+    body: &[u8],
+    compress: bool,
+) -> Result<(), WireError> {
+    let mut flags = 0;
+    let packed;
+    let body = if compress && body.len() >= COMPRESS_MIN {
+        packed = zstd::bulk::compress(body, 1)?;
+        if packed.len() < body.len() {
+            flags |= FLAG_ZSTD;
+            &packed[..]
+        } else {
+            body
+        }
+    } else {
+        body
+    };
+    if body.len() > MAX_FRAME {
+        return Err(WireError::Oversized(body.len()));
+    }
+    let mut head = [0u8; 6];
+    head[..4].copy_from_slice(&(body.len() as u32).to_be_bytes());
+    head[4] = kind;
+    head[5] = flags;
+    w.write_all(&head)?;
+    w.write_all(body)?;
+    Ok(())
+}
+
+pub fn write_msg<W: Write, T: Serialize>(w: &mut W, msg: &T) -> Result<(), WireError> {
+    let body = serde_json::to_vec(msg).map_err(|e| WireError::Malformed(e.to_string()))?;
+    write_frame(w, KIND_MSG, &body, true)
+}
+
+pub fn write_data<W: Write>(
+    w: &mut W,
+    id: u32,
+    offset: u64,
+    bytes: &[u8],
+    compress: bool,
+) -> Result<(), WireError> {
+    let mut body = Vec::with_capacity(12 + bytes.len());
+    body.extend_from_slice(&id.to_be_bytes());
+    body.extend_from_slice(&offset.to_be_bytes());
+    body.extend_from_slice(bytes);
+    write_frame(w, KIND_DATA, &body, compress)
+}
+
+pub fn write_chunks<W: Write>(w: &mut W, id: u32, chunks: &[Chunk]) -> Result<(), WireError> {
+    for batch in chunks.chunks(CHUNK_BATCH) {
+        let mut body = Vec::with_capacity(4 + 20 * batch.len());
+        body.extend_from_slice(&id.to_be_bytes());
+        for c in batch {
+            body.extend_from_slice(&c.len.to_be_bytes());
+            body.extend_from_slice(&c.hash);
+        }
+        write_frame(w, KIND_CHUNKS, &body, false)?;
+    }
+    Ok(())
+}
+
+/// Reads one frame, checking its length before reading it and its inflated size.
+pub fn read_frame<R: Read>(r: &mut R) -> Result<Frame, WireError> {
+    let mut head = [0u8; 6];
+    match r.read_exact(&mut head) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Err(WireError::Closed),
+        Err(e) => return Err(e.into()),
+    }
+    let len = u32::from_be_bytes([head[0], head[1], head[2], head[3]]) as usize;
+    if len > MAX_FRAME {
+        return Err(WireError::Oversized(len));
+    }
+    let mut body = vec![0u8; len];
+    r.read_exact(&mut body)?;
+    if head[5] & !FLAG_ZSTD != 0 {
+        return Err(WireError::Malformed(format!(
+            "unknown flags {:#x}",
+            head[5]
+        )));
+    }
+    if head[5] & FLAG_ZSTD != 0 {
+        body = zstd::bulk::decompress(&body, MAX_FRAME)
+            .map_err(|e| WireError::Malformed(format!("a compressed frame: {e}")))?;
+    }
+    let short = || WireError::Malformed("a frame shorter than its header".into());
+    match head[4] {
+        KIND_MSG => Ok(Frame::Msg(body)),
+        KIND_DATA => {
+            if body.len() < 12 {
+                return Err(short());
+            }
+            let id = u32::from_be_bytes(body[..4].try_into().map_err(|_| short())?);
+            let offset = u64::from_be_bytes(body[4..12].try_into().map_err(|_| short())?);
+            body.drain(..12);
+            Ok(Frame::Data {
+                id,
+                offset,
+                bytes: body,
+            })
+        }
+        KIND_CHUNKS => {
+            if body.len() < 4 || (body.len() - 4) % 20 != 0 {
+                return Err(WireError::Malformed(
+                    "a chunk list of partial records".into(),
+                ));
+            }
+            let id = u32::from_be_bytes(body[..4].try_into().map_err(|_| short())?);
+            let list = body[4..]
+                .chunks_exact(20)
+                .map(|r| {
+                    let mut h = [0u8; 16];
+                    h.copy_from_slice(&r[4..]);
+                    (u32::from_be_bytes([r[0], r[1], r[2], r[3]]), h)
+                })
+                .collect();
+            Ok(Frame::Chunks { id, list })
+        }
+        k => Err(WireError::Malformed(format!("unknown frame kind {k}"))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frames_round_trip_compressed_or_not() {
+        let mut buf = Vec::new();
+        write_msg(&mut buf, &ToReceiver::Finish).unwrap();
+        let text = vec![b'a'; 100_000];
+        write_data(&mut buf, 7, 42, &text, true).unwrap();
+        let c = Chunk {
+            offset: 0,
+            len: 9,
+            hash: [3; 16],
+        };
+        write_chunks(&mut buf, 7, &[c, c]).unwrap();
+        assert!(
+            buf.len() < 2000,
+            "the repetitive data was compressed: {}",
+            buf.len()
+        );
+        let mut r = &buf[..];
+        assert!(matches!(
+            read_frame(&mut r).unwrap().msg::<ToReceiver>().unwrap(),
+            ToReceiver::Finish
+        ));
+        let Frame::Data { id, offset, bytes } = read_frame(&mut r).unwrap() else {
+            panic!()
+        };
+        assert_eq!((id, offset, bytes), (7, 42, text));
+        let Frame::Chunks { id, list } = read_frame(&mut r).unwrap() else {
+            panic!()
+        };
+        assert_eq!((id, list), (7, vec![(9, [3; 16]), (9, [3; 16])]));
+        assert!(matches!(read_frame(&mut r), Err(WireError::Closed)));
+    }
+
+    #[test]
+    fn hostile_frames_are_refused_before_allocation() {
+        let huge = [0xff, 0xff, 0xff, 0xff, KIND_MSG, 0];
+        assert!(matches!(
+            read_frame(&mut &huge[..]),
+            Err(WireError::Oversized(_))
+        ));
+        // A zstd bomb: small compressed, huge inflated.
+        let bomb = zstd::bulk::compress(&vec![0u8; MAX_FRAME + 1], 19).unwrap();
+        let mut f = (bomb.len() as u32).to_be_bytes().to_vec();
+        f.extend_from_slice(&[KIND_DATA, FLAG_ZSTD]);
+        f.extend_from_slice(&bomb);
+        assert!(matches!(
+            read_frame(&mut &f[..]),
+            Err(WireError::Malformed(_))
+        ));
+        for bad in [
+            vec![0, 0, 0, 3, KIND_DATA, 0, 1, 2, 3],
+            vec![0, 0, 0, 5, KIND_CHUNKS, 0, 0, 0, 0, 1, 2],
+            vec![0, 0, 0, 0, 9, 0],
+            vec![0, 0, 0, 0, KIND_MSG, 4],
+        ] {
+            assert!(
+                matches!(read_frame(&mut &bad[..]), Err(WireError::Malformed(_))),
+                "{bad:?}"
+            );
+        }
+        let mut r = &[0, 0, 0, 2, KIND_MSG, 0, b'{', b'}'][..];
+        assert!(read_frame(&mut r).unwrap().msg::<ToSender>().is_err());
+    }
+}
