@@ -185,6 +185,9 @@ pub enum Request {
     Space {
         site: String,
     },
+    /// Receive a push: after this request the connection speaks the push protocol
+    /// ([`crate::sync::wire`]) until the push ends.
+    Push(crate::sync::wire::Open),
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -216,6 +219,13 @@ pub fn check_space(spaces: &[TargetSpace]) -> Result<(), String> {
 /// Answers the peer's requests.
 pub trait PeerHandler: Send + Sync + 'static {
     fn handle(&self, request: Request) -> impl Future<Output = Response> + Send;
+
+    /// Serves a push on `stream` (the connection belongs to the push from now on).
+    fn push(
+        &self,
+        open: crate::sync::wire::Open,
+        stream: TcpStream,
+    ) -> impl Future<Output = ()> + Send;
 }
 
 async fn write_frame<T: Serialize>(stream: &mut TcpStream, message: &T) -> Result<(), PeerError> {
@@ -311,7 +321,7 @@ pub async fn serve<H: PeerHandler>(
         tracker.spawn(async move {
             let _permit = permit;
             let served =
-                async {
+                async move {
                     tokio::time::timeout(IDLE, hello(&mut stream, &me, &peer))
                         .await
                         .map_err(|_| PeerError::Timeout(IDLE))??;
@@ -333,6 +343,10 @@ pub async fn serve<H: PeerHandler>(
                                 }
                                 Ok(Err(e)) => return Err(e),
                             };
+                        if let Request::Push(open) = request {
+                            handler.push(open, stream).await;
+                            return Ok(());
+                        }
                         let response = handler.handle(request).await;
                         write_frame(&mut stream, &response).await?;
                     }
@@ -347,6 +361,29 @@ pub async fn serve<H: PeerHandler>(
     }
     tracker.close();
     tracker.wait().await;
+}
+
+/// Connects to the peer agent and opens a push: the returned connection speaks the push
+/// protocol.
+pub async fn open_push(
+    addr: SocketAddr,
+    me: &str,
+    peer: &str,
+    open: &crate::sync::wire::Open,
+    timeout: Duration,
+) -> Result<TcpStream, PeerError> {
+    let exchange = async {
+        let mut stream = TcpStream::connect(addr)
+            .await
+            .map_err(|e| PeerError::Connect(addr, e))?;
+        stream.set_nodelay(true)?;
+        hello(&mut stream, me, peer).await?;
+        write_frame(&mut stream, &Request::Push(open.clone())).await?;
+        Ok(stream)
+    };
+    tokio::time::timeout(timeout, exchange)
+        .await
+        .map_err(|_| PeerError::Timeout(timeout))?
 }
 
 /// Connects to the peer agent and makes one request.
@@ -389,6 +426,7 @@ mod tests {
                 _ => Response::Error("not here".into()),
             }
         }
+        async fn push(&self, _open: crate::sync::wire::Open, _stream: TcpStream) {}
     }
 
     async fn start(peer_ip: &str) -> (SocketAddr, CancellationToken) {

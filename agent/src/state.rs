@@ -535,6 +535,56 @@ impl Store {
             .collect())
     }
 
+    /// The manifest one side of a push job keeps (`side`: "send" or "receive").
+    pub async fn manifest(
+        &self,
+        site: &str,
+        job: &str,
+        side: &str,
+    ) -> Result<Option<crate::sync::Manifest>, StoreError> {
+        let row =
+            sqlx::query("SELECT data FROM sync_manifest WHERE site = ? AND job = ? AND side = ?")
+                .bind(site)
+                .bind(job)
+                .bind(side)
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(|e| self.db_err(e))?;
+        Ok(match row {
+            // An unreadable manifest is as good as none: the next push lists everything.
+            Some(r) => crate::sync::Manifest::decode(&r.get::<Vec<u8>, _>("data")).ok(),
+            None => None,
+        })
+    }
+
+    pub async fn put_manifest(
+        &self,
+        site: &str,
+        job: &str,
+        side: &str,
+        manifest: &crate::sync::Manifest,
+        now: i64,
+    ) -> Result<(), StoreError> {
+        let data = manifest
+            .encode()
+            .map_err(|e| self.db_err(sqlx::Error::Encode(Box::new(e))))?;
+        sqlx::query(
+            "INSERT INTO sync_manifest (site, job, side, generation, updated_at, data)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+             ON CONFLICT (site, job, side) DO UPDATE SET generation = ?4, updated_at = ?5, data = ?6",
+        )
+        .bind(site)
+        .bind(job)
+        .bind(side)
+        .bind(&manifest.generation)
+        .bind(now)
+        .bind(data)
+        .execute(&self.pool)
+        .await
+        .map_err(|e| self.db_err(e))?;
+        Ok(())
+    }
+
     pub async fn alert(&self, key: &str) -> Result<Option<AlertState>, StoreError> {
         let row = sqlx::query(
             "SELECT key, site, active, summary, since, notified, last_sent_at FROM alert WHERE key = ?",

@@ -17,6 +17,15 @@ pub enum Request {
         site: String,
         send: bool,
     },
+    /// Push `site`'s jobs (or `job`) now; answers when done with `Vec<push::JobResult>`.
+    Push {
+        site: String,
+        job: Option<String>,
+        dry_run: bool,
+        force: bool,
+    },
+    /// The push under way (`Option<push::ProgressView>`).
+    PushProgress,
 }
 
 #[derive(Debug, Serialize, Deserialize, PartialEq)]
@@ -104,6 +113,9 @@ pub enum Role {
 
 #[derive(Debug, Serialize, Deserialize, PartialEq)]
 pub struct SiteStatus {
+    /// The latest run of each push job (as `orch history` and reports see them).
+    #[serde(default)]
+    pub pushes: Vec<agent::state::PushRun>,
     pub name: String,
     /// This node's role for the site.
     pub role: Role,

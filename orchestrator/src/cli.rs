@@ -73,6 +73,20 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Push the site's directory trees to the standby now (run on the master); waits for
+    /// the end, with a progress bar on a terminal, and prints a summary per job
+    Push {
+        site: String,
+        /// Only this sync job
+        #[arg(long, value_name = "NAME")]
+        job: Option<String>,
+        /// List what would change on the standby; change nothing
+        #[arg(long)]
+        dry_run: bool,
+        /// Push even when a guard refuses (max_delete, an empty source, another filesystem)
+        #[arg(long)]
+        force: bool,
+    },
     /// Print the site's replication report now (as the agent would mail it); with --send,
     /// mail it and wait for the first delivery attempt (exit 1 if it is not delivered yet)
     Report {

@@ -82,6 +82,18 @@ pub fn run(cli: Cli) -> Result {
         Command::Report { site, send, html } => {
             report(&config::load(&config_path, &options)?, &site, send, html)
         }
+        Command::Push {
+            site,
+            job,
+            dry_run,
+            force,
+        } => push(
+            &config::load(&config_path, &options)?,
+            &site,
+            job,
+            dry_run,
+            force,
+        ),
         Command::Db { command } => db_command(&config::load(&config_path, &options)?, command),
         Command::Completions { shell } => {
             let mut cmd = <Cli as clap::CommandFactory>::command();
@@ -316,6 +328,28 @@ fn status(loaded: &Loaded, json: bool) -> Result {
             "{:width$}  {:8} {:12} {:>6}  {}",
             s.name, role, s.master, s.epoch, failover
         );
+    }
+    let runs: Vec<_> = report.sites.iter().flat_map(|s| &s.pushes).collect();
+    if !runs.is_empty() {
+        println!();
+        for r in runs {
+            let at = std::time::UNIX_EPOCH + Duration::from_millis(r.started_at.max(0) as u64);
+            println!(
+                "push {}/{}: {} at {}: {} of {} entries changed, {} sent of {}, {} deletion(s), {} diverged in {:.1} s{}",
+                r.site,
+                r.job,
+                r.outcome.as_str(),
+                humantime::format_rfc3339_seconds(at),
+                r.files_changed,
+                r.files_total,
+                crate::report::bytes(r.bytes_sent.max(0) as u64),
+                crate::report::bytes(r.bytes_total.max(0) as u64),
+                r.deletions,
+                r.diverged,
+                r.duration_ms as f64 / 1000.0,
+                r.errors.first().map(|e| format!("; {e}")).unwrap_or_default()
+            );
+        }
     }
     if !report.databases.is_empty() {
         println!();
@@ -687,6 +721,104 @@ fn report(loaded: &Loaded, site: &str, send: bool, html: bool) -> Result {
         ))),
         None => Err(Exit::failed(anyhow!("the agent did not queue the report"))),
     }
+}
+
+fn push(loaded: &Loaded, site: &str, job: Option<String>, dry_run: bool, force: bool) -> Result {
+    use crate::push::{JobResult, ProgressView};
+    use std::io::IsTerminal as _;
+    let site = site_named(&loaded.config, site)?;
+    if let Some(j) = &job {
+        if !site.sync.iter().any(|s| &s.name == j) {
+            return Err(Exit::usage(anyhow!(
+                "site {} has no sync job `{j}`",
+                site.name
+            )));
+        }
+    }
+    let request = Request::Push {
+        site: site.name.clone(),
+        job,
+        dry_run,
+        force,
+    };
+    let socket = loaded.me().state_dir.join(crate::daemon::SOCKET);
+    let rt = runtime()?;
+    let bar = std::io::stderr().is_terminal();
+    let results: std::result::Result<Vec<JobResult>, ControlError> = rt.block_on(async {
+        // A first push of a big tree may take hours: no overall limit.
+        let call = control::call(&socket, &request, Duration::from_secs(7 * 24 * 3600));
+        tokio::pin!(call);
+        let mut tick = tokio::time::interval(Duration::from_millis(250));
+        let mut drawn = false;
+        loop {
+            tokio::select! {
+                r = &mut call => {
+                    if drawn {
+                        eprint!("\r\x1b[2K");
+                    }
+                    return r;
+                }
+                _ = tick.tick(), if bar => {
+                    let p: std::result::Result<Option<ProgressView>, _> =
+                        control::call(&socket, &Request::PushProgress, Duration::from_secs(2)).await;
+                    if let Ok(Some(p)) = p {
+                        let width = 24usize;
+                        let filled = (p.steps_done * width as u64)
+                            .checked_div(p.steps_total)
+                            .unwrap_or(0) as usize;
+                        eprint!(
+                            "\r\x1b[2K{}/{} [{}{}] {}/{} steps, {} sent, {:.0} s — {}",
+                            p.site,
+                            p.job,
+                            "#".repeat(filled.min(width)),
+                            " ".repeat(width - filled.min(width)),
+                            p.steps_done,
+                            p.steps_total,
+                            crate::report::bytes(p.bytes_sent),
+                            p.elapsed_ms as f64 / 1000.0,
+                            p.phase
+                        );
+                        drawn = true;
+                    }
+                }
+            }
+        }
+    });
+    let results = results.map_err(|e| match e {
+        ControlError::Unreachable { .. } => Exit {
+            code: Exit::NO_AGENT,
+            error: anyhow!(e).context(format!(
+                "the agent of node {} is not running (start it: `systemctl start orch`, or `orch agent`)",
+                loaded.me
+            )),
+        },
+        other => Exit::failed(other),
+    })?;
+    let mut failed = 0;
+    for r in &results {
+        for c in &r.changes {
+            println!("{c}");
+        }
+        println!("{}/{}: {}: {}", r.site, r.job, r.outcome, r.summary);
+        if let Some(d) = &r.diverged_dir {
+            println!("  diverged data kept in {d}");
+        }
+        if let Some(run) = &r.run {
+            for e in run.errors.iter().take(20) {
+                println!("  {e}");
+            }
+        }
+        if r.outcome == "fail" || r.outcome == "refused" {
+            failed += 1;
+        }
+    }
+    if failed > 0 {
+        return Err(Exit::failed(anyhow!(
+            "{failed} of {} push job(s) did not complete",
+            results.len()
+        )));
+    }
+    Ok(())
 }
 
 fn dns_show(loaded: &Loaded, site: &str, json: bool) -> Result {

@@ -87,6 +87,14 @@ pub async fn run(loaded: Loaded) -> anyhow::Result<()> {
     };
     let alerter =
         crate::alerts::Alerter::new(Arc::clone(&loaded), store.clone(), Arc::clone(&mailer));
+    let pusher = crate::push::Pusher {
+        loaded: Arc::clone(&loaded),
+        store: store.clone(),
+        alerter: alerter.clone(),
+        reports: reports.clone(),
+        current: Arc::new(std::sync::Mutex::new(None)),
+        one: Arc::new(tokio::sync::Mutex::new(())),
+    };
     let api = Arc::new(Api {
         loaded: Arc::clone(&loaded),
         store: store.clone(),
@@ -95,6 +103,7 @@ pub async fn run(loaded: Loaded) -> anyhow::Result<()> {
         tunnel: tunnel_stats,
         peer_view: peer_view.clone(),
         reports: reports.clone(),
+        pusher: pusher.clone(),
     });
     // The tunnel runs on its own thread and stops with the supervisor's token.
     supervisor.spawn("tunnel", move |_stop| async move {
@@ -141,6 +150,23 @@ pub async fn run(loaded: Loaded) -> anyhow::Result<()> {
     {
         let reports = reports.clone();
         supervisor.spawn("reports", move |stop| crate::reports::run(reports, stop));
+    }
+    {
+        let pusher = pusher.clone();
+        supervisor.spawn("pushes", move |stop| {
+            crate::push::run_schedule(pusher, stop)
+        });
+    }
+    for site in &loaded.config.sites {
+        for job in site.sync.iter().filter(|j| j.watch) {
+            let Some(root) = job.paths.get(&loaded.me).cloned() else {
+                continue;
+            };
+            let (pusher, site, job) = (pusher.clone(), site.name.clone(), job.name.clone());
+            supervisor.spawn("watch", move |stop| {
+                crate::push::run_watch(pusher, site, job, root, stop)
+            });
+        }
     }
     supervisor.spawn("heartbeat", move |stop| async move {
         peering.run_heartbeats(stop).await;
@@ -246,6 +272,7 @@ struct Api {
     tunnel: watch::Receiver<LinkStats>,
     peer_view: watch::Receiver<PeerView>,
     reports: crate::reports::Context,
+    pusher: crate::push::Pusher,
 }
 
 /// How long `orch report --send` waits for the first delivery attempt.
@@ -274,6 +301,21 @@ impl control::Handler for Api {
                 };
                 Ok(serde_json::json!({ "made": made, "delivery": delivery }))
             }
+            Request::Push {
+                site,
+                job,
+                dry_run,
+                force,
+            } => {
+                let results = self
+                    .pusher
+                    .push(&site, job.as_deref(), dry_run, force)
+                    .await?;
+                serde_json::to_value(results).map_err(|e| e.to_string())
+            }
+            Request::PushProgress => {
+                serde_json::to_value(self.pusher.progress()).map_err(|e| e.to_string())
+            }
         }
     }
 }
@@ -286,7 +328,9 @@ impl Api {
         for site in &config.sites {
             let state = self.store.site_state(&site.name).await?;
             let (master, epoch) = state.map_or((site.primary.clone(), 0), |s| (s.master, s.epoch));
+            let pushes = self.store.latest_push_runs(&site.name).await?;
             sites.push(SiteStatus {
+                pushes,
                 name: site.name.clone(),
                 role: if &master == me {
                     Role::Master

@@ -15,6 +15,7 @@ pub mod logging;
 pub mod mail;
 pub mod peering;
 pub mod playbook;
+pub mod push;
 pub mod report;
 pub mod reports;
 mod starter;

@@ -137,7 +137,12 @@ impl PeerHandler for Peering {
                 Ok(spaces) => Response::Space(spaces),
                 Err(e) => Response::Error(e),
             },
+            Request::Push(_) => Response::Error("a push is not a request".into()),
         }
+    }
+
+    async fn push(&self, open: agent::sync::wire::Open, stream: tokio::net::TcpStream) {
+        crate::push::receive(Arc::clone(&self.loaded), self.store.clone(), open, stream).await;
     }
 }
 

@@ -10,5 +10,6 @@ mod dns;
 mod dns_http;
 mod lab;
 mod mail;
+mod push;
 mod report;
 mod tunnel;

@@ -41,6 +41,9 @@ pub struct Target {
     pub epoch: i64,
     /// Keep what this push overwrites or deletes (first push after a role change).
     pub diverge: bool,
+    /// Set when a newer push of the same job supersedes this one: it stops at the next
+    /// frame.
+    pub stop: Arc<std::sync::atomic::AtomicBool>,
 }
 
 #[derive(Debug, Default)]
@@ -243,11 +246,23 @@ fn serve(
         std::fs::create_dir_all(&target.root)
             .map_err(|e| RecvError::Local(io_err(&target.root.display().to_string(), e)))?;
     }
-    let listing = match super::walk::walk(&target.root, None) {
-        Ok(w) => w,
-        Err(_) if open.dry_run && !target.root.exists() => super::walk::Walked::default(),
-        Err(e) => return Err(RecvError::Local(e)),
-    };
+    if open.dry_run && !target.root.exists() {
+        // Nothing there yet: an empty replica, and nothing to do for a dry run.
+        wire::write_msg(
+            out,
+            &ToSender::State {
+                generation: String::new(),
+                full: true,
+                entries: Vec::new(),
+                gone: Vec::new(),
+                owners: rustix::process::geteuid().is_root(),
+                last: true,
+            },
+        )?;
+        out.flush().map_err(WireError::from)?;
+        return Ok(Received::default());
+    }
+    let listing = super::walk::walk(&target.root, None).map_err(RecvError::Local)?;
     let root = Arc::new(OwnedFd::from(File::open(&target.root).map_err(|e| {
         RecvError::Local(io_err(&target.root.display().to_string(), e))
     })?));
@@ -356,6 +371,11 @@ fn serve(
     loop {
         if finishing && s.open.is_empty() {
             break;
+        }
+        if target.stop.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(RecvError::Local(
+                "superseded by a newer push of the same job".into(),
+            ));
         }
         let frame = wire::read_frame(&mut input)?;
         match frame {

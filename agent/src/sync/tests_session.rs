@@ -64,6 +64,7 @@ impl Pair {
             manifest: self.recv.lock().unwrap().clone(),
             epoch: 1,
             diverge: self.diverge,
+            stop: Arc::default(),
         };
         let keep = Arc::clone(&self.recv);
         let server = std::thread::spawn(move || {
@@ -384,6 +385,7 @@ fn a_hostile_sender_cannot_leave_the_tree() {
                 manifest: None,
                 epoch: 1,
                 diverge: false,
+                stop: Arc::default(),
             };
             recv::receive(stream, &open, &target, &mut |_| Ok(()))
         });

@@ -876,6 +876,8 @@ fn check_site(
                     &jp.key("exclude").index(k),
                     "an empty exclude pattern matches nothing",
                 );
+            } else if let Err(e) = agent::sync::Excludes::new(std::slice::from_ref(pattern)) {
+                c.err(&jp.key("exclude").index(k), e);
             }
         }
         let max_delete = c
