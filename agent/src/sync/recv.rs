@@ -208,6 +208,9 @@ struct Session<'a> {
     out: BufWriter<TcpStream>,
     r: Received,
     diverged_dir: Option<PathBuf>,
+    /// Directory metadata set during the push, set again at the end (a late rename into a
+    /// directory moves its mtime).
+    dir_metas: Vec<(String, Meta)>,
 }
 
 /// Serves one push on `stream` (after the peer RPC `push` request): lists the replica,
@@ -364,6 +367,7 @@ fn serve(
         ),
         r: Received::default(),
         diverged_dir: None,
+        dir_metas: Vec::new(),
     };
     let mut input = BufReader::with_capacity(256 << 10, stream);
     let mut hashes: HashMap<String, Hash> = HashMap::new();
@@ -407,6 +411,14 @@ fn serve(
         }
     }
     s.flush()?;
+    for (path, meta) in std::mem::take(&mut s.dir_metas) {
+        if let Ok((dir, name)) = s.tree.at(&path) {
+            let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+            if let Ok(fd) = rustix::fs::openat(dir.as_fd(), name, flags, Mode::empty()) {
+                let _ = set_meta(&fd, &meta, s.owners);
+            }
+        }
+    }
     rustix::fs::syncfs(s.tree.root.as_fd())
         .map_err(|e| RecvError::Local(format!("syncfs: {e}")))?;
 
@@ -679,7 +691,14 @@ impl Session<'_> {
                 if let Err(e) = check_path(&to) {
                     return refused(e);
                 }
+                let in_flight = self.open.values().any(|f| f.path == to);
                 let r = (|| -> std::io::Result<()> {
+                    if in_flight {
+                        return Err(std::io::Error::other(format!(
+                            "{} is still being written: linked at the next push",
+                            shown(&to)
+                        )));
+                    }
                     let (from_dir, from_name) = self.tree.at(&to)?;
                     if lstat_at(&from_dir, from_name)? != Some(FileType::RegularFile) {
                         return Err(std::io::Error::other(format!(
@@ -738,6 +757,9 @@ impl Session<'_> {
                             }
                             let fd = rustix::fs::openat(dir.as_fd(), name, flags, Mode::empty())?;
                             set_meta(&fd, &meta, self.owners)?;
+                            if kind == Kind::Dir {
+                                self.dir_metas.push((path.clone(), meta));
+                            }
                         }
                         _ => return Err(std::io::Error::other("not the kind the sender expects")),
                     }

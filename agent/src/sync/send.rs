@@ -291,6 +291,16 @@ impl Transfer<'_> {
         let mut id = 0u32;
         for step in steps {
             id += 1;
+            // Hard links, metadata and late deletions act on names that copies and deltas
+            // write: let every one of those be answered (its data is then ahead in the
+            // stream) first.
+            if matches!(step, Step::Hardlink { .. } | Step::Meta { .. })
+                || (matches!(step, Step::Delete { .. }) && !self.inflight.is_empty())
+            {
+                while self.awaiting > 0 {
+                    self.wait(rx)?;
+                }
+            }
             match step {
                 Step::File {
                     path,

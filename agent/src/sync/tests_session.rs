@@ -430,3 +430,28 @@ fn data(id: u32, offset: u64, bytes: &[u8]) -> Vec<u8> {
     wire::write_data(&mut b, id, offset, bytes, false).unwrap();
     b
 }
+
+#[test]
+fn nested_edits_keep_every_directory_time() {
+    let mut p = Pair::new();
+    for i in 0..30u64 {
+        write(
+            &p.src,
+            &format!("d{}/e{}/f{i}", i % 3, i % 2),
+            &noise(20_000 + i as usize * 1000, i + 1),
+        );
+    }
+    p.push();
+    assert_eq!(snapshot(&p.src), snapshot(&p.dst));
+    for i in [3u64, 17, 28] {
+        let path = p.src.join(format!("d{}/e{}/f{i}", i % 3, i % 2));
+        let mut b = fs::read(&path).unwrap();
+        b[10_000..10_064].copy_from_slice(&[7u8; 64]);
+        fs::write(&path, &b).unwrap();
+    }
+    let (s, _) = p.push();
+    assert!(s.failed.is_empty(), "{:?}", s.failed);
+    let (a, b) = (snapshot(&p.src), snapshot(&p.dst));
+    let diff: Vec<_> = a.iter().zip(&b).filter(|(x, y)| x != y).collect();
+    assert!(diff.is_empty() && a.len() == b.len(), "{diff:#?}");
+}
