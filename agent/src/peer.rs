@@ -308,6 +308,9 @@ pub async fn serve<H: PeerHandler>(
                 }
             },
         };
+        // Frames go out as a length and a body: without this, Nagle's algorithm holds the
+        // body for the peer's delayed ACK (40 ms) on every exchange.
+        let _ = stream.set_nodelay(true);
         if from.ip().to_canonical() != peer_ip {
             tracing::debug!(%from, "Peer RPC connection from a foreign address refused");
             continue;
@@ -398,6 +401,7 @@ pub async fn call(
         let mut stream = TcpStream::connect(addr)
             .await
             .map_err(|e| PeerError::Connect(addr, e))?;
+        stream.set_nodelay(true)?;
         hello(&mut stream, me, peer).await?;
         write_frame(&mut stream, request).await?;
         match read_frame::<Response>(&mut stream).await? {

@@ -650,3 +650,37 @@ fn guards_refuse_and_diverged_data_is_kept_after_a_role_change() {
         orch::text(&out)
     );
 }
+
+#[test]
+fn a_watched_tree_is_pushed_on_change() {
+    let Some(s) = setup("a_watched_tree_is_pushed_on_change", "watch = true") else {
+        return;
+    };
+    std::fs::create_dir_all(s.src.join("new/dir")).unwrap();
+    for i in 0..6 {
+        std::fs::write(s.src.join(format!("new/other{i}")), b"x").unwrap();
+    }
+    std::fs::write(s.src.join("new/dir/page.html"), b"fresh").unwrap();
+    eventually(
+        "the change reaches bob",
+        Duration::from_secs(20),
+        || match std::fs::read(s.dst.join("new/dir/page.html")) {
+            Ok(b) if b == b"fresh" => Ok(()),
+            other => Err(format!("{other:?}\nalice: {}", s.lab.log("agent-alice"))),
+        },
+    );
+    // A deletion follows too (1 of 8 entries: within max_delete).
+    std::fs::remove_file(s.src.join("new/dir/page.html")).unwrap();
+    eventually("the deletion reaches bob", Duration::from_secs(20), || {
+        if s.dst.join("new/dir/page.html").exists() {
+            Err("still there".into())
+        } else {
+            Ok(())
+        }
+    });
+    let status = orch::status_json(&s.pair.config("alice")).unwrap();
+    assert_eq!(
+        status["sites"][0]["pushes"][0]["outcome"], "ok",
+        "{status:#}"
+    );
+}

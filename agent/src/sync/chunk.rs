@@ -8,7 +8,7 @@ use std::io::Read;
 /// The most chunks one file is cut into (more only in pathological data).
 pub const MAX_CHUNKS: usize = 1 << 16;
 /// Files smaller than this travel whole: a delta would not save a round trip's worth.
-pub const DELTA_MIN_SIZE: u64 = 32 * 1024;
+pub const DELTA_MIN_SIZE: u64 = 4 * 1024;
 
 /// FastCDC parameters: minimum, average and maximum chunk size.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -19,15 +19,16 @@ pub struct Params {
 }
 
 impl Params {
-    /// The parameters for a file of `size` bytes: 8 KiB average, more for files over
-    /// 512 MiB (up to FastCDC's 4 MiB).
+    /// The parameters for a file of `size` bytes: an average near 4·√size, which about
+    /// balances the chunk list (20 bytes a chunk) against the bytes resent around an edit
+    /// (256 B for a 4 KiB file, 4 KiB for 1 MiB, 32 KiB for 64 MiB, at most 4 MiB).
     pub fn for_size(size: u64) -> Params {
-        let want = (size / (MAX_CHUNKS as u64 / 2)).max(8 * 1024);
-        let avg = want.next_power_of_two().min(4 << 20) as u32;
+        let want = (4.0 * (size as f64).sqrt()) as u64;
+        let avg = want.clamp(256, 4 << 20).next_power_of_two().min(4 << 20) as u32;
         Params {
-            min: avg / 4,
+            min: (avg / 4).max(64),
             avg,
-            max: avg * 4,
+            max: (avg * 4).max(1024),
         }
     }
 
