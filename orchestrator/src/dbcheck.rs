@@ -89,6 +89,10 @@ pub async fn keep(store: &Store, report: &Report, alerter: Option<&Alerter>) {
     if let Some(alerter) = alerter {
         // One alert per database and verdict, so that a database that goes from lagging
         // to broken is alerted at once (the lagging alert is superseded, not resolved).
+        // A problem is alerted when two checks in a row agree on it: one check alone may
+        // be a transient (a heartbeat row not replicated yet right after start), and an
+        // alert once resolved waits an hour before it may be mailed again.
+        let confirmed = before == Some(report.verdict);
         let key = |v: Verdict| format!("db:{}:{}:{}", report.site, report.name, v.as_str());
         let summary = format!(
             "database {} is {}: {}",
@@ -103,15 +107,19 @@ pub async fn keep(store: &Store, report: &Report, alerter: Option<&Alerter>) {
             }
             Verdict::Lagging => {
                 alerter.clear(&key(Verdict::Broken)).await;
-                alerter
-                    .raise(&key(Verdict::Lagging), Some(&report.site), &summary)
-                    .await;
+                if confirmed {
+                    alerter
+                        .raise(&key(Verdict::Lagging), Some(&report.site), &summary)
+                        .await;
+                }
             }
             Verdict::Broken => {
                 alerter.supersede(&key(Verdict::Lagging)).await;
-                alerter
-                    .raise(&key(Verdict::Broken), Some(&report.site), &summary)
-                    .await;
+                if confirmed {
+                    alerter
+                        .raise(&key(Verdict::Broken), Some(&report.site), &summary)
+                        .await;
+                }
             }
         }
     }

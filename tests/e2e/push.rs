@@ -412,6 +412,30 @@ fn pushes_replicate_every_kind_and_survive_kill_9_of_either_agent() {
         );
         assert_eq!(temps(&s.dst), Vec::<String>::new(), "temp files left");
     }
+    progress_on_a_terminal(&s);
+}
+
+/// `orch push` on a terminal draws a progress bar, then prints its summary.
+fn progress_on_a_terminal(s: &Setup) {
+    let data = s.src.join("data-tty");
+    std::fs::create_dir_all(&data).unwrap();
+    for i in 0..1500 {
+        std::fs::write(data.join(format!("f{i:04}")), random(40_000 + i * 3)).unwrap();
+    }
+    let cmd = format!(
+        "{} --config {} push alice-web",
+        orch::bin().display(),
+        s.pair.config("alice").display()
+    );
+    // script(1) gives the command a pseudo-terminal and copies what it shows.
+    let out = s.lab.run(&s.alice, &["script", "-qec", &cmd, "/dev/null"]);
+    let shown = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{shown}");
+    assert!(
+        shown.contains("alice-web/www [") && shown.contains(" steps, "),
+        "no progress bar: {shown}"
+    );
+    assert!(shown.contains("alice-web/www: ok: "), "no summary: {shown}");
 }
 
 /// A hostile sender on alice's tunnel address, speaking the protocol (tools/hostilepush.py).
