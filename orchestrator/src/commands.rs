@@ -232,7 +232,13 @@ fn call_within<T: serde::de::DeserializeOwned>(
 ) -> Result<T> {
     let socket = loaded.me().state_dir.join(crate::daemon::SOCKET);
     let rt = runtime()?;
-    rt.block_on(control::call(&socket, request, timeout)).map_err(|e| match e {
+    rt.block_on(control::call(&socket, request, timeout))
+        .map_err(|e| control_failed(loaded, e))
+}
+
+/// A failed control call as an exit: 3 when no agent answers, else 1.
+fn control_failed(loaded: &Loaded, e: ControlError) -> Exit {
+    match e {
         ControlError::Unreachable { .. } => Exit {
             code: Exit::NO_AGENT,
             error: anyhow!(e).context(format!(
@@ -241,7 +247,7 @@ fn call_within<T: serde::de::DeserializeOwned>(
             )),
         },
         other => Exit::failed(other),
-    })
+    }
 }
 
 fn status(loaded: &Loaded, json: bool) -> Result {
@@ -784,16 +790,7 @@ fn push(loaded: &Loaded, site: &str, job: Option<String>, dry_run: bool, force: 
             }
         }
     });
-    let results = results.map_err(|e| match e {
-        ControlError::Unreachable { .. } => Exit {
-            code: Exit::NO_AGENT,
-            error: anyhow!(e).context(format!(
-                "the agent of node {} is not running (start it: `systemctl start orch`, or `orch agent`)",
-                loaded.me
-            )),
-        },
-        other => Exit::failed(other),
-    })?;
+    let results = results.map_err(|e| control_failed(loaded, e))?;
     let mut failed = 0;
     for r in &results {
         for c in &r.changes {

@@ -504,7 +504,7 @@ impl Session<'_> {
                     let (dir, name) = self.tree.at(&path)?;
                     match lstat_at(&dir, name)? {
                         Some(FileType::Directory) => return Ok(()),
-                        Some(_) => self.remove(&dir, name, &path, false)?,
+                        Some(_) => self.remove(&dir, name, &path)?,
                         None => {}
                     }
                     rustix::fs::mkdirat(dir.as_fd(), name, Mode::from_raw_mode(0o700))?;
@@ -769,7 +769,7 @@ impl Session<'_> {
                     self.fail(&path, e.to_string());
                 }
             }
-            Step::Delete { path, kind } => {
+            Step::Delete { path, .. } => {
                 let r = (|| -> std::io::Result<()> {
                     let (dir, name) = self.tree.at(&path)?;
                     match lstat_at(&dir, name)? {
@@ -784,10 +784,9 @@ impl Session<'_> {
                                 }
                             })
                         }
-                        Some(_) => self.remove(&dir, name, &path, true),
+                        Some(_) => self.remove(&dir, name, &path),
                     }
                 })();
-                let _ = kind;
                 if let Err(e) = r {
                     self.fail(&path, e.to_string());
                 }
@@ -797,13 +796,7 @@ impl Session<'_> {
     }
 
     /// Removes a non-directory, or moves it aside when this push keeps diverged data.
-    fn remove(
-        &mut self,
-        dir: &OwnedFd,
-        name: &str,
-        path: &str,
-        _deleting: bool,
-    ) -> std::io::Result<()> {
+    fn remove(&mut self, dir: &OwnedFd, name: &str, path: &str) -> std::io::Result<()> {
         if self.target.diverge {
             return self.move_aside(dir, name, path);
         }
