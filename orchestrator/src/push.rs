@@ -424,6 +424,7 @@ pub async fn receive(loaded: Arc<Loaded>, store: Store, open: Open, stream: toki
         Arc::clone(&slot.lock)
     };
     let _turn = lock.lock().await;
+    let mine = Arc::clone(&target.stop);
     let (site, job, dry_run) = (open.site.clone(), open.job.clone(), open.dry_run);
     let handle = tokio::runtime::Handle::current();
     let keep = store.clone();
@@ -443,6 +444,18 @@ pub async fn receive(loaded: Arc<Loaded>, store: Store, open: Open, stream: toki
         recv::receive(stream, &open, &target, &mut save)
     })
     .await;
+    // Done: forget this session's socket (unless a newer one took the slot already).
+    if let Ok(mut active) = RECEIVING.lock() {
+        if let Some(slot) = active.get_mut(&key) {
+            if slot
+                .current
+                .as_ref()
+                .is_some_and(|(stop, _)| Arc::ptr_eq(stop, &mine))
+            {
+                slot.current = None;
+            }
+        }
+    }
     if dry_run {
         return;
     }

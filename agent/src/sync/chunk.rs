@@ -1,12 +1,10 @@
 //! Content-defined chunks (FastCDC 2020) for deltas: an edit moves only the chunks around
-//! it, even when bytes are inserted. The average chunk grows with the file so that a file
-//! never has more than about [`MAX_CHUNKS`] of them: memory stays bounded whatever the
-//! file size.
+//! it, even when bytes are inserted. The average chunk grows with the file (about 4·√size),
+//! so a file of S bytes has about √S/4 chunks of 20 bytes each on the wire: 2 048 for
+//! 64 MiB, 262 144 for 1 TiB. Chunking holds one chunk in memory at a time.
 
 use std::io::Read;
 
-/// The most chunks one file is cut into (more only in pathological data).
-pub const MAX_CHUNKS: usize = 1 << 16;
 /// Files smaller than this travel whole: a delta would not save a round trip's worth.
 pub const DELTA_MIN_SIZE: u64 = 4 * 1024;
 
@@ -135,9 +133,9 @@ mod tests {
         for size in [0, 1, 100_000, 1 << 30, 1 << 40, u64::MAX] {
             let p = Params::for_size(size);
             assert!(p.valid(), "{size}: {p:?}");
-            if size <= 1 << 37 {
+            if size <= 1 << 40 {
                 assert!(
-                    size / u64::from(p.min) <= 4 * MAX_CHUNKS as u64,
+                    size / u64::from(p.min) <= u64::from(crate::sync::wire::MAX_WIRE_CHUNKS),
                     "{size}: {p:?}"
                 );
             }

@@ -345,7 +345,11 @@ impl Transfer<'_> {
                         let cut =
                             File::open(self.root.join(path)).and_then(|f| chunk::chunks(f, params));
                         match cut {
-                            Ok((chunks, h, n)) if h == *hash && n == *size => {
+                            Ok((chunks, h, n))
+                                if h == *hash
+                                    && n == *size
+                                    && chunks.len() <= wire::MAX_WIRE_CHUNKS as usize =>
+                            {
                                 let head = wire::DeltaHead {
                                     params,
                                     chunks: chunks.len() as u32,
@@ -371,8 +375,9 @@ impl Transfer<'_> {
                                 self.awaiting += 1;
                             }
                             _ => {
-                                // Changed since it was hashed: send it whole; the receiver
-                                // checks the hash and the next push catches up.
+                                // Changed since it was hashed (or too many chunks to list):
+                                // send it whole; the receiver checks the hash and the next
+                                // push catches up.
                                 let mut literal = step.clone();
                                 if let Step::File { how, .. } = &mut literal {
                                     *how = How::Literal;
