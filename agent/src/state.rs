@@ -109,6 +109,16 @@ pub struct QueuedMail {
     pub offered_at: Option<i64>,
 }
 
+/// Where a queued message is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, sqlx::Type)]
+#[sqlx(rename_all = "snake_case")]
+pub enum OutboxState {
+    Pending,
+    Sent,
+    /// Given to the peer's agent, which sends it from now on.
+    HandedOff,
+}
+
 /// The outbox at a glance.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct OutboxCounts {
@@ -216,19 +226,21 @@ impl Store {
         self.pool.close().await;
     }
 
-    /// Returns the site's state, first recording `master` at epoch 1 if the site is new.
+    /// Returns the site's state, first recording `master` at `epoch` if the site is new.
     pub async fn ensure_site(
         &self,
         site: &str,
         master: &str,
+        epoch: i64,
         now: i64,
     ) -> Result<SiteState, StoreError> {
         sqlx::query(
-            "INSERT INTO site_state (site, master, epoch, updated_at) VALUES (?, ?, 1, ?)
+            "INSERT INTO site_state (site, master, epoch, updated_at) VALUES (?, ?, ?, ?)
              ON CONFLICT (site) DO NOTHING",
         )
         .bind(site)
         .bind(master)
+        .bind(epoch)
         .bind(now)
         .execute(&self.pool)
         .await
@@ -419,12 +431,11 @@ impl Store {
             .collect())
     }
 
-    /// Where a message is: its state ("pending", "sent", "handed_off"), attempts so far
-    /// and the last error.
+    /// Where a message is: its state, attempts so far and the last error.
     pub async fn outbox_state(
         &self,
         message_id: &str,
-    ) -> Result<Option<(String, i64, Option<String>)>, StoreError> {
+    ) -> Result<Option<(OutboxState, i64, Option<String>)>, StoreError> {
         sqlx::query_as("SELECT state, attempts, last_error FROM outbox WHERE message_id = ?")
             .bind(message_id)
             .fetch_optional(&self.pool)
@@ -642,7 +653,11 @@ impl Store {
 
     /// Marks a message delivered (`handed_off`: given to the peer, which now owns it).
     pub async fn outbox_done(&self, id: i64, handed_off: bool, now: i64) -> Result<(), StoreError> {
-        let state = if handed_off { "handed_off" } else { "sent" };
+        let state = if handed_off {
+            OutboxState::HandedOff
+        } else {
+            OutboxState::Sent
+        };
         sqlx::query("UPDATE outbox SET state = ?, done_at = ?, last_error = NULL WHERE id = ?")
             .bind(state)
             .bind(now)
@@ -717,10 +732,10 @@ mod tests {
             .mode();
         assert_eq!(mode & 0o777, 0o700);
 
-        let s = store.ensure_site("web", "alice", 10).await.unwrap();
+        let s = store.ensure_site("web", "alice", 1, 10).await.unwrap();
         assert_eq!((s.master.as_str(), s.epoch), ("alice", 1));
         // A second ensure keeps what is there.
-        let s = store.ensure_site("web", "bob", 11).await.unwrap();
+        let s = store.ensure_site("web", "bob", 1, 11).await.unwrap();
         assert_eq!((s.master.as_str(), s.epoch), ("alice", 1));
 
         assert!(store.advance_site("web", "bob", 2, 12).await.unwrap());
@@ -911,7 +926,7 @@ mod tests {
         assert_eq!((counts.pending, counts.sent, counts.handed_off), (0, 0, 1));
         assert_eq!(
             store.outbox_state("1@alice.orch").await.unwrap(),
-            Some(("handed_off".into(), 0, None))
+            Some((OutboxState::HandedOff, 0, None))
         );
     }
 
@@ -920,7 +935,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         {
             let store = Store::open(dir.path()).await.unwrap();
-            store.ensure_site("web", "alice", 1).await.unwrap();
+            store.ensure_site("web", "alice", 1, 1).await.unwrap();
             store.close().await;
         }
         let store = Store::open(dir.path()).await.unwrap();

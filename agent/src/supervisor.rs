@@ -41,12 +41,13 @@ impl Supervisor {
         self.token.clone()
     }
 
-    /// Spawns a named task. An error it returns is logged and stops the whole agent: a
-    /// half-running agent would promise what it no longer does.
-    pub fn spawn<F, Fut>(&self, name: &'static str, task: F)
+    /// Spawns a named task. An error it returns is logged with all its causes and stops
+    /// the whole agent: a half-running agent would promise what it no longer does.
+    pub fn spawn<F, Fut, E>(&self, name: &'static str, task: F)
     where
         F: FnOnce(CancellationToken) -> Fut,
-        Fut: Future<Output = Result<(), String>> + Send + 'static,
+        Fut: Future<Output = Result<(), E>> + Send + 'static,
+        E: std::error::Error + 'static,
     {
         let stop = self.token.clone();
         let fut = task(self.token.child_token());
@@ -54,6 +55,7 @@ impl Supervisor {
             match fut.await {
                 Ok(()) => tracing::debug!(task = name, "Task finished"),
                 Err(error) => {
+                    let error = crate::error_chain(&error);
                     tracing::error!(task = name, %error, "Task failed; stopping the agent");
                     stop.cancel();
                 }
@@ -84,7 +86,7 @@ mod tests {
         for _ in 0..3 {
             sup.spawn("waiter", |token| async move {
                 token.cancelled().await;
-                Ok(())
+                Ok::<(), std::io::Error>(())
             });
         }
         assert_eq!(sup.shutdown(Duration::from_secs(5)).await, Shutdown::Clean);
@@ -95,7 +97,7 @@ mod tests {
         let sup = Supervisor::new();
         sup.spawn("stuck", |_token| async move {
             tokio::time::sleep(Duration::from_secs(3600)).await;
-            Ok(())
+            Ok::<(), std::io::Error>(())
         });
         assert_eq!(
             sup.shutdown(Duration::from_secs(5)).await,
@@ -107,7 +109,9 @@ mod tests {
     async fn a_failing_task_stops_the_others() {
         let sup = Supervisor::new();
         let token = sup.token();
-        sup.spawn("fails", |_token| async move { Err("boom".to_string()) });
+        sup.spawn("fails", |_token| async move {
+            Err::<(), _>(std::io::Error::other("boom"))
+        });
         tokio::time::timeout(Duration::from_secs(1), token.cancelled())
             .await
             .expect("the failure must cancel the shared token");

@@ -3,7 +3,11 @@
 //! `docs/status-json.md` in step with it.
 
 use crate::config::FailoverMode;
+use agent::state::PushRun;
 use serde::{Deserialize, Serialize};
+
+/// The agent's control socket, in the state directory (0600).
+pub const SOCKET: &str = "orch.sock";
 
 /// Version of the `orch status --json` document; bumped only on incompatible change.
 pub const STATUS_SCHEMA: u32 = 1;
@@ -17,14 +21,14 @@ pub enum Request {
         site: String,
         send: bool,
     },
-    /// Push `site`'s jobs (or `job`) now; answers when done with `Vec<push::JobResult>`.
+    /// Push `site`'s jobs (or `job`) now; answers when done with `Vec<JobResult>`.
     Push {
         site: String,
         job: Option<String>,
         dry_run: bool,
         force: bool,
     },
-    /// The push under way (`Option<push::ProgressView>`).
+    /// The push under way (`Option<ProgressView>`).
     PushProgress,
 }
 
@@ -125,4 +129,74 @@ pub struct SiteStatus {
     pub peer: String,
     pub epoch: i64,
     pub failover: FailoverMode,
+}
+
+/// What `orch push` shows while it waits.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ProgressView {
+    pub site: String,
+    pub job: String,
+    pub phase: String,
+    pub steps_done: u64,
+    pub steps_total: u64,
+    pub bytes_sent: u64,
+    pub elapsed_ms: u64,
+}
+
+/// The result of one job's push.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct JobResult {
+    pub site: String,
+    pub job: String,
+    pub outcome: PushOutcome,
+    pub summary: String,
+    pub run: Option<PushRun>,
+    /// A dry run: what would change (`+` create or overwrite, `~` metadata, `-` delete).
+    #[serde(default)]
+    pub changes: Vec<String>,
+    #[serde(default)]
+    pub diverged_dir: Option<String>,
+}
+
+/// How one job's push ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum PushOutcome {
+    Ok,
+    /// Done, but some entries failed.
+    Warn,
+    Fail,
+    /// A guard refused it; nothing changed.
+    Refused,
+    DryRun,
+}
+
+impl PushOutcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PushOutcome::Ok => "ok",
+            PushOutcome::Warn => "warn",
+            PushOutcome::Fail => "fail",
+            PushOutcome::Refused => "refused",
+            PushOutcome::DryRun => "dry-run",
+        }
+    }
+}
+
+/// A rendered report and, when it was queued, its message id.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct Made {
+    pub report: crate::report::Rendered,
+    pub message_id: Option<String>,
+}
+
+/// How a queued message fared.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case", tag = "state", content = "detail")]
+pub enum Delivery {
+    Sent,
+    /// The peer's agent took it and sends it.
+    HandedOff,
+    /// Not sent yet; kept in the outbox and retried.
+    Pending(String),
 }

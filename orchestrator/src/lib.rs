@@ -1,21 +1,44 @@
-//! orch: two self-hosters back each other up. This crate holds the cluster logic (the
-//! config model, and the commands built on the agent's parts); `main.rs` only parses
-//! arguments and prints the outcome.
+//! orch: two self-hosters back each other up. This crate is the `orch` binary's library:
+//! the cluster logic built on the `agent` crate's parts; `main.rs` only parses arguments
+//! and prints the outcome.
+//!
+//! # Layout
+//!
+//! Each top-level module is one concept; the arrows are the only allowed imports (a module
+//! may use anything to its right, never to its left), so there are no cycles:
+//!
+//! ```text
+//! cli → daemon → {cluster, report, notify, mail, dns} → config → api, units, logging
+//!                                                      ↘ agent → tunnel (other crates)
+//! ```
+//!
+//! - [`cli`]: the command line: arguments, one file per group of commands; talks to the
+//!   running agent over the control socket ([`api`]) or reads config and state itself.
+//! - [`daemon`]: `orch agent`: the tasks that run on a node (control socket, peer RPC,
+//!   pushes and their receiver, DB checks, reports, alerts, DDNS, mail outbox) and the
+//!   one owner of every site's role (`daemon::roles`). The only module that runs tasks.
+//! - [`cluster`]: pure decisions about the pair: site roles and their first-start rule,
+//!   whether the tunnel and the peer's agent count as up; the failover state machine
+//!   goes here. No I/O.
+//! - [`report`]: the nightly report, judged and rendered (text and HTML). No I/O.
+//! - [`notify`]: alert webhooks (ntfy, gotify, JSON). [`mail`]: composing, queueing and
+//!   sending mail (lettre), with hand-off to the peer's agent.
+//! - [`dns`]: DNS providers with compare-and-swap, and reads at the authoritative servers.
+//! - [`config`]: the config model, its validation (`FILE:LINE:COL`) and the playbook format.
+//! - [`api`]: the control socket's requests and answers (`orch status --json`).
+//! - [`units`]: figures for people (bytes, durations). [`logging`]: the tracing set-up.
+//!
+//! `tests/e2e/layout.rs` checks these directions (and that no crate's modules import each
+//! other in a circle).
 
-pub mod alerts;
 pub mod api;
 pub mod cli;
-pub mod commands;
+pub mod cluster;
 pub mod config;
 pub mod daemon;
-pub mod dbcheck;
-pub mod ddns;
 pub mod dns;
 pub mod logging;
 pub mod mail;
-pub mod peering;
-pub mod playbook;
-pub mod push;
+pub mod notify;
 pub mod report;
-pub mod reports;
-mod starter;
+pub mod units;

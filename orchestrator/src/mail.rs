@@ -206,7 +206,7 @@ pub async fn queue(
     subject: &str,
     message: &[u8],
     now: i64,
-) -> Result<bool, String> {
+) -> Result<bool, agent::state::StoreError> {
     store
         .outbox_enqueue(&NewMail {
             message_id,
@@ -217,7 +217,6 @@ pub async fn queue(
             message,
         })
         .await
-        .map_err(|e| agent::error_chain(&e))
 }
 
 /// What one delivery round did.
@@ -335,37 +334,6 @@ pub async fn deliver_due(
         round.failed.push(error);
     }
     Ok(round)
-}
-
-/// How often the agent looks for due messages.
-pub const DELIVER_EVERY: Duration = Duration::from_secs(10);
-
-/// The agent's task: sends what is due in the outbox until `stop`.
-pub async fn run(
-    loaded: std::sync::Arc<crate::config::Loaded>,
-    store: Store,
-    mailer: std::sync::Arc<Mailer>,
-    now_please: std::sync::Arc<tokio::sync::Notify>,
-    stop: tokio_util::sync::CancellationToken,
-) -> Result<(), String> {
-    let peer = loaded.peer();
-    let hand_off = HandOff {
-        addr: std::net::SocketAddr::new(peer.tunnel_ip, loaded.config.cluster.control_port),
-        me: loaded.me.clone(),
-        peer: peer.name.clone(),
-        after: loaded.config.mail.hand_off_after,
-    };
-    loop {
-        let now = agent::unix_millis(std::time::SystemTime::now());
-        if let Err(e) = deliver_due(&store, &mailer, Some(&hand_off), now).await {
-            tracing::warn!(error = %e, "Outbox not readable");
-        }
-        tokio::select! {
-            () = stop.cancelled() => return Ok(()),
-            () = tokio::time::sleep(DELIVER_EVERY) => {}
-            () = now_please.notified() => {}
-        }
-    }
 }
 
 #[cfg(test)]

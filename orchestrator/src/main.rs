@@ -2,8 +2,7 @@
 //! chain once and exit with its code.
 
 use clap::Parser as _;
-use orchestrator::cli::{Cli, Command};
-use orchestrator::commands::{self, Exit};
+use orchestrator::cli::{self, Cli, Command, Exit};
 use orchestrator::config::ConfigError;
 use std::process::ExitCode;
 
@@ -18,7 +17,7 @@ fn main() -> ExitCode {
         eprintln!("error: {e}");
         return ExitCode::from(Exit::USAGE);
     }
-    match commands::run(cli) {
+    match cli::run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(Exit { code, error }) => {
             // Config problems are already lines of FILE:LINE:COL: message.

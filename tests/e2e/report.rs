@@ -359,10 +359,10 @@ fn alert_webhooks_speak_ntfy_gotify_and_json() {
         url: format!("http://127.0.0.1:{port}{path}").parse().unwrap(),
         token_file: Some(file.to_owned()),
     };
-    let hook = orchestrator::alerts::Webhook {
+    let hook = orchestrator::notify::Webhook {
         subject: "[orch] ALERT alice-web: database app is broken: no WAL receiver",
         text: "database app is broken: no WAL receiver\n",
-        what: "ALERT",
+        what: orchestrator::notify::Event::Alert,
         site: Some("alice-web"),
         node: "bob",
         cluster: "home",
@@ -376,12 +376,13 @@ fn alert_webhooks_speak_ntfy_gotify_and_json() {
             (NotifyKind::Gotify, "/gotify"),
             (NotifyKind::Json, "/hook"),
         ] {
-            orchestrator::alerts::post(&http, &notify(kind, path, &token_file), &hook)
+            orchestrator::notify::post(&http, &notify(kind, path, &token_file), &hook)
                 .await
                 .unwrap_or_else(|e| panic!("{kind:?}: {e}"));
-            let err = orchestrator::alerts::post(&http, &notify(kind, path, &wrong_file), &hook)
+            let err = orchestrator::notify::post(&http, &notify(kind, path, &wrong_file), &hook)
                 .await
-                .unwrap_err();
+                .unwrap_err()
+                .to_string();
             assert!(err.contains("answered 40"), "{kind:?}: {err}");
             assert!(!err.contains("tk_wrong"), "no secret in errors: {err}");
         }

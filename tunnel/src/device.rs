@@ -37,6 +37,40 @@ pub enum TunnelError {
     Runtime(#[source] io::Error),
 }
 
+/// What the agent can tell the running tunnel (the link decides what it means).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Command {
+    /// Resolve the peer's endpoint name now ([`Link::reresolve_now`]).
+    Reresolve,
+    /// Send a handshake initiation now ([`Link::handshake_now`]).
+    Handshake,
+}
+
+/// The agent's handle on the running tunnel: its stats, and commands to it.
+#[derive(Clone)]
+pub struct TunnelHandle {
+    stats: watch::Receiver<LinkStats>,
+    commands: mpsc::Sender<Command>,
+}
+
+impl TunnelHandle {
+    /// The latest stats (published every 500 ms).
+    pub fn stats(&self) -> LinkStats {
+        self.stats.borrow().clone()
+    }
+
+    /// A receiver of the stats, for a task that watches them.
+    pub fn subscribe(&self) -> watch::Receiver<LinkStats> {
+        self.stats.clone()
+    }
+
+    /// Sends `command` to the tunnel; false when the tunnel has stopped or is too busy
+    /// to take it (a command repeated before the last was handled changes nothing).
+    pub fn command(&self, command: Command) -> bool {
+        self.commands.try_send(command).is_ok()
+    }
+}
+
 /// Runs the tunnel on a thread of its own with a single-threaded runtime: every packet
 /// crosses one epoll wake-up on one thread, with no hand-off between worker threads,
 /// which is what keeps the added round-trip time low. Returns once the device and socket
@@ -44,7 +78,7 @@ pub enum TunnelError {
 pub async fn spawn(
     config: TunnelConfig,
     stop: CancellationToken,
-) -> Result<(TunnelThread, watch::Receiver<LinkStats>), TunnelError> {
+) -> Result<(TunnelThread, TunnelHandle), TunnelError> {
     let (opened_tx, opened_rx) = tokio::sync::oneshot::channel();
     let (done_tx, done_rx) = tokio::sync::oneshot::channel();
     let name = format!("tunnel-{}", config.interface);
@@ -61,14 +95,14 @@ pub async fn spawn(
         };
         let result = runtime.block_on(async move {
             // Made here, so that they register with this thread's reactor.
-            let (tunnel, stats) = match open(config) {
+            let (tunnel, handle) = match open(config) {
                 Ok(opened) => opened,
                 Err(e) => {
                     let _ = opened_tx.send(Err(e));
                     return Ok(());
                 }
             };
-            let _ = opened_tx.send(Ok(stats));
+            let _ = opened_tx.send(Ok(handle));
             tunnel.run(stop).await
         });
         let _ = done_tx.send(result);
@@ -77,7 +111,7 @@ pub async fn spawn(
         return Err(TunnelError::Runtime(source));
     }
     match opened_rx.await {
-        Ok(Ok(stats)) => Ok((TunnelThread { done: done_rx }, stats)),
+        Ok(Ok(handle)) => Ok((TunnelThread { done: done_rx }, handle)),
         Ok(Err(e)) => Err(e),
         Err(_) => Err(TunnelError::Runtime(io::Error::other(
             "the tunnel thread ended while starting",
@@ -99,8 +133,8 @@ impl TunnelThread {
     }
 }
 
-/// Creates the device and socket; returns the handle to run, and the stats it publishes.
-pub fn open(config: TunnelConfig) -> Result<(Tunnel, watch::Receiver<LinkStats>), TunnelError> {
+/// Creates the device and socket; returns the tunnel to run, and the handle on it.
+pub fn open(config: TunnelConfig) -> Result<(Tunnel, TunnelHandle), TunnelError> {
     let tun = tun_device(&config).map_err(|source| TunnelError::Tun {
         name: config.interface.clone(),
         source,
@@ -110,14 +144,19 @@ pub fn open(config: TunnelConfig) -> Result<(Tunnel, watch::Receiver<LinkStats>)
         source,
     })?;
     let (stats_tx, stats_rx) = watch::channel(LinkStats::default());
+    let (commands_tx, commands_rx) = mpsc::channel(8);
     Ok((
         Tunnel {
             config,
             tun,
             udp,
             stats: stats_tx,
+            commands: commands_rx,
         },
-        stats_rx,
+        TunnelHandle {
+            stats: stats_rx,
+            commands: commands_tx,
+        },
     ))
 }
 
@@ -163,6 +202,7 @@ pub struct Tunnel {
     tun: tun_rs::AsyncDevice,
     udp: UdpSocket,
     stats: watch::Sender<LinkStats>,
+    commands: mpsc::Receiver<Command>,
 }
 
 impl Tunnel {
@@ -173,6 +213,7 @@ impl Tunnel {
             tun,
             udp,
             stats,
+            mut commands,
         } = self;
         let v6_socket = udp.local_addr()?.is_ipv6();
         let target = |to: SocketAddr| match (to.ip(), v6_socket) {
@@ -219,6 +260,14 @@ impl Tunnel {
                     }
                 }
                 Some(addrs) = resolved_rx.recv() => link.handle_resolved(&addrs),
+                Some(command) = commands.recv() => {
+                    let now = Instant::now().into_std();
+                    let done = match command {
+                        Command::Reresolve => link.reresolve_now(now),
+                        Command::Handshake => link.handshake_now(now),
+                    };
+                    tracing::debug!(?command, done, "Tunnel command");
+                }
                 () = &mut timer => {
                     let now = Instant::now();
                     link.handle_timeout(now.into_std());

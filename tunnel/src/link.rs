@@ -14,8 +14,9 @@
 //! - cryptokey routing: a decrypted packet must come from the peer's tunnel address,
 //!   and only packets for that address are sent.
 //!
-//! It performs no I/O: the caller feeds it datagrams, TUN packets and timeouts, and
-//! drains [`Link::poll_transmit`], [`Link::poll_resolve`] and [`Link::poll_timeout`].
+//! It performs no I/O: the caller feeds it datagrams, TUN packets, timeouts and commands
+//! ([`Link::reresolve_now`], [`Link::handshake_now`]), and drains
+//! [`Link::poll_transmit`], [`Link::poll_resolve`] and [`Link::poll_timeout`].
 
 use boringtun::noise::errors::WireGuardError;
 use boringtun::noise::{Tunn, TunnResult};
@@ -329,6 +330,38 @@ impl Link {
         tracing::info!(old = ?self.endpoint, %new, "Peer endpoint re-resolved to a new address");
         self.endpoint = Some(new);
         self.initiate(true);
+    }
+
+    /// Asked from outside (the old master learnt its peer's address may have changed):
+    /// resolve the peer's endpoint name at the next [`Link::poll_resolve`], whether or not
+    /// the link is suspect. Returns false when the endpoint is a fixed address or unset,
+    /// so there is nothing to resolve.
+    pub fn reresolve_now(&mut self, now: Instant) -> bool {
+        let Some((host, _)) = &self.config.peer_endpoint else {
+            return false;
+        };
+        if host.parse::<IpAddr>().is_ok() {
+            return false;
+        }
+        self.resolve_requested = true;
+        self.next_resolve = now + RESOLVE_EVERY;
+        true
+    }
+
+    /// Asked from outside (this node's own address changed, or the pair must heal now):
+    /// send a handshake initiation to the current endpoint at once, and restart the
+    /// re-initiation backoff from its shortest step. Returns false when there is no
+    /// endpoint to send it to yet.
+    pub fn handshake_now(&mut self, now: Instant) -> bool {
+        if self.endpoint.is_none() {
+            return false;
+        }
+        self.initiate(true);
+        self.reinit_backoff = REINIT_FIRST;
+        if self.next_reinit.is_some() {
+            self.next_reinit = Some(now + self.reinit_backoff);
+        }
+        true
     }
 
     pub fn poll_transmit(&mut self) -> Option<Transmit> {

@@ -41,9 +41,25 @@ pub struct Target {
     pub epoch: i64,
     /// Keep what this push overwrites or deletes (first push after a role change).
     pub diverge: bool,
-    /// Set when a newer push of the same job supersedes this one: it stops at the next
-    /// frame.
-    pub stop: Arc<std::sync::atomic::AtomicBool>,
+    /// Set from another thread when the session must end (a newer push of the same job
+    /// supersedes it, or the site's role moved on): it stops at the next frame, before
+    /// anything more is written or recorded.
+    pub stop: Arc<Stop>,
+}
+
+/// Why a running session must stop; set once, by whoever ends it.
+#[derive(Debug, Default)]
+pub struct Stop(std::sync::OnceLock<String>);
+
+impl Stop {
+    /// Asks the session to stop, saying why (the first reason given is kept).
+    pub fn stop(&self, reason: impl Into<String>) {
+        let _ = self.0.set(reason.into());
+    }
+
+    pub fn reason(&self) -> Option<&str> {
+        self.0.get().map(String::as_str)
+    }
 }
 
 #[derive(Debug, Default)]
@@ -226,7 +242,11 @@ pub fn receive(
         .try_clone()
         .map_err(|e| RecvError::Local(e.to_string()))?;
     let mut out = BufWriter::with_capacity(64 << 10, write_half);
-    let result = serve(stream, open, target, save, &mut out);
+    let mut result = serve(stream, open, target, save, &mut out);
+    if let (Err(_), Some(reason)) = (&result, target.stop.reason()) {
+        // Stopped from outside (its socket's read side shut to wake it): that is why.
+        result = Err(RecvError::Local(reason.to_owned()));
+    }
     if let Err(e) = &result {
         let message = match e {
             RecvError::Refused(m) | RecvError::Local(m) => m.clone(),
@@ -376,10 +396,8 @@ fn serve(
         if finishing && s.open.is_empty() {
             break;
         }
-        if target.stop.load(std::sync::atomic::Ordering::SeqCst) {
-            return Err(RecvError::Local(
-                "superseded by a newer push of the same job".into(),
-            ));
+        if let Some(reason) = target.stop.reason() {
+            return Err(RecvError::Local(reason.to_owned()));
         }
         let frame = wire::read_frame(&mut input)?;
         match frame {
@@ -450,6 +468,10 @@ fn serve(
                 });
             }
             m.entries.insert(e.path.clone(), (e, stamp));
+        }
+        if let Some(reason) = target.stop.reason() {
+            // Not recorded as confirmed under an epoch that is no longer ours.
+            return Err(RecvError::Local(reason.to_owned()));
         }
         save(&m).map_err(RecvError::Local)?;
         generation = m.generation;

@@ -3,6 +3,7 @@
 //! the typed [`Config`], reporting every problem with its `FILE:LINE:COL`.
 
 mod locate;
+pub mod playbook;
 pub mod raw;
 mod schedule;
 mod validate;
@@ -385,4 +386,45 @@ pub use validate::{
 /// Checks a `HOST:PORT` endpoint as the config would.
 pub fn validate_endpoint(text: &str) -> Result<Endpoint, String> {
     validate::parse_endpoint(text, None)
+}
+
+/// A valid two-node config for in-process tests of other modules.
+#[cfg(test)]
+pub mod testing {
+    use super::{parse, LoadOptions, Loaded};
+    use std::os::unix::fs::PermissionsExt;
+
+    /// The pair alice (198.51.100.1) and bob (198.51.100.2) plus `extra`, loaded as
+    /// `node`; keys and the state dirs live in the returned temp dir (`state-NODE`).
+    pub fn pair(node: &str, extra: &str) -> (tempfile::TempDir, Loaded) {
+        let dir = tempfile::tempdir().unwrap();
+        let (alice, bob) = (
+            tunnel::PrivateKey::generate(),
+            tunnel::PrivateKey::generate(),
+        );
+        for (name, key) in [("alice", &alice), ("bob", &bob)] {
+            let file = dir.path().join(format!("{name}.key"));
+            std::fs::write(&file, key.to_base64()).unwrap();
+            std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
+        }
+        let d = dir.path().display();
+        let text = format!(
+            "[cluster]\nname = \"t\"\nnetwork = \"198.51.100.0/24\"\n\n\
+             [nodes.alice]\npublic_key = \"{}\"\ntunnel_ip = \"198.51.100.1\"\nendpoint = \"192.0.2.1:51820\"\n\
+             private_key_file = \"{d}/alice.key\"\nstate_dir = \"{d}/state-alice\"\n\n\
+             [nodes.bob]\npublic_key = \"{}\"\ntunnel_ip = \"198.51.100.2\"\n\
+             private_key_file = \"{d}/bob.key\"\nstate_dir = \"{d}/state-bob\"\n\n{extra}",
+            alice.public_key(),
+            bob.public_key()
+        );
+        let options = LoadOptions {
+            node: Some(node.to_owned()),
+        };
+        let loaded =
+            parse(&dir.path().join("orch.toml"), &text, &options).unwrap_or_else(|e| match e {
+                super::ConfigError::Invalid(d) => panic!("{d:#?}"),
+                other => panic!("{other}"),
+            });
+        (dir, loaded)
+    }
 }

@@ -845,7 +845,7 @@ fn check_site(
         .collect();
     for (key, list) in [("promote", &s.promote), ("demote", &s.demote)] {
         for (i, book) in list.iter().enumerate() {
-            if let Err(e) = crate::playbook::find(&c.dir, book) {
+            if let Err(e) = super::playbook::find(&c.dir, book) {
                 c.err(&p.key(key).index(i), e);
             }
         }

@@ -363,16 +363,3 @@ fn a_txt_record_naming_another_master_fails() {
     // DNS alone does not make the standby unable to take over.
     assert!(readiness(&f, &findings).0);
 }
-
-#[test]
-fn sizes_and_durations_read_well() {
-    assert_eq!(bytes(532), "532 B");
-    assert_eq!(bytes(1_400_000), "1.40 MB");
-    assert_eq!(bytes(18_950_000), "18.9 MB");
-    assert_eq!(bytes(3_940_000_000_000), "3.94 TB");
-    assert_eq!(duration_ms(850), "850 ms");
-    assert_eq!(duration_ms(12_400), "12.4 s");
-    assert_eq!(duration_ms(245_000), "4 min 5 s");
-    assert_eq!(duration_ms(7_380_000), "2 h 3 min");
-    assert_eq!(duration_ms(273_600_000), "3 d 4 h");
-}

@@ -390,3 +390,90 @@ fn an_undelivered_initiation_replayed_later_gets_an_answer_but_moves_nothing() {
     assert_eq!(p.b.endpoint(), Some(p.a_addr));
     assert_eq!(p.b.stats(p.now).roams, 1);
 }
+
+#[test]
+fn reresolve_now_asks_for_the_name_even_when_the_link_is_healthy() {
+    let mut p = pair(Some(("alice.dyn.example.org".into(), 51820)));
+    assert!(
+        p.b.poll_resolve().is_some(),
+        "the name is resolved at start"
+    );
+    p.b.handle_resolved(&["192.0.2.1".parse().unwrap()]);
+    p.pump();
+    p.send_from_a(&ipv4(A_TUN, B_TUN, b"alive"));
+    assert!(!p.b.is_suspect(p.now));
+    assert_eq!(p.b.poll_resolve(), None, "healthy: nothing due");
+
+    assert!(p.b.reresolve_now(p.now));
+    assert_eq!(
+        p.b.poll_resolve(),
+        Some(("alice.dyn.example.org".into(), 51820))
+    );
+    assert_eq!(p.b.poll_resolve(), None, "asked once, resolved once");
+    // The answer names a new address: a handshake goes there at once.
+    p.b.handle_resolved(&["203.0.113.7".parse().unwrap()]);
+    let t = p.b.poll_transmit().expect("a handshake initiation");
+    assert_eq!(
+        (t.to, t.payload[0]),
+        (addr("203.0.113.7:51820"), HANDSHAKE_INIT)
+    );
+
+    // A fixed address, or no endpoint at all, has nothing to resolve.
+    assert!(!p.a.reresolve_now(p.now));
+    assert_eq!(p.a.poll_resolve(), None);
+    let mut q = pair(None);
+    assert!(!q.b.reresolve_now(q.now));
+}
+
+#[test]
+fn handshake_now_initiates_at_once_and_restarts_the_backoff() {
+    let mut p = pair(None);
+    p.pump();
+    // Silence long enough for the backoff to reach its longest step.
+    let start = p.now;
+    for ms in (0..=60_000).step_by(250) {
+        p.now = start + Duration::from_millis(ms);
+        p.a.handle_timeout(p.now);
+        while p.a.poll_transmit().is_some() {}
+    }
+    assert_eq!(p.a.reinit_backoff, REINIT_MAX);
+
+    assert!(p.a.handshake_now(p.now));
+    let t = p.a.poll_transmit().expect("an initiation at once");
+    assert_eq!((t.to, t.payload[0]), (p.b_addr, HANDSHAKE_INIT));
+    assert!(p.a.poll_transmit().is_none(), "one initiation per command");
+    // The next retry comes after the shortest step again, not after ten seconds.
+    let asked = p.now;
+    let mut next = None;
+    for ms in (250..=REINIT_MAX.as_millis() as u64).step_by(250) {
+        p.now = asked + Duration::from_millis(ms);
+        p.a.handle_timeout(p.now);
+        if let Some(retry) =
+            p.a.poll_transmit()
+                .filter(|t| t.payload[0] == HANDSHAKE_INIT)
+        {
+            next = Some((ms, retry));
+            break;
+        }
+    }
+    drop(t);
+    let (ms, retry) = next.expect("a retry within the longest step");
+    assert!(
+        ms <= REINIT_FIRST.as_millis() as u64 + 250,
+        "retried after {ms} ms"
+    );
+    // Delivered, it completes a handshake: data flows again.
+    p.a.transmits.push_front(retry);
+    p.pump();
+    p.send_from_a(&ipv4(A_TUN, B_TUN, b"healed"));
+    assert_eq!(
+        p.b_tun.last().map(Vec::as_slice),
+        Some(ipv4(A_TUN, B_TUN, b"healed").as_slice())
+    );
+
+    // No endpoint known yet: nothing to send.
+    let mut q = pair(None);
+    while q.b.poll_transmit().is_some() {}
+    assert!(!q.b.handshake_now(q.now));
+    assert!(q.b.poll_transmit().is_none());
+}

@@ -3,7 +3,7 @@
 //! `playbooks/` (compiled into the binary). This module defines and checks the format;
 //! the runner builds on it.
 
-use crate::config::parse_duration;
+use super::parse_duration;
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
 
@@ -11,22 +11,25 @@ use std::path::{Path, PathBuf};
 pub const SHIPPED: &[(&str, &str)] = &[
     (
         "postgres-promote",
-        include_str!("../../playbooks/postgres-promote.toml"),
+        include_str!("../../../playbooks/postgres-promote.toml"),
     ),
     (
         "postgres-demote",
-        include_str!("../../playbooks/postgres-demote.toml"),
+        include_str!("../../../playbooks/postgres-demote.toml"),
     ),
     (
         "mariadb-promote",
-        include_str!("../../playbooks/mariadb-promote.toml"),
+        include_str!("../../../playbooks/mariadb-promote.toml"),
     ),
     (
         "mariadb-demote",
-        include_str!("../../playbooks/mariadb-demote.toml"),
+        include_str!("../../../playbooks/mariadb-demote.toml"),
     ),
-    ("web-start", include_str!("../../playbooks/web-start.toml")),
-    ("web-stop", include_str!("../../playbooks/web-stop.toml")),
+    (
+        "web-start",
+        include_str!("../../../playbooks/web-start.toml"),
+    ),
+    ("web-stop", include_str!("../../../playbooks/web-stop.toml")),
 ];
 
 #[derive(Debug, Clone, Deserialize)]
@@ -56,7 +59,7 @@ pub struct Step {
     pub shell: Option<String>,
     /// SQL run on the site's databases of `engine` (or the one named by `database`).
     pub sql: Option<String>,
-    pub engine: Option<crate::config::DbKind>,
+    pub engine: Option<super::DbKind>,
     pub database: Option<String>,
     /// A URL that must answer with `expect` (default 200).
     pub http: Option<String>,
@@ -117,7 +120,7 @@ pub fn find(config_dir: &Path, name: &str) -> Result<(Origin, Playbook), String>
 pub fn parse(text: &str) -> Result<Playbook, String> {
     let book: Playbook = toml::from_str(text).map_err(|e| {
         let at = e.span().map(|s| {
-            let p = crate::config::Locator::new(text).position(s.start);
+            let p = super::Locator::new(text).position(s.start);
             format!("{}:{}: ", p.line, p.column)
         });
         format!("{}{}", at.unwrap_or_default(), e.message().trim_end())

@@ -8,13 +8,15 @@
 //! authoritative server every 60 s and as soon as the address changes, and updated at most
 //! once per 30 s.
 
+use crate::cluster::peer::PeerView;
 use crate::config::{Loaded, PublicIp};
+use crate::dns::DnsError;
 use crate::dns::{Kind, Provider as _};
-use crate::peering::PeerView;
 use agent::state::{NewEvent, Outcome, Store};
 use std::net::{IpAddr, SocketAddr, UdpSocket};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tokio::sync::watch;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 pub const CHECK_EVERY: Duration = Duration::from_secs(60);
@@ -132,13 +134,24 @@ fn default_route_address() -> Result<IpAddr, String> {
     Err("no default route, and the peer has not reported our address yet".into())
 }
 
+/// Why the dynamic DNS task cannot run.
+#[derive(Debug, thiserror::Error)]
+pub enum DdnsError {
+    #[error("ddns: no [dns.{0}]")]
+    NoProvider(String),
+    #[error("ddns")]
+    Provider(#[source] DnsError),
+    #[error("ddns: HTTP client")]
+    Http(#[source] reqwest::Error),
+}
+
 /// Keeps this node's name current until `stop`.
 pub async fn run(
     loaded: std::sync::Arc<Loaded>,
     store: Store,
     mut view: watch::Receiver<PeerView>,
     stop: CancellationToken,
-) -> Result<(), String> {
+) -> Result<(), DdnsError> {
     let me = loaded.me();
     let Some(ddns) = me.ddns.clone() else {
         return Ok(());
@@ -148,15 +161,15 @@ pub async fn run(
         .dns
         .get(&ddns.provider)
         .cloned()
-        .ok_or_else(|| format!("no [dns.{}]", ddns.provider))?;
+        .ok_or_else(|| DdnsError::NoProvider(ddns.provider.clone()))?;
     let provider = crate::dns::provider(&provider_config)
         .await
-        .map_err(|e| format!("ddns: {e}"))?;
+        .map_err(DdnsError::Provider)?;
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(10))
         .user_agent(concat!("orch/", env!("CARGO_PKG_VERSION")))
         .build()
-        .map_err(|e| format!("ddns: HTTP client: {e}"))?;
+        .map_err(DdnsError::Http)?;
     let mut fetched: Option<(Result<IpAddr, String>, Instant)> = None;
     let mut verified: Option<(IpAddr, Instant)> = None;
     let mut last_update: Option<Instant> = None;

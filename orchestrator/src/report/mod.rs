@@ -3,6 +3,7 @@
 //! standby) are judged into findings and an OK / WARN / FAIL status, then rendered as
 //! plain text and as HTML. Judging and rendering are pure, so golden files pin them.
 
+use crate::units::{bytes, duration_ms};
 use agent::db::{self, Verdict};
 use agent::state::{Outcome, PushRun};
 use chrono::{DateTime, FixedOffset};
@@ -286,47 +287,6 @@ fn plural(n: u64) -> &'static str {
         ""
     } else {
         "s"
-    }
-}
-
-/// Bytes for people: "532 B", "1.4 MB", "3.20 GB" (powers of 1000, as disks are sold).
-pub fn bytes(n: u64) -> String {
-    const UNITS: [&str; 5] = ["kB", "MB", "GB", "TB", "PB"];
-    if n < 1000 {
-        return format!("{n} B");
-    }
-    let mut v = n as f64 / 1000.0;
-    let mut unit = 0;
-    while v >= 1000.0 && unit + 1 < UNITS.len() {
-        v /= 1000.0;
-        unit += 1;
-    }
-    if v < 10.0 {
-        format!("{v:.2} {}", UNITS[unit])
-    } else if v < 100.0 {
-        format!("{v:.1} {}", UNITS[unit])
-    } else {
-        format!("{v:.0} {}", UNITS[unit])
-    }
-}
-
-/// A duration for people: "850 ms", "12.3 s", "4 min 5 s", "2 h 3 min", "3 d 4 h".
-pub fn duration_ms(ms: i64) -> String {
-    let ms = ms.max(0);
-    if ms < 1000 {
-        return format!("{ms} ms");
-    }
-    let s = ms / 1000;
-    if s < 60 {
-        return format!("{:.1} s", ms as f64 / 1000.0);
-    }
-    let (d, h, m, s) = (s / 86_400, s / 3600 % 24, s / 60 % 60, s % 60);
-    if d > 0 {
-        format!("{d} d {h} h")
-    } else if h > 0 {
-        format!("{h} h {m} min")
-    } else {
-        format!("{m} min {s} s")
     }
 }
 
@@ -926,16 +886,6 @@ fn render_html(f: &Facts, status: Status, subject: &str, findings: &[Finding]) -
     }
     h.push_str("</body></html>\n");
     h
-}
-
-/// Free space of the file system holding `path`.
-pub fn free_space(path: &std::path::Path) -> Result<(u64, u64), String> {
-    let st = rustix::fs::statvfs(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    let frsize = st.f_frsize.max(1);
-    Ok((
-        st.f_bavail.saturating_mul(frsize),
-        st.f_blocks.saturating_mul(frsize),
-    ))
 }
 
 #[cfg(test)]

@@ -3,16 +3,30 @@
 //! queues the report, on the site's `report` schedule and on `orch report SITE --send`.
 //! A site's report is written by the node that is its master.
 
+use super::roles::{RoleError, Roles};
+use crate::api::{Delivery, Made};
+use crate::cluster::peer::{tunnel_up, PeerView};
 use crate::config::{Loaded, Site};
-use crate::peering::PeerView;
-use crate::report::{self, Dns, DnsRecord, Facts, Rendered, Space, Tunnel};
+use crate::report::{self, Dns, DnsRecord, Facts, Space, Tunnel};
 use agent::peer::{self, Request, Response};
-use agent::state::Store;
+use agent::state::{OutboxState, Store, StoreError};
+use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{watch, Notify};
 use tokio_util::sync::CancellationToken;
 use tunnel::link::LinkStats;
+
+/// Why a report could not be made.
+#[derive(Debug, thiserror::Error)]
+pub enum ReportError {
+    #[error(transparent)]
+    Role(#[from] RoleError),
+    #[error("reading the state store")]
+    Store(#[from] StoreError),
+    #[error("composing the mail: {0}")]
+    Compose(String),
+}
 
 /// DNS and the peer's answer may take this long before the report goes without them.
 const DNS_LIMIT: Duration = Duration::from_secs(30);
@@ -23,6 +37,7 @@ const PEER_LIMIT: Duration = Duration::from_secs(10);
 pub struct Context {
     pub loaded: Arc<Loaded>,
     pub store: Store,
+    pub roles: Roles,
     pub tunnel: watch::Receiver<LinkStats>,
     pub peer_view: watch::Receiver<PeerView>,
     /// Wakes the mail task to send at once.
@@ -30,26 +45,16 @@ pub struct Context {
     pub mailer: Arc<crate::mail::Mailer>,
 }
 
-fn err(e: agent::state::StoreError) -> String {
-    agent::error_chain(&e)
-}
-
 /// Everything the report of `site` says, as of now.
-pub async fn gather(ctx: &Context, site: &Site) -> Result<Facts, String> {
+pub async fn gather(ctx: &Context, site: &Site) -> Result<Facts, ReportError> {
     let config = &ctx.loaded.config;
     let now = chrono::Local::now();
-    let (master, standby) = crate::dbcheck::roles(config, site, Some(&ctx.store)).await;
-    let epoch = ctx
-        .store
-        .site_state(&site.name)
-        .await
-        .map_err(err)?
-        .map_or(0, |s| s.epoch);
+    let role = ctx.roles.get(&site.name)?;
+    let standby = role.standby(config, site).to_owned();
     let databases = ctx
         .store
         .db_checks()
-        .await
-        .map_err(err)?
+        .await?
         .into_iter()
         .filter(|r| r.site == site.name)
         .collect();
@@ -57,7 +62,7 @@ pub async fn gather(ctx: &Context, site: &Site) -> Result<Facts, String> {
     let peer_agent = ctx.peer_view.borrow().reachable();
     let tunnel = Tunnel {
         peer: ctx.loaded.peer().name.clone(),
-        up: crate::peering::tunnel_up(&stats),
+        up: tunnel_up(&stats),
         peer_agent,
         endpoint: stats.endpoint.map(|e| e.to_string()),
         last_handshake_secs: stats.since_handshake.map(|d| d.as_secs()),
@@ -85,16 +90,16 @@ pub async fn gather(ctx: &Context, site: &Site) -> Result<Facts, String> {
         site: site.name.clone(),
         cluster: config.cluster.name.clone(),
         node: ctx.loaded.me.clone(),
-        epoch,
+        epoch: role.epoch,
         generated_at: now.timestamp_millis(),
         utc_offset_secs: now.offset().local_minus_utc(),
         jobs: site.sync.iter().map(|j| j.name.clone()).collect(),
-        pushes: ctx.store.latest_push_runs(&site.name).await.map_err(err)?,
+        pushes: ctx.store.latest_push_runs(&site.name).await?,
         databases,
         tunnel,
         dns,
         space: standby_space(ctx, site, &standby).await,
-        master,
+        master: role.master,
         standby,
     })
 }
@@ -106,7 +111,7 @@ async fn standby_space(ctx: &Context, site: &Site, standby: &str) -> Result<Vec<
         return Ok(Vec::new());
     }
     let spaces = if standby == ctx.loaded.me {
-        crate::peering::target_spaces(&ctx.loaded, &site.name)?
+        super::space::target_spaces(&ctx.loaded, &site.name).map_err(|e| e.to_string())?
     } else {
         let peer = ctx.loaded.peer();
         let addr =
@@ -141,15 +146,8 @@ async fn standby_space(ctx: &Context, site: &Site, standby: &str) -> Result<Vec<
         .collect())
 }
 
-/// A rendered report and, when it was queued, its message id.
-#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
-pub struct Made {
-    pub report: Rendered,
-    pub message_id: Option<String>,
-}
-
 /// Renders the report of `site`; with `queue`, puts it in the outbox and wakes the sender.
-pub async fn make(ctx: &Context, site: &Site, queue: bool) -> Result<Made, String> {
+pub async fn make(ctx: &Context, site: &Site, queue: bool) -> Result<Made, ReportError> {
     let facts = gather(ctx, site).await?;
     let rendered = report::render(&facts);
     if !queue {
@@ -159,9 +157,10 @@ pub async fn make(ctx: &Context, site: &Site, queue: bool) -> Result<Made, Strin
         });
     }
     let id = crate::mail::new_message_id(&ctx.loaded.me);
-    let message =
-        ctx.mailer
-            .compose(&id, &rendered.subject, &rendered.text, Some(&rendered.html))?;
+    let message = ctx
+        .mailer
+        .compose(&id, &rendered.subject, &rendered.text, Some(&rendered.html))
+        .map_err(ReportError::Compose)?;
     crate::mail::queue(
         &ctx.store,
         &ctx.loaded.me,
@@ -199,29 +198,18 @@ pub async fn make(ctx: &Context, site: &Site, queue: bool) -> Result<Made, Strin
     })
 }
 
-/// How a queued message fared.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "snake_case", tag = "state", content = "detail")]
-pub enum Delivery {
-    Sent,
-    /// The peer's agent took it and sends it.
-    HandedOff,
-    /// Not sent yet; kept in the outbox and retried.
-    Pending(String),
-}
-
 /// Waits (up to `within`) until the message was sent, handed off, or one attempt failed.
 pub async fn delivery(ctx: &Context, message_id: &str, within: Duration) -> Delivery {
     let deadline = tokio::time::Instant::now() + within;
     loop {
         match ctx.store.outbox_state(message_id).await {
-            Ok(Some((state, _, _))) if state == "sent" => return Delivery::Sent,
-            Ok(Some((state, _, _))) if state == "handed_off" => return Delivery::HandedOff,
-            Ok(Some((_, attempts, error))) if attempts > 0 => {
+            Ok(Some((OutboxState::Sent, _, _))) => return Delivery::Sent,
+            Ok(Some((OutboxState::HandedOff, _, _))) => return Delivery::HandedOff,
+            Ok(Some((OutboxState::Pending, attempts, error))) if attempts > 0 => {
                 return Delivery::Pending(error.unwrap_or_default())
             }
             Ok(_) => {}
-            Err(e) => return Delivery::Pending(err(e)),
+            Err(e) => return Delivery::Pending(agent::error_chain(&e)),
         }
         if tokio::time::Instant::now() >= deadline {
             return Delivery::Pending(format!(
@@ -235,7 +223,7 @@ pub async fn delivery(ctx: &Context, message_id: &str, within: Duration) -> Deli
 
 /// The agent's task: each site's report on its `report` schedule (local time), written
 /// by the site's master.
-pub async fn run(ctx: Context, stop: CancellationToken) -> Result<(), String> {
+pub async fn run(ctx: Context, stop: CancellationToken) -> Result<(), Infallible> {
     let mut tasks = tokio::task::JoinSet::new();
     for site in ctx
         .loaded
@@ -261,13 +249,14 @@ pub async fn run(ctx: Context, stop: CancellationToken) -> Result<(), String> {
                     () = stop.cancelled() => return,
                     () = tokio::time::sleep(wait) => {}
                 }
-                let (master, _) =
-                    crate::dbcheck::roles(&ctx.loaded.config, site, Some(&ctx.store)).await;
-                if master != ctx.loaded.me {
-                    continue; // the master's agent reports this site
-                }
-                if let Err(e) = make(&ctx, site, true).await {
-                    tracing::error!(site = %name, error = %e, "Report not made");
+                match ctx.roles.get(&name) {
+                    Ok(role) if !role.is_master(&ctx.loaded.me) => continue, // the master's agent reports it
+                    Ok(_) => {
+                        if let Err(e) = make(&ctx, site, true).await {
+                            tracing::error!(site = %name, error = agent::error_chain(&e), "Report not made");
+                        }
+                    }
+                    Err(e) => tracing::error!(site = %name, error = %e, "Report not made"),
                 }
                 // Never twice for the same minute, however fast the above was.
                 tokio::time::sleep(Duration::from_secs(1)).await;

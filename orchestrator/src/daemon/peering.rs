@@ -1,49 +1,29 @@
 //! The agent's side of peer RPC: a heartbeat to the peer every few seconds, answers to
-//! the peer's heartbeats, and the shared view of what the peer last said.
+//! the peer's heartbeats, mail and space requests, the peer's pushes (handed to
+//! [`Receiver`]), and the shared view of what the peer last said.
 
+use super::receive::Receiver;
+use super::roles::Roles;
+use crate::cluster::peer::{PeerView, HEARTBEAT_EVERY};
 use crate::config::Loaded;
 use agent::peer::{self, Heartbeat, PeerHandler, Request, Response, SiteClaim};
 use agent::state::Store;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tokio::sync::watch;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tunnel::link::LinkStats;
 
-/// How often this agent sends the peer a heartbeat.
-pub const HEARTBEAT_EVERY: Duration = Duration::from_secs(5);
 const CALL_TIMEOUT: Duration = Duration::from_secs(4);
-
-/// What we last heard from the peer's agent.
-#[derive(Debug, Clone, Default)]
-pub struct PeerView {
-    pub last_contact: Option<Instant>,
-    pub heartbeat: Option<Heartbeat>,
-    pub last_error: Option<String>,
-}
-
-impl PeerView {
-    /// A heartbeat went through within the last three heartbeat periods.
-    pub fn reachable(&self) -> bool {
-        self.last_contact
-            .is_some_and(|t| t.elapsed() < HEARTBEAT_EVERY * 3)
-    }
-}
-
-/// The tunnel counts as up when a handshake completed less than 180 s ago (WireGuard
-/// rekeys every 2 minutes while traffic flows) and the peer is not silent.
-pub fn tunnel_up(stats: &LinkStats) -> bool {
-    stats
-        .since_handshake
-        .is_some_and(|d| d < Duration::from_secs(180))
-        && !stats.suspect
-}
 
 #[derive(Clone)]
 pub struct Peering {
     pub loaded: Arc<Loaded>,
     pub store: Store,
+    pub roles: Roles,
+    pub receiver: Arc<Receiver>,
     pub tunnel: watch::Receiver<LinkStats>,
     pub view: watch::Sender<PeerView>,
     /// Wakes the mail task (a mail taken from the peer goes out at once).
@@ -52,26 +32,19 @@ pub struct Peering {
 
 impl Peering {
     /// This node's heartbeat: its sites' masters and epochs, and where it sees the peer.
-    async fn heartbeat(&self) -> Heartbeat {
-        let mut sites = std::collections::BTreeMap::new();
-        for site in &self.loaded.config.sites {
-            match self.store.site_state(&site.name).await {
-                Ok(Some(s)) => {
-                    sites.insert(
-                        site.name.clone(),
-                        SiteClaim {
-                            master: s.master,
-                            epoch: s.epoch,
-                        },
-                    );
-                }
-                Ok(None) => {}
-                Err(error) => tracing::warn!(
-                    error = agent::error_chain(&error),
-                    "Reading site state for the heartbeat"
-                ),
-            }
-        }
+    fn heartbeat(&self) -> Heartbeat {
+        let sites = self
+            .roles
+            .all()
+            .into_iter()
+            .map(|(name, role)| {
+                let claim = SiteClaim {
+                    master: role.master,
+                    epoch: role.epoch,
+                };
+                (name, claim)
+            })
+            .collect();
         Heartbeat {
             node: self.loaded.me.clone(),
             sites,
@@ -98,7 +71,7 @@ impl Peering {
                 () = stop.cancelled() => return,
                 _ = tick.tick() => {}
             }
-            let request = Request::Heartbeat(self.heartbeat().await);
+            let request = Request::Heartbeat(self.heartbeat());
             let result = tokio::select! {
                 () = stop.cancelled() => return,
                 r = peer::call(addr, &self.loaded.me, &peer.name, &request, CALL_TIMEOUT) => r,
@@ -130,19 +103,19 @@ impl PeerHandler for Peering {
                     return Response::Error(format!("heartbeat from `{}`, not the peer", h.node));
                 }
                 self.heard(h);
-                Response::Heartbeat(self.heartbeat().await)
+                Response::Heartbeat(self.heartbeat())
             }
             Request::Mail(mail) => self.take_mail(mail).await,
-            Request::Space { site } => match target_spaces(&self.loaded, &site) {
+            Request::Space { site } => match super::space::target_spaces(&self.loaded, &site) {
                 Ok(spaces) => Response::Space(spaces),
-                Err(e) => Response::Error(e),
+                Err(e) => Response::Error(e.to_string()),
             },
             Request::Push(_) => Response::Error("a push is not a request".into()),
         }
     }
 
     async fn push(&self, open: agent::sync::wire::Open, stream: tokio::net::TcpStream) {
-        crate::push::receive(Arc::clone(&self.loaded), self.store.clone(), open, stream).await;
+        self.receiver.receive(open, stream).await;
     }
 }
 
@@ -177,34 +150,7 @@ impl Peering {
                 self.mail_now.notify_one();
                 Response::MailAccepted { new }
             }
-            Err(e) => Response::Error(format!("mail not queued: {e}")),
+            Err(e) => Response::Error(format!("mail not queued: {}", agent::error_chain(&e))),
         }
     }
-}
-
-/// Free space under this node's own sync targets of `site` (paths from our config only;
-/// a target that does not exist yet is measured at its nearest existing parent).
-pub fn target_spaces(loaded: &Loaded, site: &str) -> Result<Vec<peer::TargetSpace>, String> {
-    let site = loaded
-        .config
-        .site(site)
-        .ok_or_else(|| format!("no site `{site}` in my config"))?;
-    let mut out = Vec::new();
-    for job in &site.sync {
-        let Some(path) = job.paths.get(&loaded.me) else {
-            continue;
-        };
-        let measured = path
-            .ancestors()
-            .find(|p| p.exists())
-            .unwrap_or(std::path::Path::new("/"));
-        let (free_bytes, total_bytes) = crate::report::free_space(measured)?;
-        out.push(peer::TargetSpace {
-            job: job.name.clone(),
-            path: path.display().to_string(),
-            free_bytes,
-            total_bytes,
-        });
-    }
-    Ok(out)
 }

@@ -1,47 +1,38 @@
-//! Wires the config's `[[sites.X.database]]` to `agent::db`: who is master (the state
-//! store's epoch decides, else the config's primary), the URLs with `{node}` filled in,
+//! Wires the config's `[[sites.X.database]]` to `agent::db`: each database's master and
+//! standby side under the site's current role, the URLs with `{node}` filled in,
 //! passwords from their files; in the agent, the periodic checks, the heartbeat writer on
 //! the master, and the history and alert events that reports and mail build on.
 
-use crate::alerts::Alerter;
+use super::alerts::Alerter;
+use super::roles::Roles;
+use crate::cluster::roles::SiteRole;
 use crate::config::{Config, DbKind, Loaded, Site};
 use agent::db::{self, Endpoint, Engine, Report, Target, Verdict};
 use agent::state::{NewEvent, Outcome, Store};
+use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::SystemTime;
 use tokio_util::sync::CancellationToken;
 
-/// The master and standby of `site` now.
-pub async fn roles(config: &Config, site: &Site, store: Option<&Store>) -> (String, String) {
-    let master = match store {
-        Some(store) => store
-            .site_state(&site.name)
-            .await
-            .ok()
-            .flatten()
-            .map(|s| s.master),
-        None => None,
-    }
-    .unwrap_or_else(|| site.primary.clone());
-    let standby = config
-        .nodes
-        .iter()
-        .map(|n| n.name.clone())
-        .find(|n| *n != master)
-        .unwrap_or_else(|| site.standby.clone());
-    (master, standby)
+/// Why a site's databases cannot be checked as configured.
+#[derive(Debug, thiserror::Error)]
+pub enum TargetError {
+    #[error("no node {0}")]
+    NoNode(String),
+    #[error("{0}")]
+    Secret(String),
 }
 
-/// The checks' view of every database of `site`, with `master` as master.
-pub fn targets(config: &Config, site: &Site, master: &str) -> Result<Vec<Target>, String> {
-    let endpoint = |db: &crate::config::Database, node: &str| -> Result<Endpoint, String> {
+/// The checks' view of every database of `site` under `role`.
+pub fn targets(config: &Config, site: &Site, role: &SiteRole) -> Result<Vec<Target>, TargetError> {
+    let endpoint = |db: &crate::config::Database, node: &str| -> Result<Endpoint, TargetError> {
         let n = config
             .nodes
             .iter()
             .find(|n| n.name == node)
-            .ok_or_else(|| format!("no node {node}"))?;
+            .ok_or_else(|| TargetError::NoNode(node.to_owned()))?;
         let password = match &db.password_file {
-            Some(file) => Some(crate::config::read_secret_file(file)?),
+            Some(file) => Some(crate::config::read_secret_file(file).map_err(TargetError::Secret)?),
             None => None,
         };
         Ok(Endpoint {
@@ -50,12 +41,7 @@ pub fn targets(config: &Config, site: &Site, master: &str) -> Result<Vec<Target>
             password,
         })
     };
-    let standby = config
-        .nodes
-        .iter()
-        .map(|n| n.name.as_str())
-        .find(|n| *n != master)
-        .unwrap_or(site.standby.as_str());
+    let (master, standby) = (role.master.as_str(), role.standby(config, site));
     site.databases
         .iter()
         .map(|db| {
@@ -174,9 +160,10 @@ pub async fn keep(store: &Store, report: &Report, alerter: Option<&Alerter>) {
 pub async fn run(
     loaded: Arc<Loaded>,
     store: Store,
+    roles: Roles,
     alerter: Alerter,
     stop: CancellationToken,
-) -> Result<(), String> {
+) -> Result<(), Infallible> {
     let mut tasks = tokio::task::JoinSet::new();
     for site in loaded
         .config
@@ -185,9 +172,10 @@ pub async fn run(
         .filter(|s| !s.databases.is_empty())
     {
         for (index, db) in site.databases.iter().enumerate() {
-            let (loaded, store, stop, alerter) = (
+            let (loaded, store, roles, stop, alerter) = (
                 Arc::clone(&loaded),
                 store.clone(),
+                roles.clone(),
                 stop.clone(),
                 alerter.clone(),
             );
@@ -199,13 +187,16 @@ pub async fn run(
                     let Some(site) = loaded.config.site(&site_name) else {
                         return;
                     };
-                    let (master, _) = roles(&loaded.config, site, Some(&store)).await;
-                    let target = targets(&loaded.config, site, &master)
+                    let Ok(role) = roles.get(&site_name) else {
+                        return;
+                    };
+                    let mine = role.is_master(&loaded.me);
+                    let target = targets(&loaded.config, site, &role)
                         .map(|mut t| t.swap_remove(index));
                     match &target {
                         Err(e) => tracing::warn!(site = %site_name, error = %e, "Database check not possible"),
                         Ok(target) => {
-                            if master == loaded.me && target.heartbeat_table.is_some() {
+                            if mine && target.heartbeat_table.is_some() {
                                 let result = db::beat(target, &loaded.me).await;
                                 let now_error = result.err();
                                 if now_error != beat_error {
@@ -217,7 +208,6 @@ pub async fn run(
                             }
                             if tokio::time::Instant::now() >= next_check {
                                 let report = db::check(target).await;
-                                let mine = master == loaded.me;
                                 keep(&store, &report, mine.then_some(&alerter)).await;
                                 next_check = tokio::time::Instant::now() + interval;
                             }

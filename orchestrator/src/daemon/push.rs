@@ -1,25 +1,31 @@
-//! Wires the config's `[[sites.X.sync]]` jobs to `agent::sync`: pushes from this node when
-//! it is the site's master (on the job's cron schedule, on change with `watch`, or from
-//! `orch push`), the receiving end for the peer's pushes, run records, alerts and the
-//! report after each scheduled push.
+//! Wires the config's `[[sites.X.sync]]` jobs to `agent::sync`'s sender: pushes from this
+//! node while it is the site's master (on the job's cron schedule, on change with
+//! `watch`, or from `orch push`), run records, alerts and the report after each scheduled
+//! push. A push runs under the role it started with and stops if that role moves on.
+//! The receiving end is `receive.rs`.
 
-use crate::alerts::Alerter;
+use super::alerts::Alerter;
+use super::reports;
+use super::roles::{RoleError, Roles};
+use crate::api::{JobResult, ProgressView, PushOutcome};
+use crate::cluster::roles::SiteRole;
 use crate::config::{Loaded, MaxDelete, Site, SyncJob};
 use agent::state::{NewEvent, Outcome, PushRun, Store};
 use agent::sync::plan::{Limit, Step};
+use agent::sync::recv::Stop;
 use agent::sync::send::Progress;
-use agent::sync::wire::{self, Open, ToSender};
-use agent::sync::{recv, send, Excludes};
+use agent::sync::wire::{self, Open};
+use agent::sync::{send, Excludes};
 use agent::unix_millis;
-use serde::{Deserialize, Serialize};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 /// A push connection that stays silent this long is given up (either side); a dead peer
 /// is noticed sooner (see `agent::sync::tune`). Long: chunking a big basis file or making
 /// a batch durable may keep the receiver quiet for a while.
-const IO_TIMEOUT: Duration = Duration::from_secs(1800);
+const IO_TIMEOUT: Duration = super::receive::IO_TIMEOUT;
 /// At most this many steps of a dry run are listed.
 const DRY_RUN_LIST: usize = 10_000;
 
@@ -27,8 +33,9 @@ const DRY_RUN_LIST: usize = 10_000;
 pub struct Pusher {
     pub loaded: Arc<Loaded>,
     pub store: Store,
+    pub roles: Roles,
     pub alerter: Alerter,
-    pub reports: crate::reports::Context,
+    pub reports: reports::Context,
     /// The push under way, for `orch push`'s progress bar.
     pub current: Arc<Mutex<Option<Current>>>,
     /// One push at a time.
@@ -41,34 +48,6 @@ pub struct Current {
     pub job: String,
     pub started: Instant,
     pub progress: Arc<Progress>,
-}
-
-/// What `orch push` shows while it waits.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct ProgressView {
-    pub site: String,
-    pub job: String,
-    pub phase: String,
-    pub steps_done: u64,
-    pub steps_total: u64,
-    pub bytes_sent: u64,
-    pub elapsed_ms: u64,
-}
-
-/// The result of one job's push.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct JobResult {
-    pub site: String,
-    pub job: String,
-    /// "ok", "warn" (some entries failed), "fail", "refused" or "dry-run".
-    pub outcome: String,
-    pub summary: String,
-    pub run: Option<PushRun>,
-    /// A dry run: what would change (`+` create or overwrite, `~` metadata, `-` delete).
-    #[serde(default)]
-    pub changes: Vec<String>,
-    #[serde(default)]
-    pub diverged_dir: Option<String>,
 }
 
 impl Pusher {
@@ -93,38 +72,47 @@ impl Pusher {
         job: Option<&str>,
         dry_run: bool,
         force: bool,
-    ) -> Result<Vec<JobResult>, String> {
+    ) -> Result<Vec<JobResult>, PushError> {
         let config = &self.loaded.config;
         let site = config
             .site(site)
-            .ok_or_else(|| format!("no site `{site}` in the config"))?;
+            .ok_or_else(|| PushError::UnknownSite(site.to_owned()))?;
         let jobs: Vec<&SyncJob> = site
             .sync
             .iter()
             .filter(|j| job.is_none_or(|n| j.name == n))
             .collect();
         if jobs.is_empty() {
-            return Err(match job {
-                Some(n) => format!("site {} has no sync job `{n}`", site.name),
-                None => format!("site {} has no sync jobs", site.name),
+            return Err(PushError::NoJob {
+                site: site.name.clone(),
+                job: job.map(str::to_owned),
             });
-        }
-        let (master, _) = crate::dbcheck::roles(config, site, Some(&self.store)).await;
-        if master != self.loaded.me {
-            return Err(format!(
-                "{} is not the master of {} ({master} is): pushes go from the master; run it there",
-                self.loaded.me, site.name
-            ));
         }
         let mut out = Vec::new();
         for job in jobs {
             let _one = self.one.lock().await;
-            out.push(self.push_job(site, job, dry_run, force).await);
+            // Checked per job, under the lock: the role may have moved while we waited.
+            let role = self.roles.get(&site.name)?;
+            if !role.is_master(&self.loaded.me) {
+                return Err(PushError::NotMaster {
+                    me: self.loaded.me.clone(),
+                    site: site.name.clone(),
+                    master: role.master,
+                });
+            }
+            out.push(self.push_job(site, job, &role, dry_run, force).await);
         }
         Ok(out)
     }
 
-    async fn push_job(&self, site: &Site, job: &SyncJob, dry_run: bool, force: bool) -> JobResult {
+    async fn push_job(
+        &self,
+        site: &Site,
+        job: &SyncJob,
+        role: &SiteRole,
+        dry_run: bool,
+        force: bool,
+    ) -> JobResult {
         let started_at = unix_millis(SystemTime::now());
         let t0 = Instant::now();
         let progress = Arc::new(Progress::default());
@@ -136,7 +124,9 @@ impl Pusher {
                 progress: Arc::clone(&progress),
             });
         }
-        let result = self.exchange(site, job, dry_run, force, &progress).await;
+        let result = self
+            .exchange(site, job, role, dry_run, force, &progress)
+            .await;
         if let Ok(mut c) = self.current.lock() {
             *c = None;
         }
@@ -158,7 +148,7 @@ impl Pusher {
         let mut res = JobResult {
             site: site.name.clone(),
             job: job.name.clone(),
-            outcome: "fail".into(),
+            outcome: PushOutcome::Fail,
             summary: String::new(),
             run: None,
             changes: Vec::new(),
@@ -192,7 +182,7 @@ impl Pusher {
                 }
                 res.diverged_dir = sent.diverged_dir.clone();
                 if dry_run && sent.refused.is_none() {
-                    res.outcome = "dry-run".into();
+                    res.outcome = PushOutcome::DryRun;
                     res.changes = sent.steps.iter().take(DRY_RUN_LIST).map(describe).collect();
                     res.summary = format!(
                         "dry run: {} change(s) of {} entries, {} deletion(s); nothing was written",
@@ -204,7 +194,7 @@ impl Pusher {
                 }
                 if let Some(why) = &sent.refused {
                     run.errors.push(why.clone());
-                    res.outcome = "refused".into();
+                    res.outcome = PushOutcome::Refused;
                     res.summary = why.clone();
                 } else {
                     if let Some(m) = &sent.manifest {
@@ -224,13 +214,17 @@ impl Pusher {
                     }
                     let warn = !sent.failed.is_empty() || !sent.errors.is_empty();
                     run.outcome = if warn { Outcome::Warn } else { Outcome::Ok };
-                    res.outcome = if warn { "warn" } else { "ok" }.into();
+                    res.outcome = if warn {
+                        PushOutcome::Warn
+                    } else {
+                        PushOutcome::Ok
+                    };
                     res.summary = format!(
                         "{} entries ({}), {} changed, {} sent, {} deletion(s){}{} in {:.1} s",
                         sent.files_total,
-                        crate::report::bytes(sent.bytes_total),
+                        crate::units::bytes(sent.bytes_total),
                         sent.changed,
-                        crate::report::bytes(sent.bytes_sent),
+                        crate::units::bytes(sent.bytes_sent),
                         sent.deletions,
                         if sent.failed.is_empty() && sent.errors.is_empty() {
                             String::new()
@@ -255,7 +249,10 @@ impl Pusher {
         }
         let summary = format!(
             "push {}/{}: {}: {}",
-            site.name, job.name, res.outcome, res.summary
+            site.name,
+            job.name,
+            res.outcome.as_str(),
+            res.summary
         );
         let _ = self
             .store
@@ -284,6 +281,7 @@ impl Pusher {
         &self,
         site: &Site,
         job: &SyncJob,
+        role: &SiteRole,
         dry_run: bool,
         force: bool,
         progress: &Arc<Progress>,
@@ -310,17 +308,11 @@ impl Pusher {
             .manifest(&site.name, &job.name, "send")
             .await
             .map_err(|e| e.to_string())?;
-        let epoch = self
-            .store
-            .site_state(&site.name)
-            .await
-            .map_err(|e| e.to_string())?
-            .map_or(1, |s| s.epoch);
         let open = Open {
             protocol: wire::SYNC_PROTOCOL,
             site: site.name.clone(),
             job: job.name.clone(),
-            epoch,
+            epoch: role.epoch,
             generation: manifest.as_ref().map(|m| m.generation.clone()),
             dry_run,
         };
@@ -337,7 +329,18 @@ impl Pusher {
             MaxDelete::Count(n) => Limit::Count(n),
         };
         let progress = Arc::clone(progress);
-        tokio::task::spawn_blocking(move || {
+        let stop = Arc::new(Stop::default());
+        let fence = match (self.roles.watch(&site.name), stream.try_clone()) {
+            (Ok(roles), Ok(socket)) => Some(tokio::spawn(fence(
+                roles,
+                role.clone(),
+                Arc::clone(&stop),
+                socket,
+                site.name.clone(),
+            ))),
+            _ => None,
+        };
+        let sent = tokio::task::spawn_blocking(move || {
             let src = send::Source {
                 root: &root,
                 excludes: &excludes,
@@ -348,9 +351,59 @@ impl Pusher {
             };
             send::push(stream, &src, &progress).map_err(|e| e.to_string())
         })
-        .await
-        .map_err(|e| format!("the push thread failed: {e}"))?
+        .await;
+        if let Some(fence) = fence {
+            fence.abort();
+        }
+        match (sent, stop.reason()) {
+            (Ok(Err(_)), Some(reason)) => Err(reason.to_owned()),
+            (Ok(result), _) => result,
+            (Err(e), _) => Err(format!("the push thread failed: {e}")),
+        }
     }
+}
+
+/// Ends a push (its socket shut) once this node no longer holds the role it started under.
+async fn fence(
+    mut roles: tokio::sync::watch::Receiver<SiteRole>,
+    started: SiteRole,
+    stop: Arc<Stop>,
+    socket: std::net::TcpStream,
+    site: String,
+) {
+    loop {
+        let now = roles.borrow_and_update().clone();
+        if now != started {
+            stop.stop(format!(
+                "stopped: the role of {site} moved on during the push ({} is master at epoch {}, the push began at epoch {})",
+                now.master, now.epoch, started.epoch
+            ));
+            let _ = socket.shutdown(std::net::Shutdown::Both);
+            return;
+        }
+        if roles.changed().await.is_err() {
+            return;
+        }
+    }
+}
+
+/// Why a push could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum PushError {
+    #[error("no site `{0}` in the config")]
+    UnknownSite(String),
+    #[error("site {site} has {}", match job { Some(n) => format!("no sync job `{n}`"), None => "no sync jobs".to_owned() })]
+    NoJob { site: String, job: Option<String> },
+    #[error(
+        "{me} is not the master of {site} ({master} is): pushes go from the master; run it there"
+    )]
+    NotMaster {
+        me: String,
+        site: String,
+        master: String,
+    },
+    #[error(transparent)]
+    Role(#[from] RoleError),
 }
 
 /// One line of a dry run's listing.
@@ -361,10 +414,10 @@ fn describe(step: &Step) -> String {
         Step::Delete { .. } => format!("- {p}"),
         Step::Mkdir { .. } => format!("+ {p}/"),
         Step::File { how, size, .. } => match how {
-            How::Literal => format!("+ {p} ({})", crate::report::bytes(*size)),
+            How::Literal => format!("+ {p} ({})", crate::units::bytes(*size)),
             How::Copy { from } => format!("+ {p} (a copy of {})", agent::sync::shown(from)),
             How::Delta { .. } => {
-                format!("+ {p} (changed, {}; a delta)", crate::report::bytes(*size))
+                format!("+ {p} (changed, {}; a delta)", crate::units::bytes(*size))
             }
         },
         Step::Symlink { target, .. } => format!("+ {p} -> {}", agent::sync::shown(target)),
@@ -373,211 +426,9 @@ fn describe(step: &Step) -> String {
     }
 }
 
-#[derive(Default)]
-struct Receiving {
-    /// The running session's stop flag and socket.
-    current: Option<(Arc<std::sync::atomic::AtomicBool>, std::net::TcpStream)>,
-    /// Held while a session runs.
-    lock: Arc<tokio::sync::Mutex<()>>,
-}
-
-static RECEIVING: std::sync::LazyLock<Mutex<std::collections::HashMap<String, Receiving>>> =
-    std::sync::LazyLock::new(Mutex::default);
-
-/// Serves a push from the peer: only for a site whose master (by this node's own state
-/// store) is the peer, under the same epoch, into this node's configured path for the job.
-pub async fn receive(loaded: Arc<Loaded>, store: Store, open: Open, stream: tokio::net::TcpStream) {
-    let peer = loaded.peer().name.clone();
-    let target = match admit(&loaded, &store, &open).await {
-        Ok(t) => t,
-        Err(message) => {
-            tracing::warn!(site = %open.site, job = %open.job, %message, "Refused a push from {peer}");
-            let mut buf = Vec::new();
-            if wire::write_msg(&mut buf, &ToSender::Error { message }).is_ok() {
-                let mut stream = stream;
-                let _ = tokio::io::AsyncWriteExt::write_all(&mut stream, &buf).await;
-            }
-            return;
-        }
-    };
-    let Ok(stream) = stream.into_std() else {
-        return;
-    };
-    if agent::sync::tune(&stream, IO_TIMEOUT).is_err() {
-        return;
-    }
-    // One session per job: a newer push supersedes one still running (its sender may have
-    // died, taking its end of the tunnel along), which stops before this one starts.
-    let key = format!("{}/{}", open.site, open.job);
-    let lock = {
-        let Ok(mut active) = RECEIVING.lock() else {
-            return;
-        };
-        let slot = active.entry(key.clone()).or_default();
-        if let Some((stop, old)) = slot.current.take() {
-            stop.store(true, std::sync::atomic::Ordering::SeqCst);
-            let _ = old.shutdown(std::net::Shutdown::Both);
-        }
-        if let Ok(clone) = stream.try_clone() {
-            slot.current = Some((Arc::clone(&target.stop), clone));
-        }
-        Arc::clone(&slot.lock)
-    };
-    let _turn = lock.lock().await;
-    let mine = Arc::clone(&target.stop);
-    let (site, job, dry_run) = (open.site.clone(), open.job.clone(), open.dry_run);
-    let handle = tokio::runtime::Handle::current();
-    let keep = store.clone();
-    let t0 = Instant::now();
-    let done = tokio::task::spawn_blocking(move || {
-        let mut save = |m: &agent::sync::Manifest| {
-            handle
-                .block_on(keep.put_manifest(
-                    &open.site,
-                    &open.job,
-                    "receive",
-                    m,
-                    unix_millis(SystemTime::now()),
-                ))
-                .map_err(|e| e.to_string())
-        };
-        recv::receive(stream, &open, &target, &mut save)
-    })
-    .await;
-    // Done: forget this session's socket (unless a newer one took the slot already).
-    if let Ok(mut active) = RECEIVING.lock() {
-        if let Some(slot) = active.get_mut(&key) {
-            if slot
-                .current
-                .as_ref()
-                .is_some_and(|(stop, _)| Arc::ptr_eq(stop, &mine))
-            {
-                slot.current = None;
-            }
-        }
-    }
-    if dry_run {
-        return;
-    }
-    let (outcome, summary) = match done {
-        Ok(Ok(r)) => {
-            let diverged = match &r.diverged_dir {
-                Some(d) if !r.diverged.is_empty() => format!(
-                    "; {} diverged entries kept in {}",
-                    r.diverged.len(),
-                    d.display()
-                ),
-                _ => String::new(),
-            };
-            (
-                if r.failed.is_empty() { Outcome::Ok } else { Outcome::Warn },
-                format!(
-                    "received a push of {site}/{job} from {peer}: {} step(s), {} failed{diverged} in {:.1} s",
-                    r.steps,
-                    r.failed.len(),
-                    t0.elapsed().as_secs_f64()
-                ),
-            )
-        }
-        Ok(Err(e)) => (
-            Outcome::Fail,
-            format!("a push of {site}/{job} from {peer} stopped: {e}"),
-        ),
-        Err(e) => (
-            Outcome::Fail,
-            format!("a push of {site}/{job} from {peer}: the thread failed: {e}"),
-        ),
-    };
-    tracing::info!("{summary}");
-    let _ = store
-        .record(&NewEvent {
-            at: unix_millis(SystemTime::now()),
-            site: Some(&site),
-            kind: "receive",
-            outcome,
-            summary: &summary,
-            detail: None,
-        })
-        .await;
-}
-
-async fn admit(loaded: &Loaded, store: &Store, open: &Open) -> Result<recv::Target, String> {
-    let peer = &loaded.peer().name;
-    if open.protocol != wire::SYNC_PROTOCOL {
-        return Err(format!(
-            "push protocol {} offered, this agent speaks {}: upgrade the older one",
-            open.protocol,
-            wire::SYNC_PROTOCOL
-        ));
-    }
-    let site = loaded.config.site(&open.site).ok_or_else(|| {
-        format!(
-            "no site `{}` in {}'s config",
-            agent::sync::shown(&open.site),
-            loaded.me
-        )
-    })?;
-    let job = site
-        .sync
-        .iter()
-        .find(|j| j.name == open.job)
-        .ok_or_else(|| {
-            format!(
-                "site {} has no sync job `{}` in {}'s config",
-                site.name,
-                agent::sync::shown(&open.job),
-                loaded.me
-            )
-        })?;
-    let state = store
-        .site_state(&site.name)
-        .await
-        .map_err(|e| e.to_string())?
-        .ok_or_else(|| format!("{} has no state for site {} yet", loaded.me, site.name))?;
-    if &state.master != peer {
-        return Err(format!(
-            "{} is master of {} here (epoch {}), not {peer}: a push goes from the master only",
-            state.master, site.name, state.epoch
-        ));
-    }
-    if state.epoch != open.epoch {
-        return Err(format!(
-            "{} is at epoch {} of {} here, the sender at {}: the agents must agree on the master first",
-            loaded.me, state.epoch, site.name, open.epoch
-        ));
-    }
-    let root = job
-        .paths
-        .get(&loaded.me)
-        .ok_or_else(|| format!("job {} has no path for {}", job.name, loaded.me))?
-        .clone();
-    let manifest = store
-        .manifest(&site.name, &job.name, "receive")
-        .await
-        .map_err(|e| e.to_string())?;
-    let pushed_before = store
-        .manifest(&site.name, &job.name, "send")
-        .await
-        .map_err(|e| e.to_string())?
-        .is_some();
-    // The first push after a role change keeps what it would overwrite or delete.
-    let diverge = match &manifest {
-        Some(m) => m.epoch < state.epoch,
-        None => pushed_before,
-    };
-    Ok(recv::Target {
-        root,
-        diverged_base: loaded.me().state_dir.join("diverged").join(&site.name),
-        manifest,
-        epoch: state.epoch,
-        diverge,
-        stop: Arc::default(),
-    })
-}
-
 /// Runs each job on its cron schedule (local time) while this node is the site's master;
 /// after each scheduled push of a site, its report is mailed.
-pub async fn run_schedule(p: Pusher, stop: CancellationToken) -> Result<(), String> {
+pub async fn run_schedule(p: Pusher, stop: CancellationToken) -> Result<(), RoleError> {
     let jobs: Vec<(String, String, crate::config::CronSchedule)> = p
         .loaded
         .config
@@ -613,8 +464,7 @@ pub async fn run_schedule(p: Pusher, stop: CancellationToken) -> Result<(), Stri
         let Some(s) = p.loaded.config.site(&site) else {
             continue;
         };
-        let (master, _) = crate::dbcheck::roles(&p.loaded.config, s, Some(&p.store)).await;
-        if master != p.loaded.me {
+        if !p.roles.get(&site)?.is_master(&p.loaded.me) {
             tracing::debug!(%site, %job, "Scheduled push skipped: this node is the standby");
             continue;
         }
@@ -625,7 +475,7 @@ pub async fn run_schedule(p: Pusher, stop: CancellationToken) -> Result<(), Stri
                 tracing::warn!(%site, %job, error = %e, "Scheduled push");
             },
         }
-        if let Err(e) = crate::reports::make(&p.reports, s, true).await {
+        if let Err(e) = reports::make(&p.reports, s, true).await {
             tracing::warn!(%site, error = %e, "The report after a scheduled push");
         }
     }
@@ -640,7 +490,7 @@ pub async fn run_watch(
     job: String,
     root: std::path::PathBuf,
     stop: CancellationToken,
-) -> Result<(), String> {
+) -> Result<(), RoleError> {
     use notify::Watcher as _;
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<()>();
     let mut watcher = loop {
@@ -683,11 +533,7 @@ pub async fn run_watch(
                 _ = rx.recv() => {}
             }
         }
-        let Some(s) = p.loaded.config.site(&site) else {
-            break;
-        };
-        let (master, _) = crate::dbcheck::roles(&p.loaded.config, s, Some(&p.store)).await;
-        if master != p.loaded.me {
+        if !p.roles.get(&site)?.is_master(&p.loaded.me) {
             continue;
         }
         while rx.try_recv().is_ok() {}

@@ -9,8 +9,10 @@
 //! fencing by the node that acts ([`Alerter::failover`], [`Alerter::recovered`],
 //! [`Alerter::fenced`]).
 
-use crate::config::{Loaded, NotifyKind};
+use crate::cluster::peer::tunnel_up;
+use crate::config::Loaded;
 use crate::mail::Mailer;
+use crate::notify::{rfc3339, Event, Webhook};
 use agent::state::{AlertState, Store};
 use std::sync::Arc;
 use std::time::Duration;
@@ -20,7 +22,6 @@ use tunnel::link::LinkStats;
 
 /// The same alert is mailed at most this often.
 pub const REPEAT: Duration = Duration::from_secs(3600);
-const WEBHOOK_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// What a change of an alert's state calls for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -166,12 +167,12 @@ impl Alerter {
 
     /// For the failover work: this node took over `site`.
     pub async fn failover(&self, site: &str, detail: &str) {
-        self.notice(site, "FAILOVER", detail).await;
+        self.notice(site, Event::Failover, detail).await;
     }
 
     /// For the failover work: the old master of `site` came back and stepped down.
     pub async fn recovered(&self, site: &str, detail: &str) {
-        self.notice(site, "RECOVERED", detail).await;
+        self.notice(site, Event::Recovered, detail).await;
     }
 
     /// For the failover work: this node fenced itself for `site` (`false`: it no longer is).
@@ -185,10 +186,11 @@ impl Alerter {
     }
 
     /// A one-off event, mailed and posted at once.
-    pub async fn notice(&self, site: &str, what: &str, detail: &str) {
-        let subject = format!("[orch] {what} {site}: {}", first_line(detail));
+    pub async fn notice(&self, site: &str, what: Event, detail: &str) {
+        let subject = format!("[orch] {} {site}: {}", what.as_str(), first_line(detail));
         let text = format!(
-            "{what} of site {site}, reported by {} (cluster {}) at {}.\n\n{detail}\n",
+            "{} of site {site}, reported by {} (cluster {}) at {}.\n\n{detail}\n",
+            what.as_str(),
             self.loaded.me,
             self.loaded.config.cluster.name,
             rfc3339(Self::now()),
@@ -212,7 +214,7 @@ impl Alerter {
                     self.loaded.me,
                     rfc3339(a.since)
                 ),
-                "ALERT",
+                Event::Alert,
             ),
             Send::Reminder => (
                 format!("[orch] STILL {who}: {}", a.summary),
@@ -220,31 +222,31 @@ impl Alerter {
                     "{}\n\nStill so since {} ({} ago), as seen by {}.\n",
                     a.summary,
                     rfc3339(a.since),
-                    crate::report::duration_ms(now - a.since),
+                    crate::units::duration_ms(now - a.since),
                     self.loaded.me
                 ),
-                "ALERT",
+                Event::Alert,
             ),
             Send::Resolved => (
                 format!("[orch] RESOLVED {who}: {}", a.summary),
                 format!(
                     "Resolved at {} after {}: {}\n\nSeen by {}.\n",
                     rfc3339(now),
-                    crate::report::duration_ms(now - a.since),
+                    crate::units::duration_ms(now - a.since),
                     a.summary,
                     self.loaded.me
                 ),
-                "RESOLVED",
+                Event::Resolved,
             ),
         };
         self.deliver(a.site.as_deref(), &subject, &text, what).await;
     }
 
     /// Queues the mail (sent by the mail task) and posts the webhook.
-    async fn deliver(&self, site: Option<&str>, subject: &str, text: &str, what: &str) {
+    async fn deliver(&self, site: Option<&str>, subject: &str, text: &str, what: Event) {
         let now = Self::now();
         let id = crate::mail::new_message_id(&self.loaded.me);
-        let outcome = if what == "RESOLVED" {
+        let outcome = if what == Event::Resolved {
             agent::state::Outcome::Ok
         } else {
             agent::state::Outcome::Fail
@@ -273,7 +275,7 @@ impl Alerter {
                 )
                 .await
                 {
-                    tracing::error!(error = %e, %subject, "Alert mail not queued");
+                    tracing::error!(error = agent::error_chain(&e), %subject, "Alert mail not queued");
                 }
             }
             Err(e) => tracing::error!(error = %e, %subject, "Alert mail not composed"),
@@ -289,7 +291,7 @@ impl Alerter {
                 cluster: &self.loaded.config.cluster.name,
                 at: now,
             };
-            if let Err(e) = post(&self.http, notify, &hook).await {
+            if let Err(e) = crate::notify::post(&self.http, notify, &hook).await {
                 tracing::warn!(error = %e, kind = ?notify.kind, "Webhook not delivered");
             }
         }
@@ -300,108 +302,6 @@ fn first_line(text: &str) -> &str {
     text.lines().next().unwrap_or_default()
 }
 
-fn rfc3339(ms: i64) -> String {
-    chrono::DateTime::from_timestamp_millis(ms)
-        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
-        .unwrap_or_default()
-}
-
-/// One alert as the webhook gets it.
-#[derive(Debug, Clone, Copy)]
-pub struct Webhook<'a> {
-    pub subject: &'a str,
-    pub text: &'a str,
-    /// "ALERT", "RESOLVED", "FAILOVER", "RECOVERED".
-    pub what: &'a str,
-    pub site: Option<&'a str>,
-    pub node: &'a str,
-    pub cluster: &'a str,
-    pub at: i64,
-}
-
-/// Posts to the `[notify]` webhook as its kind documents: ntfy (the message as the body,
-/// `Title`/`Priority`/`Tags` headers, bearer token), gotify (`POST /message` with a JSON
-/// body, `X-Gotify-Key`), or a generic JSON body (bearer token when given).
-pub async fn post(
-    http: &reqwest::Client,
-    notify: &crate::config::Notify,
-    hook: &Webhook<'_>,
-) -> Result<(), String> {
-    let token = match &notify.token_file {
-        Some(f) => Some(crate::config::read_secret_file(f)?),
-        None => None,
-    };
-    let resolved = hook.what == "RESOLVED";
-    let title = hook.subject.trim_start_matches("[orch] ");
-    let request = match notify.kind {
-        NotifyKind::Ntfy => {
-            let mut r = http
-                .post(notify.url.clone())
-                .header("Title", title)
-                .header("Priority", if resolved { "default" } else { "high" })
-                .header(
-                    "Tags",
-                    if resolved {
-                        "white_check_mark"
-                    } else {
-                        "warning"
-                    },
-                )
-                .body(hook.text.to_owned());
-            if let Some(t) = &token {
-                r = r.bearer_auth(t);
-            }
-            r
-        }
-        NotifyKind::Gotify => {
-            let mut url = notify.url.clone();
-            url.path_segments_mut()
-                .map_err(|()| format!("{} cannot take a path", notify.url))?
-                .pop_if_empty()
-                .push("message");
-            let mut r = http.post(url).json(&serde_json::json!({
-                "title": title,
-                "message": hook.text,
-                "priority": if resolved { 4 } else { 8 },
-            }));
-            if let Some(t) = &token {
-                r = r.header("X-Gotify-Key", t.as_str());
-            }
-            r
-        }
-        NotifyKind::Json => {
-            let mut r = http.post(notify.url.clone()).json(&serde_json::json!({
-                "event": hook.what.to_lowercase(),
-                "subject": hook.subject,
-                "text": hook.text,
-                "site": hook.site,
-                "node": hook.node,
-                "cluster": hook.cluster,
-                "at": rfc3339(hook.at),
-            }));
-            if let Some(t) = &token {
-                r = r.bearer_auth(t);
-            }
-            r
-        }
-    };
-    let host = notify.url.host_str().unwrap_or_default().to_owned();
-    let response = request
-        .timeout(WEBHOOK_TIMEOUT)
-        .send()
-        .await
-        .map_err(|e| format!("{host}: {}", e.without_url()))?;
-    let status = response.status();
-    if status.is_success() {
-        return Ok(());
-    }
-    let body = response.text().await.unwrap_or_default();
-    Err(format!(
-        "{host} answered {status}: {}",
-        body.chars().take(200).collect::<String>()
-    ))
-}
-
 const WATCH_EVERY: Duration = Duration::from_secs(10);
 
 /// The agent's task: alerts the tunnel down after `tunnel_alert_after`, resolves it when it
@@ -410,7 +310,7 @@ pub async fn run(
     alerter: Alerter,
     tunnel: watch::Receiver<LinkStats>,
     stop: CancellationToken,
-) -> Result<(), String> {
+) -> Result<(), std::convert::Infallible> {
     let after = alerter.loaded.config.mail.tunnel_alert_after;
     let peer = alerter.loaded.peer().name.clone();
     let mut down_since: Option<tokio::time::Instant> = None;
@@ -421,7 +321,7 @@ pub async fn run(
             () = stop.cancelled() => return Ok(()),
             _ = tick.tick() => {}
         }
-        let up = crate::peering::tunnel_up(&tunnel.borrow());
+        let up = tunnel_up(&tunnel.borrow());
         if up {
             if down_since.take().is_some() {
                 alerter.clear("tunnel").await;

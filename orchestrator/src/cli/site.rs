@@ -1,0 +1,230 @@
+//! A site's checks from this node: `orch check`, `orch dns show`, `orch db …`.
+
+use super::status::print_db_report;
+use super::{runtime, Exit, Result};
+use crate::config::{self, Loaded};
+use anyhow::anyhow;
+
+type DnsRow = crate::dns::Published;
+
+pub(super) fn site_named<'a>(c: &'a config::Config, site: &str) -> Result<&'a config::Site> {
+    c.site(site).ok_or_else(|| {
+        let known: Vec<&str> = c.sites.iter().map(|s| s.name.as_str()).collect();
+        Exit::usage(anyhow!(
+            "no site `{site}` in the config (sites: {})",
+            known.join(", ")
+        ))
+    })
+}
+
+/// What the site's records (A and AAAA) and its `_orch` TXT record hold at the
+/// authoritative servers; `None` when the site has no DNS provider.
+pub(super) fn dns_rows(
+    loaded: &Loaded,
+    site: &config::Site,
+) -> Result<Option<std::result::Result<Vec<DnsRow>, crate::dns::DnsError>>> {
+    if let Some(name) = &site.dns {
+        if !loaded.config.dns.contains_key(name) {
+            return Err(Exit::usage(anyhow!("no [dns.{name}]")));
+        }
+    }
+    Ok(runtime()?.block_on(crate::dns::site_view(&loaded.config, site)))
+}
+
+pub(super) fn dns_json(rows: &[DnsRow]) -> serde_json::Value {
+    rows.iter()
+        .map(|(name, kind, values)| serde_json::json!({ "name": name, "type": kind.to_string(), "values": values }))
+        .collect()
+}
+
+pub(super) fn print_dns_rows(rows: &[DnsRow], indent: &str) {
+    let width = rows.iter().map(|r| r.0.len()).max().unwrap_or(4);
+    for (name, kind, values) in rows {
+        let shown = if values.is_empty() {
+            "(none)".to_string()
+        } else {
+            values.join(", ")
+        };
+        println!("{indent}{name:width$}  {:4}  {shown}", kind.to_string());
+    }
+}
+
+/// Runs the checks of every database of `site` from here (over the tunnel).
+pub(super) fn db_reports(loaded: &Loaded, site: &config::Site) -> Result<Vec<agent::db::Report>> {
+    if site.databases.is_empty() {
+        return Ok(Vec::new());
+    }
+    runtime()?.block_on(async {
+        let role = crate::daemon::roles::read(&loaded.me().state_dir, site)
+            .await
+            .map_err(Exit::failed)?;
+        let targets = crate::daemon::dbcheck::targets(&loaded.config, site, &role)
+            .map_err(|e| Exit::usage(anyhow!("site {}: {e}", site.name)))?;
+        let mut reports = Vec::new();
+        for target in &targets {
+            reports.push(agent::db::check(target).await);
+        }
+        Ok(reports)
+    })
+}
+
+pub(super) fn check(loaded: &Loaded, site: &str, json: bool) -> Result {
+    let site = site_named(&loaded.config, site)?;
+    let dns = dns_rows(loaded, site)?;
+    let databases = db_reports(loaded, site)?;
+    let failed = matches!(dns, Some(Err(_)))
+        || databases
+            .iter()
+            .any(|r| r.verdict != agent::db::Verdict::Healthy);
+    if json {
+        let dns = match &dns {
+            None => serde_json::Value::Null,
+            Some(Ok(rows)) => serde_json::json!({ "ok": true, "records": dns_json(rows) }),
+            Some(Err(e)) => serde_json::json!({ "ok": false, "error": e.to_string() }),
+        };
+        let doc = serde_json::json!({ "site": site.name, "dns": dns, "databases": databases });
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&doc).map_err(Exit::failed)?
+        );
+    } else {
+        println!("site {}", site.name);
+        match &dns {
+            None => println!("dns: not configured (no dns provider for this site)"),
+            Some(Ok(rows)) => {
+                println!(
+                    "dns: ok (provider {}, at the authoritative servers)",
+                    site.dns.as_deref().unwrap_or_default()
+                );
+                print_dns_rows(rows, "  ");
+            }
+            Some(Err(e)) => println!("dns: FAILED: {e}"),
+        }
+        if databases.is_empty() {
+            println!("databases: none configured");
+        }
+        for r in &databases {
+            print_db_report(r, "now".into());
+        }
+    }
+    if failed {
+        return Err(Exit::failed(anyhow!(
+            "a check of site {} failed",
+            site.name
+        )));
+    }
+    Ok(())
+}
+
+pub(super) fn db_command(loaded: &Loaded, command: super::DbCommand) -> Result {
+    use super::DbCommand;
+    let (site, database, on) = match &command {
+        DbCommand::Promote {
+            site, database, on, ..
+        }
+        | DbCommand::Demote { site, database, on }
+        | DbCommand::Position { site, database, on }
+        | DbCommand::Wait {
+            site, database, on, ..
+        } => (site, database, on),
+    };
+    let site = site_named(&loaded.config, site)?;
+    if !site.databases.iter().any(|d| &d.name == database) {
+        let known: Vec<&str> = site.databases.iter().map(|d| d.name.as_str()).collect();
+        return Err(Exit::usage(anyhow!(
+            "site {} has no database `{database}` (databases: {})",
+            site.name,
+            known.join(", ")
+        )));
+    }
+    if let Some(node) = on {
+        if !loaded.config.nodes.iter().any(|n| &n.name == node) {
+            return Err(Exit::usage(anyhow!("no node `{node}` in the config")));
+        }
+    }
+    runtime()?.block_on(async {
+        let role = crate::daemon::roles::read(&loaded.me().state_dir, site)
+            .await
+            .map_err(Exit::failed)?;
+        let (master, standby) = (
+            role.master.clone(),
+            role.standby(&loaded.config, site).to_owned(),
+        );
+        let targets = crate::daemon::dbcheck::targets(&loaded.config, site, &role)
+            .map_err(|e| Exit::usage(anyhow!("site {}: {e}", site.name)))?;
+        let target = targets
+            .into_iter()
+            .find(|t| &t.name == database)
+            .ok_or_else(|| Exit::usage(anyhow!("no database {database}")))?;
+        let pick = |default: &str| {
+            let node = on.clone().unwrap_or_else(|| default.to_owned());
+            if node == target.master.node {
+                target.master.clone()
+            } else {
+                target.standby.clone()
+            }
+        };
+        let failed = |e: String| Exit::failed(anyhow!(e));
+        match &command {
+            DbCommand::Promote { timeout, .. } => {
+                let side = pick(&standby);
+                agent::db::promote(target.engine, &side, database, *timeout)
+                    .await
+                    .map_err(failed)?;
+                println!("promoted: database {database} on {} is writable", side.node);
+            }
+            DbCommand::Demote { .. } => {
+                let side = pick(&master);
+                agent::db::demote(target.engine, &side, database)
+                    .await
+                    .map_err(failed)?;
+                println!(
+                    "demoted: database {database} on {} refuses writes",
+                    side.node
+                );
+            }
+            DbCommand::Position { .. } => {
+                let side = pick(&master);
+                let position = agent::db::position(target.engine, &side, database)
+                    .await
+                    .map_err(failed)?;
+                println!("{position}");
+            }
+            DbCommand::Wait {
+                position, timeout, ..
+            } => {
+                let side = pick(&standby);
+                agent::db::wait_for(target.engine, &side, database, position, *timeout)
+                    .await
+                    .map_err(failed)?;
+                println!(
+                    "caught up: database {database} on {} has applied {position}",
+                    side.node
+                );
+            }
+        }
+        Ok(())
+    })
+}
+
+pub(super) fn dns_show(loaded: &Loaded, site: &str, json: bool) -> Result {
+    let site = site_named(&loaded.config, site)?;
+    let rows = match dns_rows(loaded, site)? {
+        None => {
+            return Err(Exit::usage(anyhow!(
+                "site {} has no dns provider (set dns = \"NAME\" and records)",
+                site.name
+            )))
+        }
+        Some(rows) => rows.map_err(Exit::failed)?,
+    };
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&dns_json(&rows)).map_err(Exit::failed)?
+        );
+        return Ok(());
+    }
+    print_dns_rows(&rows, "");
+    Ok(())
+}

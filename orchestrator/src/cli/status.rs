@@ -1,0 +1,236 @@
+//! What the agent knows: `orch status` and `orch history`.
+
+use super::{call, runtime, Exit, Result};
+use crate::api::{Request, Role, StatusReport};
+use crate::config::Loaded;
+use anyhow::anyhow;
+use std::io::Write as _;
+use std::time::Duration;
+
+pub(super) fn status(loaded: &Loaded, json: bool) -> Result {
+    let report: StatusReport = call(loaded, &Request::Status)?;
+    if json {
+        let text = serde_json::to_string_pretty(&report).map_err(Exit::failed)?;
+        println!("{text}");
+        return Ok(());
+    }
+    let a = &report.agent;
+    println!(
+        "node {} (cluster {}): agent pid {}, orch {}, up {}",
+        report.node,
+        report.cluster,
+        a.pid,
+        a.orch_version,
+        humantime::format_duration(Duration::from_secs(a.uptime_secs))
+    );
+    let t = &report.tunnel;
+    let ago = |s: Option<u64>| {
+        s.map_or("never".to_string(), |s| {
+            format!("{} ago", humantime::format_duration(Duration::from_secs(s)))
+        })
+    };
+    println!(
+        "tunnel {} {} → {} {} at {}: {}; last handshake {}, last received {}; rx {} B, tx {} B",
+        t.interface,
+        t.address,
+        t.peer,
+        t.peer_address,
+        t.endpoint.as_deref().unwrap_or("(endpoint unknown)"),
+        if t.up {
+            "up"
+        } else if t.suspect {
+            "DOWN (suspect: re-resolving, re-handshaking)"
+        } else {
+            "connecting"
+        },
+        ago(t.last_handshake_secs),
+        ago(t.last_received_secs),
+        t.rx_bytes,
+        t.tx_bytes
+    );
+    let p = &report.peer;
+    match (p.reachable, &p.last_error) {
+        (true, _) => println!(
+            "peer agent {}: answering (last heartbeat {}); it sees this node at {}",
+            p.node,
+            ago(p.last_contact_secs),
+            p.our_public_endpoint.as_deref().unwrap_or("(unknown)")
+        ),
+        (false, error) => println!(
+            "peer agent {}: NOT answering (last heartbeat {}){}",
+            p.node,
+            ago(p.last_contact_secs),
+            error.as_ref().map(|e| format!(": {e}")).unwrap_or_default()
+        ),
+    }
+    if report.sites.is_empty() {
+        println!("\nno sites configured");
+        return Ok(());
+    }
+    let width = report
+        .sites
+        .iter()
+        .map(|s| s.name.len())
+        .max()
+        .unwrap_or(4)
+        .max(4);
+    println!(
+        "\n{:width$}  {:8} {:12} {:>6}  FAILOVER",
+        "SITE", "ROLE", "MASTER", "EPOCH"
+    );
+    for s in &report.sites {
+        let role = match s.role {
+            Role::Master => "master",
+            Role::Standby => "standby",
+        };
+        let failover = serde_json::to_value(s.failover)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_owned))
+            .unwrap_or_default();
+        println!(
+            "{:width$}  {:8} {:12} {:>6}  {}",
+            s.name, role, s.master, s.epoch, failover
+        );
+    }
+    let runs: Vec<_> = report.sites.iter().flat_map(|s| &s.pushes).collect();
+    if !runs.is_empty() {
+        println!();
+        for r in runs {
+            let at = std::time::UNIX_EPOCH + Duration::from_millis(r.started_at.max(0) as u64);
+            println!(
+                "push {}/{}: {} at {}: {} of {} entries changed, {} sent of {}, {} deletion(s), {} diverged in {:.1} s{}",
+                r.site,
+                r.job,
+                r.outcome.as_str(),
+                humantime::format_rfc3339_seconds(at),
+                r.files_changed,
+                r.files_total,
+                crate::units::bytes(r.bytes_sent.max(0) as u64),
+                crate::units::bytes(r.bytes_total.max(0) as u64),
+                r.deletions,
+                r.diverged,
+                r.duration_ms as f64 / 1000.0,
+                r.errors.first().map(|e| format!("; {e}")).unwrap_or_default()
+            );
+        }
+    }
+    if !report.databases.is_empty() {
+        println!();
+        for r in &report.databases {
+            print_db_report(r, report_age(r.checked_at));
+        }
+    }
+    let o = &report.outbox;
+    println!(
+        "\nmail: {} pending, {} sent, {} handed to {}{}",
+        o.pending,
+        o.sent,
+        o.handed_off,
+        report.peer.node,
+        o.oldest_error
+            .as_ref()
+            .map_or(String::new(), |e| format!("; oldest pending failed: {e}"))
+    );
+    Ok(())
+}
+
+pub(super) fn report_age(checked_at: i64) -> String {
+    let now = agent::unix_millis(std::time::SystemTime::now());
+    format!("checked {} s ago", ((now - checked_at).max(0)) / 1000)
+}
+
+/// One database's check, as `orch status` and `orch check` print it.
+pub(super) fn print_db_report(r: &agent::db::Report, when: String) {
+    let engine = match r.engine {
+        agent::db::Engine::Postgres => "postgres",
+        agent::db::Engine::Mysql => "mysql",
+    };
+    println!(
+        "database {}/{} ({engine}): {} ({when})",
+        r.site,
+        r.name,
+        r.verdict.as_str().to_uppercase()
+    );
+    for (what, side) in [("master", &r.master), ("standby", &r.standby)] {
+        match &side.error {
+            Some(e) => println!("  {what:8} {:10} ERROR {e}", side.node),
+            None => println!(
+                "  {what:8} {:10} {}{}, position {}",
+                side.node,
+                match side.role {
+                    Some(agent::db::Role::Primary) => "primary",
+                    Some(agent::db::Role::Standby) => "standby",
+                    None => "?",
+                },
+                if side.read_only == Some(true) {
+                    ", read-only"
+                } else {
+                    ""
+                },
+                side.position.as_deref().unwrap_or("-"),
+            ),
+        }
+    }
+    let figures = crate::report::db_figures(r);
+    if !figures.is_empty() {
+        println!("  {}", figures.join(", "));
+    }
+    for p in &r.problems {
+        println!("  ! {p}");
+    }
+}
+
+pub(super) fn history(loaded: &Loaded, site: Option<&str>, limit: u32, json: bool) -> Result {
+    if let Some(site) = site {
+        if loaded.config.site(site).is_none() {
+            let known: Vec<&str> = loaded
+                .config
+                .sites
+                .iter()
+                .map(|s| s.name.as_str())
+                .collect();
+            return Err(Exit::usage(anyhow!(
+                "no site `{site}` in the config (sites: {})",
+                known.join(", ")
+            )));
+        }
+    }
+    let state_dir = loaded.me().state_dir.clone();
+    let events = runtime()?
+        .block_on(async move {
+            let store = agent::state::Store::open_read_only(&state_dir).await?;
+            let events = store.history(site, limit).await;
+            store.close().await;
+            events
+        })
+        .map_err(Exit::failed)?;
+    let mut out = std::io::stdout().lock();
+    for e in &events {
+        let line = if json {
+            serde_json::to_string(e).map_err(Exit::failed)?
+        } else {
+            let at = chrono::DateTime::from_timestamp_millis(e.at)
+                .map(|t| {
+                    t.with_timezone(&chrono::Local)
+                        .format("%Y-%m-%d %H:%M:%S")
+                        .to_string()
+                })
+                .unwrap_or_else(|| e.at.to_string());
+            format!(
+                "{at}  {:10} {:9} {:5}  {}",
+                e.site.as_deref().unwrap_or("-"),
+                e.kind,
+                e.outcome.as_str(),
+                e.summary
+            )
+        };
+        // A closed pipe (`orch history | head`) ends the listing quietly.
+        if writeln!(out, "{line}").is_err() {
+            break;
+        }
+    }
+    if events.is_empty() && !json {
+        eprintln!("no events recorded yet");
+    }
+    Ok(())
+}

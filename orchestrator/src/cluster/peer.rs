@@ -1,0 +1,72 @@
+//! Whether the tunnel and the peer's agent count as up, from what the tunnel and the
+//! heartbeats last said. Times are tokio's, so a test can pause them.
+
+use agent::peer::Heartbeat;
+use std::time::Duration;
+use tokio::time::Instant;
+use tunnel::link::LinkStats;
+
+/// How often an agent sends its peer a heartbeat.
+pub const HEARTBEAT_EVERY: Duration = Duration::from_secs(5);
+
+/// What we last heard from the peer's agent.
+#[derive(Debug, Clone, Default)]
+pub struct PeerView {
+    pub last_contact: Option<Instant>,
+    pub heartbeat: Option<Heartbeat>,
+    pub last_error: Option<String>,
+}
+
+impl PeerView {
+    /// A heartbeat went through within the last three heartbeat periods.
+    pub fn reachable(&self) -> bool {
+        self.last_contact
+            .is_some_and(|t| t.elapsed() < HEARTBEAT_EVERY * 3)
+    }
+}
+
+/// The tunnel counts as up when a handshake completed less than 180 s ago (WireGuard
+/// rekeys every 2 minutes while traffic flows) and the peer is not silent.
+pub fn tunnel_up(stats: &LinkStats) -> bool {
+    stats
+        .since_handshake
+        .is_some_and(|d| d < Duration::from_secs(180))
+        && !stats.suspect
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn the_peer_is_reachable_for_three_heartbeats() {
+        let view = PeerView {
+            last_contact: Some(Instant::now()),
+            ..PeerView::default()
+        };
+        assert!(view.reachable());
+        tokio::time::advance(HEARTBEAT_EVERY * 3 - Duration::from_millis(1)).await;
+        assert!(view.reachable());
+        tokio::time::advance(Duration::from_millis(1)).await;
+        assert!(!view.reachable());
+        assert!(!PeerView::default().reachable());
+    }
+
+    #[test]
+    fn a_silent_or_old_tunnel_is_down() {
+        let fresh = LinkStats {
+            since_handshake: Some(Duration::from_secs(10)),
+            ..LinkStats::default()
+        };
+        assert!(tunnel_up(&fresh));
+        assert!(!tunnel_up(&LinkStats {
+            suspect: true,
+            ..fresh.clone()
+        }));
+        assert!(!tunnel_up(&LinkStats {
+            since_handshake: Some(Duration::from_secs(180)),
+            ..fresh
+        }));
+        assert!(!tunnel_up(&LinkStats::default()));
+    }
+}

@@ -1,0 +1,170 @@
+//! The agent's end of the control socket: answers `orch status`, `orch push`,
+//! `orch report` and the push progress.
+
+use super::push::Pusher;
+use super::reports;
+use super::roles::Roles;
+use crate::api::{
+    AgentInfo, PeerSite, PeerStatus, Request, Role, SiteStatus, StatusReport, TunnelStatus,
+    STATUS_SCHEMA,
+};
+use crate::cluster::peer::{tunnel_up, PeerView};
+use crate::cluster::roles::SiteRole;
+use crate::config::Loaded;
+use agent::control;
+use agent::state::Store;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+use tokio::sync::watch;
+use tokio::time::Instant;
+use tunnel::device::TunnelHandle;
+
+/// Answers the control socket.
+pub struct Api {
+    pub loaded: Arc<Loaded>,
+    pub store: Store,
+    pub roles: Roles,
+    pub started: SystemTime,
+    pub started_instant: Instant,
+    pub tunnel: TunnelHandle,
+    pub peer_view: watch::Receiver<PeerView>,
+    pub reports: reports::Context,
+    pub pusher: Pusher,
+}
+
+/// How long `orch report --send` waits for the first delivery attempt.
+const SEND_WAIT: Duration = Duration::from_secs(60);
+
+impl control::Handler for Api {
+    type Request = Request;
+    type Response = serde_json::Value;
+
+    async fn handle(&self, request: Request) -> Result<serde_json::Value, String> {
+        match request {
+            Request::Status => {
+                let report = self.status().await.map_err(|e| format!("{e:#}"))?;
+                serde_json::to_value(report).map_err(|e| e.to_string())
+            }
+            Request::Report { site, send } => {
+                let site = self
+                    .loaded
+                    .config
+                    .site(&site)
+                    .ok_or_else(|| format!("no site `{site}` in the config"))?;
+                let made = reports::make(&self.reports, site, send)
+                    .await
+                    .map_err(|e| agent::error_chain(&e))?;
+                let delivery = match &made.message_id {
+                    Some(id) => Some(reports::delivery(&self.reports, id, SEND_WAIT).await),
+                    None => None,
+                };
+                Ok(serde_json::json!({ "made": made, "delivery": delivery }))
+            }
+            Request::Push {
+                site,
+                job,
+                dry_run,
+                force,
+            } => {
+                let results = self
+                    .pusher
+                    .push(&site, job.as_deref(), dry_run, force)
+                    .await
+                    .map_err(|e| agent::error_chain(&e))?;
+                serde_json::to_value(results).map_err(|e| e.to_string())
+            }
+            Request::PushProgress => {
+                serde_json::to_value(self.pusher.progress()).map_err(|e| e.to_string())
+            }
+        }
+    }
+}
+
+impl Api {
+    async fn status(&self) -> anyhow::Result<StatusReport> {
+        let config = &self.loaded.config;
+        let me = &self.loaded.me;
+        let mut sites = Vec::new();
+        for site in &config.sites {
+            let SiteRole { master, epoch } = self.roles.get(&site.name)?;
+            let pushes = self.store.latest_push_runs(&site.name).await?;
+            sites.push(SiteStatus {
+                pushes,
+                name: site.name.clone(),
+                role: if &master == me {
+                    Role::Master
+                } else {
+                    Role::Standby
+                },
+                master,
+                primary: site.primary.clone(),
+                peer: self.loaded.peer().name.clone(),
+                epoch,
+                failover: site.failover,
+            });
+        }
+        Ok(StatusReport {
+            schema: STATUS_SCHEMA,
+            node: me.clone(),
+            cluster: config.cluster.name.clone(),
+            agent: AgentInfo {
+                pid: std::process::id(),
+                orch_version: env!("CARGO_PKG_VERSION").to_owned(),
+                started_at: humantime::format_rfc3339_seconds(self.started).to_string(),
+                uptime_secs: self.started_instant.elapsed().as_secs(),
+                state_dir: self.loaded.me().state_dir.display().to_string(),
+            },
+            tunnel: self.tunnel_status(),
+            peer: self.peer_status(),
+            sites,
+            databases: self.store.db_checks().await?,
+            outbox: self.store.outbox_counts().await?,
+        })
+    }
+
+    fn peer_status(&self) -> PeerStatus {
+        let view = self.peer_view.borrow().clone();
+        let age = view.last_contact.map(|t| t.elapsed());
+        let reachable = view.reachable();
+        let heartbeat = view.heartbeat.unwrap_or_default();
+        PeerStatus {
+            node: self.loaded.peer().name.clone(),
+            reachable,
+            last_contact_secs: age.map(|a| a.as_secs()),
+            our_public_endpoint: heartbeat.observed_endpoint.map(|e| e.to_string()),
+            sites: heartbeat
+                .sites
+                .into_iter()
+                .map(|(name, c)| PeerSite {
+                    name,
+                    master: c.master,
+                    epoch: c.epoch,
+                })
+                .collect(),
+            last_error: view.last_error,
+        }
+    }
+
+    fn tunnel_status(&self) -> TunnelStatus {
+        let stats = self.tunnel.stats();
+        let (me, peer) = (self.loaded.me(), self.loaded.peer());
+        let secs = |d: Option<Duration>| d.map(|d| d.as_secs());
+        TunnelStatus {
+            interface: me.interface.clone(),
+            address: me.tunnel_ip.to_string(),
+            listen_port: me.listen_port,
+            peer: peer.name.clone(),
+            peer_address: peer.tunnel_ip.to_string(),
+            endpoint: stats.endpoint.map(|e| e.to_string()),
+            up: tunnel_up(&stats),
+            suspect: stats.suspect,
+            last_handshake_secs: secs(stats.since_handshake),
+            last_received_secs: secs(stats.since_authenticated_rx),
+            rx_bytes: stats.rx_bytes,
+            tx_bytes: stats.tx_bytes,
+            handshakes: stats.handshakes,
+            roams: stats.roams,
+            rejected: stats.rejected,
+        }
+    }
+}
