@@ -1,6 +1,8 @@
-//! What runs on one orch host: the task supervisor, the local control socket and the
-//! SQLite state store. Cluster decisions live in the `orchestrator` crate, which builds
-//! these parts from the configuration.
+//! The parts that run on one orch host: the sync engine ([`sync`]: planner, sender,
+//! confined receiver), database replication checks ([`db`]), peer RPC over the tunnel
+//! ([`peer`]), the local control socket ([`control`]), the SQLite state store ([`state`])
+//! and the task supervisor ([`supervisor`]). They know nothing of the config file: the
+//! `orchestrator` crate builds them from it and makes the cluster's decisions.
 
 pub mod control;
 pub mod db;

@@ -59,12 +59,29 @@ impl Outcome {
     }
 }
 
+/// What a history event is about (`kind` in the history table and in `orch history`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize, sqlx::Type)]
+#[serde(rename_all = "lowercase")]
+#[sqlx(rename_all = "lowercase")]
+pub enum EventKind {
+    /// The agent started or stopped.
+    Agent,
+    Push,
+    /// A push from the peer received.
+    Receive,
+    /// A database check's verdict changed.
+    Db,
+    Report,
+    Alert,
+    Ddns,
+}
+
 /// An event to record.
 #[derive(Debug, Clone)]
 pub struct NewEvent<'a> {
     pub at: i64,
     pub site: Option<&'a str>,
-    pub kind: &'a str,
+    pub kind: EventKind,
     pub outcome: Outcome,
     pub summary: &'a str,
     pub detail: Option<serde_json::Value>,
@@ -715,7 +732,7 @@ mod tests {
         NewEvent {
             at,
             site,
-            kind: "push",
+            kind: EventKind::Push,
             outcome: Outcome::Ok,
             summary,
             detail: None,
@@ -801,7 +818,7 @@ mod tests {
         store.record(&ev(1, Some("a"), "push a")).await.unwrap();
         store.record(&ev(2, Some("b"), "push b")).await.unwrap();
         let mut start = ev(3, None, "agent started");
-        start.kind = "agent";
+        start.kind = EventKind::Agent;
         start.outcome = Outcome::Info;
         start.detail = Some(serde_json::json!({"pid": 7}));
         store.record(&start).await.unwrap();

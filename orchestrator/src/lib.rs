@@ -8,9 +8,10 @@
 //! may use anything to its right, never to its left), so there are no cycles:
 //!
 //! ```text
-//! cli → daemon → {cluster, report, notify, mail, dns} → config → api, units, logging
-//!                                                      ↘ agent → tunnel (other crates)
+//! cli → daemon → api → {cluster, dns, mail, notify, report} → config → {units, logging}
 //! ```
+//!
+//! and from any of them to the other crates, `agent` → `tunnel`, never back.
 //!
 //! - [`cli`]: the command line: arguments, one file per group of commands; talks to the
 //!   running agent over the control socket ([`api`]) or reads config and state itself.

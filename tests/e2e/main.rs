@@ -2,6 +2,9 @@
 //! hosts in network namespaces. One test binary; each test has its own folder.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
+// The lab harness drives real processes from plain threads: its deadlines are real
+// time, not tokio's pausable clock (clippy.toml).
+#![allow(clippy::disallowed_types)]
 
 mod agent;
 mod config;
@@ -9,6 +12,7 @@ mod db;
 mod dns;
 mod dns_http;
 mod lab;
+mod layout;
 mod mail;
 mod push;
 mod report;

@@ -18,6 +18,10 @@
 //! ([`Link::reresolve_now`], [`Link::handshake_now`]), and drains
 //! [`Link::poll_transmit`], [`Link::poll_resolve`] and [`Link::poll_timeout`].
 
+// The link never reads a clock: every `now` comes from its caller (the device passes
+// tokio's, converted), so std's type here decides nothing on its own (see clippy.toml).
+#![allow(clippy::disallowed_types)]
+
 use boringtun::noise::errors::WireGuardError;
 use boringtun::noise::{Tunn, TunnResult};
 use std::collections::VecDeque;

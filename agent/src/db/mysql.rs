@@ -10,7 +10,8 @@ use super::{connect_within, describe, sql_error, Endpoint, Figures, Role, Side, 
 use sqlx::mysql::{MySqlConnectOptions, MySqlConnection, MySqlRow};
 use sqlx::{ConnectOptions, Connection, Executor, Row};
 use std::str::FromStr;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+use tokio::time::Instant;
 
 async fn connect(side: &Endpoint, database: &str) -> Result<MySqlConnection, String> {
     let what = describe(side, database);

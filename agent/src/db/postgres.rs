@@ -6,7 +6,8 @@ use super::{connect_within, describe, sql_error, Endpoint, Figures, Role, Side, 
 use sqlx::postgres::{PgConnectOptions, PgConnection};
 use sqlx::{ConnectOptions, Connection, Row};
 use std::str::FromStr;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+use tokio::time::Instant;
 
 async fn connect(side: &Endpoint, database: &str) -> Result<PgConnection, String> {
     let what = describe(side, database);

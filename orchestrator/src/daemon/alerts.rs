@@ -254,7 +254,7 @@ impl Alerter {
         let event = agent::state::NewEvent {
             at: now,
             site,
-            kind: "alert",
+            kind: agent::state::EventKind::Alert,
             outcome,
             summary: subject.trim_start_matches("[orch] "),
             detail: None,

@@ -132,7 +132,7 @@ pub async fn keep(store: &Store, report: &Report, alerter: Option<&Alerter>) {
     let events = [NewEvent {
         at: now,
         site: Some(&report.site),
-        kind: "db",
+        kind: agent::state::EventKind::Db,
         outcome,
         summary: &summary,
         detail,

@@ -243,7 +243,7 @@ async fn record(store: &Store, summary: &str) {
     let event = NewEvent {
         at: agent::unix_millis(std::time::SystemTime::now()),
         site: None,
-        kind: "ddns",
+        kind: agent::state::EventKind::Ddns,
         outcome: Outcome::Info,
         summary,
         detail: None,

@@ -237,7 +237,7 @@ async fn record(store: &Store, outcome: Outcome, summary: &str) {
     let event = NewEvent {
         at: unix_millis(SystemTime::now()),
         site: None,
-        kind: "agent",
+        kind: agent::state::EventKind::Agent,
         outcome,
         summary,
         detail: None,

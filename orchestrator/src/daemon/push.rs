@@ -259,7 +259,7 @@ impl Pusher {
             .record(&NewEvent {
                 at: unix_millis(SystemTime::now()),
                 site: Some(&site.name),
-                kind: "push",
+                kind: agent::state::EventKind::Push,
                 outcome: run.outcome,
                 summary: &summary,
                 detail: None,

@@ -213,7 +213,7 @@ impl Receiver {
         let event = NewEvent {
             at: unix_millis(SystemTime::now()),
             site: Some(&site),
-            kind: "receive",
+            kind: agent::state::EventKind::Receive,
             outcome,
             summary: &summary,
             detail: None,

@@ -179,7 +179,7 @@ pub async fn make(ctx: &Context, site: &Site, queue: bool) -> Result<Made, Repor
     let event = agent::state::NewEvent {
         at: facts.generated_at,
         site: Some(&site.name),
-        kind: "report",
+        kind: agent::state::EventKind::Report,
         outcome,
         summary: rendered.subject.trim_start_matches("[orch] "),
         detail: Some(serde_json::json!({ "message_id": id, "findings": rendered.findings })),

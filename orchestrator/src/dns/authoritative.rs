@@ -10,8 +10,9 @@ use super::wire::{self, fqdn};
 use super::{same_values, DnsError, Kind};
 use hickory_proto::rr::{Name, RData, RecordType};
 use std::net::{IpAddr, SocketAddr};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tokio::sync::Mutex;
+use tokio::time::Instant;
 
 /// How long a change may take to reach every authoritative server.
 pub const PROPAGATION: Duration = Duration::from_secs(120);

@@ -203,16 +203,13 @@ async fn a_store_failure_is_an_error_not_the_configs_primary() {
     assert_eq!(roles.get("web").unwrap().epoch, 1, "nothing published");
     assert!(Roles::load(store, &loaded.config).await.is_err());
 
-    // A command reading a store it cannot read gets the error too.
+    // A command reading a store it cannot read gets the error too (a state dir of its
+    // own: the closed pool above may still be checkpointing into its file).
     let web = loaded.config.site("web").unwrap();
-    std::fs::write(
-        loaded.me().state_dir.join(agent::state::DB_FILE),
-        b"not a database",
-    )
-    .unwrap();
-    let _ = std::fs::remove_file(loaded.me().state_dir.join("state.db-wal"));
-    let _ = std::fs::remove_file(loaded.me().state_dir.join("state.db-shm"));
-    assert!(read(&loaded.me().state_dir, web).await.is_err());
+    let broken = loaded.me().state_dir.join("broken");
+    std::fs::create_dir_all(&broken).unwrap();
+    std::fs::write(broken.join(agent::state::DB_FILE), [0xab_u8; 8192]).unwrap();
+    assert!(read(&broken, web).await.is_err());
     // Only a node whose agent never ran falls back to the first-start rule.
     let never = loaded.me().state_dir.join("never");
     assert_eq!(read(&never, web).await.unwrap(), SiteRole::first(web));
