@@ -74,6 +74,8 @@ pub enum EventKind {
     Report,
     Alert,
     Ddns,
+    /// A step of a playbook, and the playbook's end.
+    Playbook,
 }
 
 /// An event to record.

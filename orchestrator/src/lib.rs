@@ -8,7 +8,8 @@
 //! may use anything to its right, never to its left), so there are no cycles:
 //!
 //! ```text
-//! cli → daemon → api → {cluster, dns, mail, notify, report} → config → {units, logging}
+//! cli → daemon → playbook → api → {cluster, databases, dns, mail, notify, report}
+//!     → config → {units, logging}
 //! ```
 //!
 //! and from any of them to the other crates, `agent` → `tunnel`, never back.
@@ -18,6 +19,9 @@
 //! - [`daemon`]: `orch agent`: the tasks that run on a node (control socket, peer RPC,
 //!   pushes and their receiver, DB checks, reports, alerts, DDNS, mail outbox) and the
 //!   one owner of every site's role (`daemon::roles`). The only module that runs tasks.
+//! - [`playbook`]: the playbook runner: steps in order with timeouts, variables filled
+//!   in, peer steps over SSH into the peer's forced command (`orch ssh serve`).
+//! - [`databases`]: the config's databases as `agent::db` targets and endpoints.
 //! - [`cluster`]: pure decisions about the pair: site roles and their first-start rule,
 //!   whether the tunnel and the peer's agent count as up; the failover state machine
 //!   goes here. No I/O.
@@ -37,9 +41,11 @@ pub mod cli;
 pub mod cluster;
 pub mod config;
 pub mod daemon;
+pub mod databases;
 pub mod dns;
 pub mod logging;
 pub mod mail;
 pub mod notify;
+pub mod playbook;
 pub mod report;
 pub mod units;

@@ -190,8 +190,9 @@ fn orchestrator_modules_import_only_downwards() {
         &[
             &["cli"],
             &["daemon"],
+            &["playbook"],
             &["api"],
-            &["cluster", "dns", "mail", "notify", "report"],
+            &["cluster", "databases", "dns", "mail", "notify", "report"],
             &["config"],
             &["units", "logging"],
         ],

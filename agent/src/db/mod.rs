@@ -361,6 +361,53 @@ pub async fn wait_for(
     }
 }
 
+/// Runs `sql` (one statement or several) on `side`; returns the first column of the
+/// rows it returned, one line each, as text.
+pub async fn execute(
+    engine: Engine,
+    side: &Endpoint,
+    database: &str,
+    sql: &str,
+    within: Duration,
+) -> Result<String, String> {
+    let run = async {
+        match engine {
+            Engine::Postgres => postgres::execute(side, database, sql).await,
+            Engine::Mysql => mysql::execute(side, database, sql).await,
+        }
+    };
+    tokio::time::timeout(within, run).await.unwrap_or_else(|_| {
+        Err(format!(
+            "{}: no answer within {} s",
+            describe(side, database),
+            within.as_secs()
+        ))
+    })
+}
+
+/// Whether a query's answer means yes: `t`, `true`, `1`, `yes`, `on` (any case).
+pub fn truthy(answer: &str) -> bool {
+    matches!(
+        answer
+            .lines()
+            .next()
+            .unwrap_or("")
+            .trim()
+            .to_ascii_lowercase()
+            .as_str(),
+        "t" | "true" | "1" | "yes" | "on"
+    )
+}
+
+/// Whether `side`, a replica, has applied everything it received (PostgreSQL: replay
+/// LSN = receive LSN; MariaDB/MySQL: the SQL thread is at the IO thread's position).
+pub async fn caught_up(engine: Engine, side: &Endpoint, database: &str) -> Result<bool, String> {
+    match engine {
+        Engine::Postgres => postgres::caught_up(side, database).await,
+        Engine::Mysql => mysql::caught_up(side, database).await,
+    }
+}
+
 /// Opens a connection within [`CONNECT_TIMEOUT`]; errors start with `what`.
 async fn connect_within<C>(
     what: &str,

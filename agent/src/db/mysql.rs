@@ -335,9 +335,253 @@ pub async fn wait_for(
     }
 }
 
+pub async fn execute(side: &Endpoint, database: &str, sql: &str) -> Result<String, String> {
+    let mut conn = connect(side, database).await?;
+    let what = describe(side, database);
+    let rows = sqlx::raw_sql(sql)
+        .fetch_all(&mut conn)
+        .await
+        .map_err(|e| format!("{what}: {}", sql_error(&e)))?;
+    let _ = conn.close().await;
+    Ok(rows
+        .iter()
+        .map(|r| {
+            r.try_get_unchecked::<Option<String>, _>(0)
+                .ok()
+                .flatten()
+                .unwrap_or_default()
+        })
+        .collect::<Vec<_>>()
+        .join("\n"))
+}
+
+pub async fn caught_up(side: &Endpoint, database: &str) -> Result<bool, String> {
+    let mut conn = connect(side, database).await?;
+    let what = describe(side, database);
+    let Some(row) = replica_status(&mut conn)
+        .await
+        .map_err(|e| format!("{what}: {e}"))?
+    else {
+        return Err(format!("{what}: not a replica (no replica status)"));
+    };
+    let read = (
+        text(&row, &["Source_Log_File", "Master_Log_File"]),
+        text(&row, &["Read_Source_Log_Pos", "Read_Master_Log_Pos"]),
+    );
+    let applied = (
+        text(&row, &["Relay_Source_Log_File", "Relay_Master_Log_File"]),
+        text(&row, &["Exec_Source_Log_Pos", "Exec_Master_Log_Pos"]),
+    );
+    let _ = conn.close().await;
+    Ok(read.0.is_some() && read == applied)
+}
+
+/// One GTID of a MariaDB position or state: `domain-server-seq`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Gtid {
+    pub domain: u32,
+    pub server: u32,
+    pub seq: u64,
+}
+
+/// A MariaDB GTID list (`0-1-42,1-2-7`); empty text is an empty list.
+pub fn parse_gtids(text: &str) -> Result<Vec<Gtid>, String> {
+    text.split(',')
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+        .map(|t| {
+            let mut parts = t.split('-');
+            let mut num = || parts.next().and_then(|p| p.trim().parse::<u64>().ok());
+            match (num(), num(), num()) {
+                (Some(d), Some(s), Some(q))
+                    if d <= u64::from(u32::MAX) && s <= u64::from(u32::MAX) =>
+                {
+                    Ok(Gtid {
+                        domain: d as u32,
+                        server: s as u32,
+                        seq: q,
+                    })
+                }
+                _ => Err(format!(
+                    "`{t}` is not a MariaDB GTID (domain-server-sequence)"
+                )),
+            }
+        })
+        .collect()
+}
+
+/// The transactions this node wrote that the new master never got: for each domain, the
+/// ones of `me` (a server id) in this node's binlog state past the last one of `me` the
+/// master knows (in its own binlog state or as its replica position). As `d-s-a..b`.
+pub fn errant(
+    local_state: &[Gtid],
+    me: u32,
+    master_state: &[Gtid],
+    master_slave_pos: &[Gtid],
+) -> Vec<String> {
+    let mut out = Vec::new();
+    for mine in local_state.iter().filter(|g| g.server == me) {
+        let known = master_state
+            .iter()
+            .chain(master_slave_pos)
+            .filter(|g| g.domain == mine.domain && g.server == me)
+            .map(|g| g.seq)
+            .max()
+            .unwrap_or(0);
+        if mine.seq > known {
+            let first = known + 1;
+            out.push(if first == mine.seq {
+                format!("{}-{}-{}", mine.domain, me, mine.seq)
+            } else {
+                format!("{}-{}-{}..{}", mine.domain, me, first, mine.seq)
+            });
+        }
+    }
+    out
+}
+
+/// Makes `local` a replica of `master` by GTID (MariaDB): read-only first; refused,
+/// naming them, when `local` wrote transactions `master` lacks; then `CHANGE MASTER TO`
+/// the master with the config's credentials, `MASTER_USE_GTID = slave_pos` from what
+/// `local` has, `START SLAVE`, and both threads running within `within`.
+pub async fn rejoin(
+    local: &Endpoint,
+    master: &Endpoint,
+    database: &str,
+    within: Duration,
+) -> Result<String, String> {
+    let what = describe(local, database);
+    let fail = |e: String| format!("{what}: rejoin: {e}");
+    let mut conn = connect(local, database).await?;
+    conn.execute("SET GLOBAL read_only = ON")
+        .await
+        .map_err(|e| fail(sql_error(&e)))?;
+    let (mariadb, version) = is_mariadb(&mut conn).await.map_err(fail)?;
+    if !mariadb {
+        return Err(fail(format!(
+            "{version} is MySQL: orch rejoins MariaDB by GTID only (set it up by hand: CHANGE REPLICATION SOURCE TO … SOURCE_AUTO_POSITION=1)"
+        )));
+    }
+    let me: u32 = value(&mut conn, "SELECT @@global.server_id")
+        .await
+        .map_err(fail)?
+        .and_then(|v| v.parse().ok())
+        .ok_or_else(|| fail("no server_id".into()))?;
+    let local_state = parse_gtids(
+        &value(&mut conn, "SELECT @@global.gtid_binlog_state")
+            .await
+            .map_err(fail)?
+            .unwrap_or_default(),
+    )
+    .map_err(fail)?;
+    let mut theirs = connect(master, database).await?;
+    let there = describe(master, database);
+    let master_state = parse_gtids(
+        &value(&mut theirs, "SELECT @@global.gtid_binlog_state")
+            .await
+            .map_err(|e| format!("{there}: {e}"))?
+            .unwrap_or_default(),
+    )
+    .map_err(fail)?;
+    let master_slave_pos = parse_gtids(
+        &value(&mut theirs, "SELECT @@global.gtid_slave_pos")
+            .await
+            .map_err(|e| format!("{there}: {e}"))?
+            .unwrap_or_default(),
+    )
+    .map_err(fail)?;
+    let _ = theirs.close().await;
+    let errant = errant(&local_state, me, &master_state, &master_slave_pos);
+    if !errant.is_empty() {
+        return Err(fail(format!(
+            "this node has transactions the new master {} lacks: {} (written here after the split). \
+             Refusing to replicate over them: keep what they changed (mariadb-binlog shows them), \
+             then rebuild this replica from a copy of {}",
+            master.node,
+            errant.join(", "),
+            master.node
+        )));
+    }
+    let url = url::Url::parse(&master.url).map_err(|e| fail(format!("bad url: {e}")))?;
+    let host = url
+        .host_str()
+        .unwrap_or_default()
+        .trim_matches(['[', ']'])
+        .to_owned();
+    let port = url.port().unwrap_or(3306);
+    let user = url.username().to_owned();
+    let quote = |s: &str| s.replace('\\', "\\\\").replace('\'', "\\'");
+    let password = master.password.clone().unwrap_or_default();
+    for stmt in [
+        "STOP SLAVE".to_owned(),
+        "RESET SLAVE ALL".to_owned(),
+        // What this node has is where replication starts.
+        "SET GLOBAL gtid_slave_pos = @@global.gtid_binlog_pos".to_owned(),
+        format!(
+            "CHANGE MASTER TO MASTER_HOST='{}', MASTER_PORT={port}, MASTER_USER='{}', MASTER_PASSWORD='{}', MASTER_USE_GTID=slave_pos, MASTER_CONNECT_RETRY=1",
+            quote(&host),
+            quote(&user),
+            quote(&password)
+        ),
+        "START SLAVE".to_owned(),
+    ] {
+        conn.execute(stmt.as_str()).await.map_err(|e| {
+            // Never the statement itself: it holds the password.
+            fail(sql_error(&e))
+        })?;
+    }
+    let deadline = Instant::now() + within;
+    loop {
+        let row = replica_status(&mut conn).await.map_err(fail)?;
+        let threads = row.as_ref().map(|r| {
+            (
+                text(r, &["Replica_IO_Running", "Slave_IO_Running"]),
+                text(r, &["Replica_SQL_Running", "Slave_SQL_Running"]),
+                text(r, &["Last_IO_Error"]).unwrap_or_default(),
+                text(r, &["Last_SQL_Error"]).unwrap_or_default(),
+            )
+        });
+        if let Some((Some(io), Some(sql), _, _)) = &threads {
+            if io == "Yes" && sql == "Yes" {
+                let _ = conn.close().await;
+                return Ok(format!(
+                    "{what} replicates from {} at {host}:{port} by GTID (IO and SQL threads running)",
+                    master.node
+                ));
+            }
+        }
+        if Instant::now() >= deadline {
+            let (io_err, sql_err) = threads.map(|t| (t.2, t.3)).unwrap_or_default();
+            return Err(fail(format!(
+                "the replica threads did not both run within {} s (IO error: {io_err}; SQL error: {sql_err})",
+                within.as_secs()
+            )));
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
 #[cfg(test)]
 mod tests {
-    use super::valid_gtid;
+    use super::{errant, parse_gtids, valid_gtid};
+
+    #[test]
+    fn errant_transactions_are_the_ones_the_new_master_never_got() {
+        let g = |t: &str| parse_gtids(t).unwrap();
+        // alice (1) wrote up to 42, bob (2) replicated them and went on after the split.
+        let bob_state = g("0-1-42,0-2-45");
+        assert!(errant(&g("0-1-42"), 1, &bob_state, &[]).is_empty());
+        // alice wrote 43 and 44 after the split too.
+        assert_eq!(
+            errant(&g("0-2-30,0-1-44"), 1, &bob_state, &[]),
+            ["0-1-43..44"]
+        );
+        assert_eq!(errant(&g("0-1-43"), 1, &bob_state, &[]), ["0-1-43"]);
+        // Without log_slave_updates the master knows alice's last one as its replica position.
+        assert!(errant(&g("0-1-42"), 1, &g("0-2-45"), &g("0-1-42")).is_empty());
+        assert!(parse_gtids("0-1-x").is_err());
+        assert!(parse_gtids("").unwrap().is_empty());
+    }
 
     #[test]
     fn gtid_positions_are_checked_before_use_as_literals() {

@@ -308,3 +308,347 @@ pub async fn wait_for(
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
+
+pub async fn execute(side: &Endpoint, database: &str, sql: &str) -> Result<String, String> {
+    let mut conn = connect(side, database).await?;
+    let what = describe(side, database);
+    // The simple query protocol: several statements at once, every value as text.
+    let rows = sqlx::raw_sql(sql)
+        .fetch_all(&mut conn)
+        .await
+        .map_err(|e| format!("{what}: {}", sql_error(&e)))?;
+    let _ = conn.close().await;
+    Ok(rows
+        .iter()
+        .map(|r| {
+            r.try_get_unchecked::<Option<String>, _>(0)
+                .ok()
+                .flatten()
+                .unwrap_or_default()
+        })
+        .collect::<Vec<_>>()
+        .join("\n"))
+}
+
+pub async fn caught_up(side: &Endpoint, database: &str) -> Result<bool, String> {
+    let answer = execute(
+        side,
+        database,
+        "SELECT pg_is_in_recovery() AND pg_last_wal_receive_lsn() IS NOT NULL \
+         AND pg_last_wal_receive_lsn() = pg_last_wal_replay_lsn()",
+    )
+    .await?;
+    Ok(super::truthy(&answer))
+}
+
+/// What `pg_controldata` says of a stopped cluster.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Control {
+    pub state: String,
+    pub timeline: Option<u32>,
+    pub wal_log_hints: bool,
+    pub checksums: bool,
+}
+
+impl Control {
+    /// `pg_controldata`'s text, read by label.
+    pub fn parse(text: &str) -> Control {
+        let field = |label: &str| {
+            text.lines()
+                .find_map(|l| l.strip_prefix(label))
+                .map(|v| v.trim_start_matches(':').trim().to_owned())
+        };
+        Control {
+            state: field("Database cluster state").unwrap_or_default(),
+            timeline: field("Latest checkpoint's TimeLineID").and_then(|t| t.parse().ok()),
+            wal_log_hints: field("wal_log_hints setting").as_deref() == Some("on"),
+            checksums: field("Data page checksum version").is_some_and(|v| v != "0"),
+        }
+    }
+
+    /// The cluster last ran as a primary (a standby says "… in recovery").
+    pub fn was_primary(&self) -> bool {
+        !self.state.contains("recovery")
+    }
+}
+
+/// The server binaries of the PostgreSQL version whose data is in `data_dir`.
+fn bin_dir(data_dir: &std::path::Path) -> Result<std::path::PathBuf, String> {
+    let version = std::fs::read_to_string(data_dir.join("PG_VERSION")).map_err(|e| {
+        format!(
+            "{}: not a PostgreSQL data directory ({e})",
+            data_dir.display()
+        )
+    })?;
+    let dir = std::path::Path::new("/usr/lib/postgresql")
+        .join(version.trim())
+        .join("bin");
+    if dir.join("pg_rewind").is_file() {
+        Ok(dir)
+    } else {
+        Err(format!(
+            "{} has no pg_rewind (install postgresql-{})",
+            dir.display(),
+            version.trim()
+        ))
+    }
+}
+
+/// Runs a PostgreSQL program as the owner of the data directory (it refuses root).
+async fn as_owner(
+    data_dir: &std::path::Path,
+    program: &std::path::Path,
+    args: &[&str],
+    env: &[(&str, &str)],
+) -> Result<String, String> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::metadata(data_dir).map_err(|e| format!("{}: {e}", data_dir.display()))?;
+    let mut cmd = tokio::process::Command::new("setpriv");
+    cmd.arg(format!("--reuid={}", meta.uid()))
+        .arg(format!("--regid={}", meta.gid()))
+        .arg("--clear-groups")
+        .arg("--")
+        .arg(program)
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .kill_on_drop(true);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = cmd
+        .output()
+        .await
+        .map_err(|e| format!("running {}: {e}", program.display()))?;
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    if out.status.success() {
+        Ok(text)
+    } else {
+        Err(format!(
+            "{} failed ({}): {}",
+            program.file_name().unwrap_or_default().to_string_lossy(),
+            out.status,
+            text.trim()
+        ))
+    }
+}
+
+/// A libpq connection string value, quoted.
+fn conninfo_value(v: &str) -> String {
+    format!("'{}'", v.replace('\\', "\\\\").replace('\'', "\\'"))
+}
+
+/// Makes the stopped PostgreSQL in `data_dir` a streaming standby of `master`. A former
+/// primary is rewound first (`pg_rewind`; it needs `wal_log_hints` or data checksums),
+/// after its data directory was copied into `keep_aside` (refused when that file system
+/// lacks the room). Writes `standby.signal` and `primary_conninfo`; the caller starts the
+/// server. Returns what was done, in words.
+pub async fn rejoin(
+    data_dir: &std::path::Path,
+    master: &Endpoint,
+    node: &str,
+    keep_aside: &std::path::Path,
+    within: Duration,
+) -> Result<String, String> {
+    let run = rejoin_steps(data_dir, master, node, keep_aside);
+    tokio::time::timeout(within, run)
+        .await
+        .unwrap_or_else(|_| Err(format!("not done within {} s", within.as_secs())))
+}
+
+async fn rejoin_steps(
+    data_dir: &std::path::Path,
+    master: &Endpoint,
+    node: &str,
+    keep_aside: &std::path::Path,
+) -> Result<String, String> {
+    let bin = bin_dir(data_dir)?;
+    if let Ok(pid) = std::fs::read_to_string(data_dir.join("postmaster.pid")) {
+        let pid = pid.lines().next().unwrap_or("").trim().to_owned();
+        if std::path::Path::new("/proc").join(&pid).exists() {
+            return Err(format!(
+                "PostgreSQL still runs on {} (pid {pid}): stop it first (the demote playbook does)",
+                data_dir.display()
+            ));
+        }
+    }
+    let dir = data_dir.to_string_lossy().into_owned();
+    let control =
+        Control::parse(&as_owner(data_dir, &bin.join("pg_controldata"), &[&dir], &[]).await?);
+    let url = url::Url::parse(&master.url).map_err(|e| format!("bad url: {e}"))?;
+    let host = url
+        .host_str()
+        .unwrap_or_default()
+        .trim_matches(['[', ']'])
+        .to_owned();
+    let port = url.port().unwrap_or(5432).to_string();
+    let user = url.username().to_owned();
+    let password = master.password.clone().unwrap_or_default();
+    let mut done = Vec::new();
+    if control.was_primary() {
+        if !control.wal_log_hints && !control.checksums {
+            return Err(format!(
+                "{} was a primary and needs pg_rewind, which needs wal_log_hints = on or data checksums (neither is on): \
+                 rebuild it from {} with pg_basebackup, and set wal_log_hints = on",
+                data_dir.display(),
+                master.node
+            ));
+        }
+        let size = tree_size(data_dir);
+        let room = rustix::fs::statvfs(
+            keep_aside
+                .ancestors()
+                .find(|p| p.exists())
+                .unwrap_or(std::path::Path::new("/")),
+        )
+        .map(|s| s.f_bavail.saturating_mul(s.f_frsize.max(1)))
+        .unwrap_or(0);
+        if room < size.saturating_add(size / 10) {
+            return Err(format!(
+                "not rewinding: keeping the old data directory ({} MB) aside needs room in {} ({} MB free). \
+                 Free space there, or copy {} away yourself and rebuild this standby from {}",
+                size / 1_000_000,
+                keep_aside.display(),
+                room / 1_000_000,
+                data_dir.display(),
+                master.node
+            ));
+        }
+        if let Some(parent) = keep_aside.parent() {
+            std::fs::create_dir_all(parent).map_err(|e| format!("{}: {e}", parent.display()))?;
+        }
+        let out = tokio::process::Command::new("cp")
+            .arg("-a")
+            .arg(data_dir)
+            .arg(keep_aside)
+            .output()
+            .await
+            .map_err(|e| format!("cp: {e}"))?;
+        if !out.status.success() {
+            return Err(format!(
+                "keeping {} aside in {} failed: {}",
+                data_dir.display(),
+                keep_aside.display(),
+                String::from_utf8_lossy(&out.stderr).trim()
+            ));
+        }
+        done.push(format!(
+            "the old data directory is kept in {}",
+            keep_aside.display()
+        ));
+        let source = format!(
+            "host={} port={} user={} dbname=postgres connect_timeout=10",
+            conninfo_value(&host),
+            port,
+            conninfo_value(&user)
+        );
+        let target = format!("--target-pgdata={dir}");
+        let source = format!("--source-server={source}");
+        let out = as_owner(
+            data_dir,
+            &bin.join("pg_rewind"),
+            &[&target, &source],
+            &[("PGPASSWORD", &password)],
+        )
+        .await?;
+        let last = out.lines().last().unwrap_or("").trim().to_owned();
+        done.push(format!("pg_rewind from {}: {last}", master.node));
+    }
+    // Follow the master: standby.signal and primary_conninfo, owned like the rest.
+    let auto = data_dir.join("postgresql.auto.conf");
+    let old = std::fs::read_to_string(&auto).unwrap_or_default();
+    let mut text: String = old
+        .lines()
+        .filter(|l| {
+            let k = l.trim_start();
+            !(k.starts_with("primary_conninfo") || k.starts_with("primary_slot_name"))
+        })
+        .map(|l| format!("{l}\n"))
+        .collect();
+    let conninfo = format!(
+        "host={} port={} user={} password={} application_name={}",
+        conninfo_value(&host),
+        port,
+        conninfo_value(&user),
+        conninfo_value(&password),
+        conninfo_value(node)
+    );
+    text.push_str(&format!(
+        "primary_conninfo = '{}'\n",
+        conninfo.replace('\'', "''")
+    ));
+    write_owned(data_dir, &auto, text.as_bytes())?;
+    write_owned(data_dir, &data_dir.join("standby.signal"), b"")?;
+    done.push(format!(
+        "standby.signal and primary_conninfo written: it streams from {} at {host}:{port} once started",
+        master.node
+    ));
+    Ok(done.join("; "))
+}
+
+/// Writes `file` with the data directory's owner and mode 0600.
+fn write_owned(
+    data_dir: &std::path::Path,
+    file: &std::path::Path,
+    bytes: &[u8],
+) -> Result<(), String> {
+    use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+    let meta = std::fs::metadata(data_dir).map_err(|e| format!("{}: {e}", data_dir.display()))?;
+    let tmp = file.with_extension("orch-tmp");
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)
+        .map_err(|e| format!("{}: {e}", tmp.display()))?;
+    std::io::Write::write_all(&mut f, bytes)
+        .and_then(|()| f.sync_all())
+        .map_err(|e| format!("{}: {e}", tmp.display()))?;
+    std::os::unix::fs::chown(&tmp, Some(meta.uid()), Some(meta.gid()))
+        .map_err(|e| format!("{}: {e}", tmp.display()))?;
+    std::fs::rename(&tmp, file).map_err(|e| format!("{}: {e}", file.display()))
+}
+
+/// The bytes under `dir` (not following symlinks).
+fn tree_size(dir: &std::path::Path) -> u64 {
+    let mut total = 0;
+    let mut todo = vec![dir.to_owned()];
+    while let Some(d) = todo.pop() {
+        let Ok(entries) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            match e.metadata() {
+                Ok(m) if m.is_dir() => todo.push(e.path()),
+                Ok(m) => total += m.len(),
+                Err(_) => {}
+            }
+        }
+    }
+    total
+}
+
+#[cfg(test)]
+mod control_tests {
+    use super::Control;
+
+    #[test]
+    fn pg_controldata_is_read_by_label() {
+        let text = "pg_control version number:            1300\n\
+                    Database cluster state:               shut down\n\
+                    Latest checkpoint's TimeLineID:       1\n\
+                    wal_log_hints setting:                on\n\
+                    Data page checksum version:           0\n";
+        let c = Control::parse(text);
+        assert_eq!(c.state, "shut down");
+        assert_eq!(c.timeline, Some(1));
+        assert!(c.wal_log_hints && !c.checksums && c.was_primary());
+        let standby =
+            Control::parse("Database cluster state:               shut down in recovery\n");
+        assert!(!standby.was_primary() && !standby.wal_log_hints);
+    }
+}

@@ -103,6 +103,16 @@ pub enum Command {
         #[command(subcommand)]
         command: DbCommand,
     },
+    /// Check or run playbooks (the steps a site runs when it changes hands)
+    Playbook {
+        #[command(subcommand)]
+        command: PlaybookCommand,
+    },
+    /// Set up and serve SSH for playbook steps that run on the peer
+    Ssh {
+        #[command(subcommand)]
+        command: SshCommand,
+    },
     /// Look at DNS as the site's authoritative server sees it
     Dns {
         #[command(subcommand)]
@@ -119,6 +129,41 @@ pub enum Command {
 pub enum ConfigCommand {
     /// Parse and validate the config; print every problem as FILE:LINE:COL; exit 2 on any
     Check,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PlaybookCommand {
+    /// Check playbooks (NAME, else every one a site names and every file in
+    /// <config dir>/playbooks/): every problem as FILE:LINE:COL; exit 2 on any
+    Check { name: Option<String> },
+    /// Run a playbook for a site now, step by step (peer steps over SSH); exit 1 if a
+    /// step fails
+    Run {
+        name: String,
+        #[arg(long, value_name = "SITE")]
+        site: String,
+        /// Print every step with its variables filled in; run nothing
+        #[arg(long)]
+        dry_run: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SshCommand {
+    /// Create this node's SSH key for peer steps (never replacing one) and print the
+    /// `authorized_keys` line for the peer and this host's key for the peer to pin
+    Setup {
+        /// This host's sshd public host key
+        #[arg(
+            long,
+            value_name = "FILE",
+            default_value = "/etc/ssh/ssh_host_ed25519_key.pub"
+        )]
+        host_key: std::path::PathBuf,
+    },
+    /// The forced command of the peer's SSH key: runs one step of a playbook this node's
+    /// own config names, from this node's own copy (reads SSH_ORIGINAL_COMMAND)
+    Serve,
 }
 
 #[derive(Debug, Subcommand)]
@@ -162,6 +207,17 @@ pub enum DbCommand {
         /// The node to ask [default: the site's master]
         #[arg(long, value_name = "NODE")]
         on: Option<String>,
+    },
+    /// Make this node's database follow the peer's (run by the rejoin playbooks, with
+    /// the server stopped for PostgreSQL): PostgreSQL keeps the data directory aside,
+    /// pg_rewind's it when it diverged and writes standby.signal + primary_conninfo;
+    /// MariaDB/MySQL refuses transactions the peer lacks, then CHANGE MASTER by GTID
+    Rejoin {
+        site: String,
+        database: String,
+        /// How long the whole rejoin may take
+        #[arg(long, default_value = "300s", value_parser = humantime::parse_duration)]
+        timeout: std::time::Duration,
     },
     /// Wait until the standby has applied everything up to POSITION
     Wait {

@@ -4,6 +4,7 @@
 //! control socket ([`call`]); the others read the config and the state store themselves.
 
 mod args;
+mod playbook;
 mod push;
 mod report;
 mod setup;
@@ -11,7 +12,7 @@ mod site;
 mod starter;
 mod status;
 
-pub use args::{Cli, Command, ConfigCommand, DbCommand, DnsCommand};
+pub use args::{Cli, Command, ConfigCommand, DbCommand, DnsCommand, PlaybookCommand, SshCommand};
 
 use crate::api::Request;
 use crate::config::{self, ConfigError, LoadOptions, Loaded};
@@ -105,6 +106,40 @@ pub fn run(cli: Cli) -> Result {
             dry_run,
             force,
         ),
+        Command::Playbook {
+            command: PlaybookCommand::Check { name },
+        } => playbook::check(&config_path, &options, name.as_deref()),
+        Command::Playbook {
+            command:
+                PlaybookCommand::Run {
+                    name,
+                    site,
+                    dry_run,
+                },
+        } => playbook::run(
+            &config::load(&config_path, &options)?,
+            &name,
+            &site,
+            dry_run,
+        ),
+        Command::Ssh {
+            command: SshCommand::Setup { host_key },
+        } => playbook::ssh_setup(&config::load(&config_path, &options)?, &host_key),
+        Command::Ssh {
+            command: SshCommand::Serve,
+        } => playbook::ssh_serve(&config::load(&config_path, &options)?),
+        Command::Db {
+            command:
+                DbCommand::Rejoin {
+                    site,
+                    database,
+                    timeout,
+                },
+        } => {
+            let loaded = config::load(&config_path, &options)?;
+            let site = site::site_named(&loaded.config, &site)?;
+            playbook::db_rejoin(&loaded, site, &database, timeout)
+        }
         Command::Db { command } => {
             site::db_command(&config::load(&config_path, &options)?, command)
         }

@@ -58,7 +58,7 @@ pub(super) fn db_reports(loaded: &Loaded, site: &config::Site) -> Result<Vec<age
         let role = crate::daemon::roles::read(&loaded.me().state_dir, site)
             .await
             .map_err(Exit::failed)?;
-        let targets = crate::daemon::dbcheck::targets(&loaded.config, site, &role)
+        let targets = crate::databases::targets(&loaded.config, site, &role)
             .map_err(|e| Exit::usage(anyhow!("site {}: {e}", site.name)))?;
         let mut reports = Vec::new();
         for target in &targets {
@@ -127,6 +127,11 @@ pub(super) fn db_command(loaded: &Loaded, command: super::DbCommand) -> Result {
         | DbCommand::Wait {
             site, database, on, ..
         } => (site, database, on),
+        DbCommand::Rejoin { .. } => {
+            return Err(Exit::usage(anyhow!(
+                "orch db rejoin is dispatched on its own"
+            )))
+        }
     };
     let site = site_named(&loaded.config, site)?;
     if !site.databases.iter().any(|d| &d.name == database) {
@@ -150,7 +155,7 @@ pub(super) fn db_command(loaded: &Loaded, command: super::DbCommand) -> Result {
             role.master.clone(),
             role.standby(&loaded.config, site).to_owned(),
         );
-        let targets = crate::daemon::dbcheck::targets(&loaded.config, site, &role)
+        let targets = crate::databases::targets(&loaded.config, site, &role)
             .map_err(|e| Exit::usage(anyhow!("site {}: {e}", site.name)))?;
         let target = targets
             .into_iter()
@@ -166,6 +171,7 @@ pub(super) fn db_command(loaded: &Loaded, command: super::DbCommand) -> Result {
         };
         let failed = |e: String| Exit::failed(anyhow!(e));
         match &command {
+            DbCommand::Rejoin { .. } => {}
             DbCommand::Promote { timeout, .. } => {
                 let side = pick(&standby);
                 agent::db::promote(target.engine, &side, database, *timeout)

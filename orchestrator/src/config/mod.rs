@@ -25,6 +25,8 @@ pub const DEFAULT_STATE_DIR: &str = "/var/lib/orch";
 pub const DEFAULT_INTERFACE: &str = "orch0";
 /// File name of a node's private key beside the config file (`/etc/orch/private.key`).
 pub const DEFAULT_KEY_FILE: &str = "private.key";
+/// The key this node logs into its peer with, beside the config (`orch ssh setup`).
+pub const DEFAULT_SSH_KEY_FILE: &str = "ssh/id_ed25519";
 
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -99,6 +101,10 @@ pub struct Ddns {
 pub struct Ssh {
     pub user: String,
     pub port: u16,
+    /// This node's sshd host key as `TYPE BASE64`, which its peer pins.
+    pub host_key: Option<String>,
+    /// The private key this node logs into its peer with.
+    pub key_file: PathBuf,
 }
 
 #[derive(Debug, Clone)]
@@ -199,6 +205,9 @@ pub struct Site {
     pub witnesses: Vec<Witness>,
     pub promote: Vec<String>,
     pub demote: Vec<String>,
+    /// Run once this node has become the site's standby (after `demote`): follow the
+    /// new master.
+    pub rejoin: Vec<String>,
     pub report: Option<CronSchedule>,
     pub sync: Vec<SyncJob>,
     pub databases: Vec<Database>,
@@ -239,6 +248,8 @@ pub struct Database {
     pub interval: Duration,
     pub heartbeat: bool,
     pub heartbeat_table: String,
+    /// PostgreSQL's data directory on each node, when given.
+    pub data_dirs: BTreeMap<String, PathBuf>,
 }
 
 impl Database {

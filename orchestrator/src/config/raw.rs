@@ -58,6 +58,10 @@ pub struct RawDdns {
 pub struct RawSsh {
     pub user: Option<String>,
     pub port: Option<u16>,
+    /// This node's sshd host key (`ssh-ed25519 AAAA…`), pinned by its peer.
+    pub host_key: Option<String>,
+    /// The private key this node logs into its peer with.
+    pub key_file: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
@@ -157,6 +161,8 @@ pub struct RawSite {
     pub promote: Vec<String>,
     #[serde(default)]
     pub demote: Vec<String>,
+    #[serde(default)]
+    pub rejoin: Vec<String>,
     pub report: Option<String>,
     #[serde(default)]
     pub sync: Vec<RawSync>,
@@ -225,6 +231,8 @@ pub struct RawDatabase {
     pub interval: Option<String>,
     pub heartbeat: Option<bool>,
     pub heartbeat_table: Option<String>,
+    /// PostgreSQL: the data directory on each node (for `orch db rejoin`).
+    pub data_dir: Option<PathSpec>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]

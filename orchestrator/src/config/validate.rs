@@ -15,6 +15,8 @@ struct Problem {
 struct Checker {
     dir: PathBuf,
     problems: Vec<Problem>,
+    /// Problems in other files (playbooks), with their own positions.
+    extra: Vec<Diagnostic>,
 }
 
 impl Checker {
@@ -112,6 +114,7 @@ pub(super) fn validate(
     let mut c = Checker {
         dir: config_dir(path),
         problems: Vec::new(),
+        extra: Vec::new(),
     };
     let root = KeyPath::root();
 
@@ -160,7 +163,7 @@ pub(super) fn validate(
 
     if !c.problems.is_empty() {
         let locator = Locator::new(text);
-        return Err(c
+        let mut all: Vec<Diagnostic> = c
             .problems
             .into_iter()
             .map(|p| Diagnostic {
@@ -168,7 +171,13 @@ pub(super) fn validate(
                 position: locator.locate(&p.path),
                 message: format!("{}: {}", p.path, p.message),
             })
-            .collect());
+            .collect();
+        for d in c.extra {
+            if !all.contains(&d) {
+                all.push(d);
+            }
+        }
+        return Err(all);
     }
     let (Some(cluster), Some(me)) = (cluster, me) else {
         return Err(unreachable_problem(path));
@@ -380,6 +389,17 @@ fn check_node(
             &p.key("ssh").key("port"),
             n.ssh.as_ref().and_then(|s| s.port),
             22,
+        ),
+        host_key: n
+            .ssh
+            .as_ref()
+            .and_then(|s| s.host_key.as_deref())
+            .and_then(|k| c.check(&p.key("ssh").key("host_key"), parse_host_key(k))),
+        key_file: c.resolve(
+            n.ssh
+                .as_ref()
+                .and_then(|s| s.key_file.as_deref())
+                .unwrap_or(DEFAULT_SSH_KEY_FILE),
         ),
     };
     let interface = n
@@ -843,13 +863,11 @@ fn check_site(
         .enumerate()
         .filter_map(|(i, w)| c.check(&p.key("witnesses").index(i), parse_witness(w)))
         .collect();
-    for (key, list) in [("promote", &s.promote), ("demote", &s.demote)] {
-        for (i, book) in list.iter().enumerate() {
-            if let Err(e) = super::playbook::find(&c.dir, book) {
-                c.err(&p.key(key).index(i), e);
-            }
-        }
-    }
+    let books = [
+        ("promote", &s.promote),
+        ("demote", &s.demote),
+        ("rejoin", &s.rejoin),
+    ];
     let report = c.cron(&p.key("report"), s.report.as_deref());
 
     let mut sync: Vec<SyncJob> = Vec::new();
@@ -930,7 +948,15 @@ fn check_site(
                 format!("`{table}` is not a plain SQL table name (letters, digits, '_')"),
             );
         }
+        let data_dirs = match &db.data_dir {
+            Some(spec) => sync_paths(c, &dp.key("data_dir"), spec, node_names),
+            None => BTreeMap::new(),
+        };
+        if !data_dirs.is_empty() && db.kind != DbKind::Postgres {
+            c.err(&dp.key("data_dir"), "data_dir is for PostgreSQL databases");
+        }
         let database = Database {
+            data_dirs,
             name: db.name.clone(),
             kind: db.kind,
             url: db.url.clone(),
@@ -944,6 +970,31 @@ fn check_site(
             c.err(&dp.key("url"), e);
         }
         databases.push(database);
+    }
+    // Every playbook the site names must exist and be valid for this site (its problems
+    // are listed with the playbook's own file and position).
+    for (key, list) in books {
+        for (i, book) in list.iter().enumerate() {
+            match super::playbook::find(&c.dir, book) {
+                Err(found) => {
+                    c.err(&p.key(key).index(i), found.summary());
+                    c.extra.extend(found.diagnostics);
+                }
+                Ok(found) => {
+                    let problems = found.check_for_site(name, &databases);
+                    if !problems.is_empty() {
+                        c.err(
+                            &p.key(key).index(i),
+                            format!(
+                                "playbook `{book}` does not fit site {name}: {} problem(s), listed with its file",
+                                problems.len()
+                            ),
+                        );
+                        c.extra.extend(problems);
+                    }
+                }
+            }
+        }
     }
 
     Site {
@@ -963,6 +1014,7 @@ fn check_site(
         witnesses,
         promote: s.promote.clone(),
         demote: s.demote.clone(),
+        rejoin: s.rejoin.clone(),
         report,
         sync,
         databases,
@@ -1117,6 +1169,39 @@ fn parse_witness(text: &str) -> Result<Witness, String> {
         host: ep.host,
         port: ep.port,
     })
+}
+
+/// An sshd host key as `ssh-keygen` writes it (`TYPE BASE64 [comment]`), kept as
+/// `TYPE BASE64`.
+fn parse_host_key(text: &str) -> Result<String, String> {
+    const TYPES: &[&str] = &[
+        "ssh-ed25519",
+        "ecdsa-sha2-nistp256",
+        "ecdsa-sha2-nistp384",
+        "ecdsa-sha2-nistp521",
+        "ssh-rsa",
+    ];
+    let mut words = text.split_whitespace();
+    let (Some(kind), Some(key)) = (words.next(), words.next()) else {
+        return Err(format!(
+            "`{text}` is not a host key: give the line of the peer's /etc/ssh/ssh_host_ed25519_key.pub (`orch ssh setup` prints it)"
+        ));
+    };
+    if !TYPES.contains(&kind) {
+        return Err(format!(
+            "host key type `{kind}` is not one of {}",
+            TYPES.join(", ")
+        ));
+    }
+    use base64::Engine as _;
+    let ok = key.len() <= 4096
+        && base64::engine::general_purpose::STANDARD
+            .decode(key)
+            .is_ok_and(|raw| raw.len() > 4);
+    if !ok {
+        return Err(format!("the host key's base64 `{key}` does not decode"));
+    }
+    Ok(format!("{kind} {key}"))
 }
 
 fn parse_public_ip(text: &str) -> Result<PublicIp, String> {

@@ -5,61 +5,14 @@
 
 use super::alerts::Alerter;
 use super::roles::Roles;
-use crate::cluster::roles::SiteRole;
-use crate::config::{Config, DbKind, Loaded, Site};
-use agent::db::{self, Endpoint, Engine, Report, Target, Verdict};
+use crate::config::Loaded;
+use crate::databases::targets;
+use agent::db::{self, Report, Verdict};
 use agent::state::{NewEvent, Outcome, Store};
 use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::SystemTime;
 use tokio_util::sync::CancellationToken;
-
-/// Why a site's databases cannot be checked as configured.
-#[derive(Debug, thiserror::Error)]
-pub enum TargetError {
-    #[error("no node {0}")]
-    NoNode(String),
-    #[error("{0}")]
-    Secret(String),
-}
-
-/// The checks' view of every database of `site` under `role`.
-pub fn targets(config: &Config, site: &Site, role: &SiteRole) -> Result<Vec<Target>, TargetError> {
-    let endpoint = |db: &crate::config::Database, node: &str| -> Result<Endpoint, TargetError> {
-        let n = config
-            .nodes
-            .iter()
-            .find(|n| n.name == node)
-            .ok_or_else(|| TargetError::NoNode(node.to_owned()))?;
-        let password = match &db.password_file {
-            Some(file) => Some(crate::config::read_secret_file(file).map_err(TargetError::Secret)?),
-            None => None,
-        };
-        Ok(Endpoint {
-            node: node.to_owned(),
-            url: db.url_for(n.tunnel_ip),
-            password,
-        })
-    };
-    let (master, standby) = (role.master.as_str(), role.standby(config, site));
-    site.databases
-        .iter()
-        .map(|db| {
-            Ok(Target {
-                site: site.name.clone(),
-                name: db.name.clone(),
-                engine: match db.kind {
-                    DbKind::Postgres => Engine::Postgres,
-                    DbKind::Mysql => Engine::Mysql,
-                },
-                master: endpoint(db, master)?,
-                standby: endpoint(db, standby)?,
-                max_lag: db.max_lag,
-                heartbeat_table: db.heartbeat.then(|| db.heartbeat_table.clone()),
-            })
-        })
-        .collect()
-}
 
 /// Keeps a check's result and turns verdict changes into `db` history events; when
 /// `alerter` is given (this node is the site's master), a lagging or broken database is
