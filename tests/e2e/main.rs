@@ -14,6 +14,7 @@ mod dns_http;
 mod lab;
 mod layout;
 mod mail;
+mod playbook;
 mod push;
 mod report;
 mod tunnel;

@@ -98,6 +98,11 @@ impl Servers {
         }
     }
 
+    /// The folder the servers' files live in.
+    pub fn dir(&self) -> &Path {
+        self.root.path()
+    }
+
     fn as_postgres(argv: &[&str]) -> Vec<String> {
         let (uid, gid) = uid_gid("postgres");
         let mut v: Vec<String> = vec![
@@ -123,6 +128,11 @@ impl Servers {
 
     /// Runs SQL as the `postgres` superuser over the server's unix socket.
     pub fn psql(&self, lab: &Lab, host: &Host, dir: &Path, sql: &str) -> String {
+        self.psql_on(lab, host, dir, "postgres", sql)
+    }
+
+    /// Runs SQL as the `postgres` superuser in database `db`.
+    pub fn psql_on(&self, lab: &Lab, host: &Host, dir: &Path, db: &str, sql: &str) -> String {
         let psql = pg_bin().join("psql");
         let sock = Self::socket_dir(dir);
         let d = sock.to_string_lossy();
@@ -135,7 +145,7 @@ impl Servers {
             "-U",
             "postgres",
             "-d",
-            "postgres",
+            db,
             "-v",
             "ON_ERROR_STOP=1",
             "-Atc",
@@ -163,7 +173,7 @@ impl Servers {
             "listen_addresses = '{listen}'\nport = 5432\nunix_socket_directories = '{}'\n\
              wal_level = replica\nmax_wal_senders = 4\nmax_replication_slots = 4\nhot_standby = on\n\
              wal_receiver_status_interval = 1s\nwal_retrieve_retry_interval = 1s\nshared_buffers = 16MB\n\
-             fsync = off\nlogging_collector = off\n",
+             fsync = off\nlogging_collector = off\nwal_log_hints = on\nwal_keep_size = 256MB\n",
             Self::socket_dir(dir).display()
         )
     }
@@ -241,7 +251,7 @@ impl Servers {
         let hba = dir.join("pg_hba.conf");
         let mut text = std::fs::read_to_string(&hba).unwrap();
         text.push_str(
-            "host all all 198.51.100.0/24 scram-sha-256\nhost replication replicator 198.51.100.0/24 scram-sha-256\n",
+            "host all all 198.51.100.0/24 scram-sha-256\nhost replication replicator 198.51.100.0/24 scram-sha-256\nhost replication orch 198.51.100.0/24 scram-sha-256\n",
         );
         std::fs::write(&hba, text).unwrap();
         chown_tree(&dir, uid, gid);
@@ -369,6 +379,10 @@ impl Servers {
             &format!("--server-id={server_id}"),
             &format!("--log-bin={}", dir.join("binlog").display()),
             "--binlog-format=ROW",
+            // What orch's GTID rejoin needs: a replica logs what it applies (so that it
+            // can be a master after a failover) and stops on errant transactions.
+            "--log-slave-updates=1",
+            "--gtid-strict-mode=1",
             "--user=root",
             "--skip-name-resolve",
             "--innodb-buffer-pool-size=16M",

@@ -13,6 +13,7 @@ pub mod fixture;
 pub mod lab;
 pub mod orch;
 pub mod process;
+pub mod sshd;
 pub mod wait;
 
 pub use wait::eventually;

@@ -429,11 +429,14 @@ pub fn errant(
             .max()
             .unwrap_or(0);
         if mine.seq > known {
-            let first = known + 1;
-            out.push(if first == mine.seq {
+            // Only the last one of each server is known: say it, and what the master has.
+            out.push(if known == 0 {
                 format!("{}-{}-{}", mine.domain, me, mine.seq)
             } else {
-                format!("{}-{}-{}..{}", mine.domain, me, first, mine.seq)
+                format!(
+                    "{}-{}-{} (the last of them; the master has {}-{}-{})",
+                    mine.domain, me, mine.seq, mine.domain, me, known
+                )
             });
         }
     }
@@ -574,9 +577,9 @@ mod tests {
         // alice wrote 43 and 44 after the split too.
         assert_eq!(
             errant(&g("0-2-30,0-1-44"), 1, &bob_state, &[]),
-            ["0-1-43..44"]
+            ["0-1-44 (the last of them; the master has 0-1-42)"]
         );
-        assert_eq!(errant(&g("0-1-43"), 1, &bob_state, &[]), ["0-1-43"]);
+        assert_eq!(errant(&g("0-1-3"), 1, &g("0-2-45"), &[]), ["0-1-3"]);
         // Without log_slave_updates the master knows alice's last one as its replica position.
         assert!(errant(&g("0-1-42"), 1, &g("0-2-45"), &g("0-1-42")).is_empty());
         assert!(parse_gtids("0-1-x").is_err());

@@ -545,6 +545,17 @@ async fn rejoin_steps(
             port,
             conninfo_value(&user)
         );
+        // A master promoted moments ago still shows its old timeline in its control file
+        // until its first checkpoint, and pg_rewind would then see nothing to rewind.
+        execute(master, "postgres", "CHECKPOINT")
+            .await
+            .map_err(|e| format!("a CHECKPOINT on {} before pg_rewind: {e}", master.node))?;
+        // pg_rewind copies the source's configuration files too: this server keeps its own.
+        let own: Vec<(std::path::PathBuf, Vec<u8>)> = CONFIG_FILES
+            .iter()
+            .map(|f| data_dir.join(f))
+            .filter_map(|p| std::fs::read(&p).ok().map(|b| (p, b)))
+            .collect();
         let target = format!("--target-pgdata={dir}");
         let source = format!("--source-server={source}");
         let out = as_owner(
@@ -554,6 +565,9 @@ async fn rejoin_steps(
             &[("PGPASSWORD", &password)],
         )
         .await?;
+        for (path, bytes) in &own {
+            write_owned(data_dir, path, bytes)?;
+        }
         let last = out.lines().last().unwrap_or("").trim().to_owned();
         done.push(format!("pg_rewind from {}: {last}", master.node));
     }
@@ -588,6 +602,14 @@ async fn rejoin_steps(
     ));
     Ok(done.join("; "))
 }
+
+/// Configuration files a data directory may hold, kept across a rewind.
+const CONFIG_FILES: &[&str] = &[
+    "postgresql.conf",
+    "postgresql.auto.conf",
+    "pg_hba.conf",
+    "pg_ident.conf",
+];
 
 /// Writes `file` with the data directory's owner and mode 0600.
 fn write_owned(

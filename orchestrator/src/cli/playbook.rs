@@ -106,7 +106,7 @@ pub(super) fn run(loaded: &Loaded, name: &str, site: &str, dry_run: bool) -> Res
                         r.duration_ms as f64 / 1000.0,
                         if r.continued { " (continuing)" } else { "" }
                     );
-                    if !r.ok && !r.output.trim().is_empty() {
+                    if !r.output.trim().is_empty() {
                         for line in r.output.trim_end().lines() {
                             println!("    | {line}");
                         }
