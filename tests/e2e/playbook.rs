@@ -381,6 +381,11 @@ fn postgres_promote_demote_and_rejoin_with_pg_rewind_keep_the_old_data() {
     );
     assert_eq!(code, 0, "{out}");
     assert!(out.contains("sql: SELECT pg_promote"), "{out}");
+    assert_eq!(
+        servers.psql(&lab, &bob, &b_data, "SELECT pg_is_in_recovery()"),
+        "t",
+        "the dry run changed nothing"
+    );
     let (code, out) = run(&bob, &b_conf, &b_bin, "postgres-promote");
     assert_eq!(code, 0, "{out}");
     assert_eq!(
@@ -464,6 +469,39 @@ fn postgres_promote_demote_and_rejoin_with_pg_rewind_keep_the_old_data() {
     assert!(
         history.contains("playbook postgres-rejoin step `follow the peer`"),
         "{history}"
+    );
+
+    // `orch check` warns of a server pg_rewind could not rewind.
+    let (_, out) = orch_in(
+        &lab,
+        &alice,
+        &a_conf,
+        None,
+        &["check", "alice-web", "--json"],
+    );
+    assert!(!out.contains("neither wal_log_hints"), "{out}");
+    servers.psql(&lab, &bob, &b_data, "ALTER SYSTEM SET wal_log_hints = off");
+    for action in ["stop", "start"] {
+        let out = lab.run(
+            &bob,
+            &[
+                b_bin.join("systemctl").to_str().unwrap(),
+                action,
+                "postgresql",
+            ],
+        );
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let (_, out) = orch_in(&lab, &alice, &a_conf, None, &["check", "alice-web"]);
+    assert!(
+        out.contains(
+            "warning: database app on bob: neither wal_log_hints nor data checksums are on"
+        ),
+        "{out}"
     );
     drop(servers);
 }
@@ -567,4 +605,73 @@ fn mariadb_promote_demote_and_rejoin_by_gtid_refuse_errant_transactions() {
         "{out}\n(state {gtid})"
     );
     drop(servers);
+}
+
+#[test]
+fn playbook_check_reports_every_problem_with_its_place_and_config_check_includes_them() {
+    let tmp = tempfile::tempdir().unwrap();
+    let pair = Pair::new(tmp.path(), "");
+    let config = pair.config("alice");
+    site_lists(&config, "demote = [\"broken\", \"postgres-demote\"]");
+    write_playbook(
+        &pair.alice,
+        "broken",
+        "[[step]]\nname = \"a\"\nrun = [\"echo\", \"{site\"]\ntimeout = \"soon\"\n\n\
+         [[step]]\nname = \"b\"\nrun = [\"true\"]\nshell = \"true\"\ncolour = \"red\"\n",
+    );
+    let file = pair.alice.join("playbooks/broken.toml");
+    let f = file.display().to_string();
+    let out = orch::run(&[
+        "--config",
+        config.to_str().unwrap(),
+        "playbook",
+        "check",
+        "broken",
+    ]);
+    let (stdout, stderr) = orch::text(&out);
+    assert_eq!(orch::code(&out), 2, "{stdout}{stderr}");
+    for want in [
+        format!("{f}:3:7: step[0].run: `{{` without `}}`"),
+        format!("{f}:4:11: step[0].timeout: `soon` is not a duration"),
+        format!("{f}:9:9: step[1].shell: a step has exactly one of"),
+        format!("{f}:10:10: step[1].colour: unknown key `colour`"),
+    ] {
+        assert!(stderr.contains(&want), "missing {want:?} in:\n{stderr}");
+    }
+    // The config check lists them too, and the shipped postgres-demote does not fit a
+    // site without a PostgreSQL database.
+    let out = orch::run(&["--config", config.to_str().unwrap(), "config", "check"]);
+    let (stdout, stderr) = orch::text(&out);
+    assert_eq!(orch::code(&out), 2, "{stdout}{stderr}");
+    assert!(
+        stderr.contains("sites.alice-web.demote[0]: playbook `broken` has 4 problem(s)"),
+        "{stderr}"
+    );
+    assert!(stderr.contains(&format!("{f}:4:11:")), "{stderr}");
+    assert!(
+        stderr.contains("<shipped>/postgres-demote.toml:8:10: step `checkpoint`: the site has no postgres database (site alice-web)"),
+        "{stderr}"
+    );
+    // A good playbook passes (in a config whose playbooks fit its sites).
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(
+        &config,
+        text.replace("[\"broken\", \"postgres-demote\"]", "[\"broken\"]"),
+    )
+    .unwrap();
+    std::fs::write(
+        &file,
+        "[[step]]\nname = \"a\"\nrun = [\"echo\", \"{site}\"]\n",
+    )
+    .unwrap();
+    let out = orch::run(&[
+        "--config",
+        config.to_str().unwrap(),
+        "playbook",
+        "check",
+        "broken",
+    ]);
+    let (stdout, stderr) = orch::text(&out);
+    assert_eq!(orch::code(&out), 0, "{stdout}{stderr}");
+    assert!(stdout.contains("1 playbook(s) ok: broken"), "{stdout}");
 }

@@ -68,10 +68,51 @@ pub(super) fn db_reports(loaded: &Loaded, site: &config::Site) -> Result<Vec<age
     })
 }
 
+/// What would stop a rejoin after a failover, per database and node: PostgreSQL without
+/// `wal_log_hints` or data checksums cannot be pg_rewind'ed.
+fn rejoin_warnings(loaded: &Loaded, site: &config::Site) -> Result<Vec<String>> {
+    let mut out = Vec::new();
+    let postgres: Vec<&config::Database> = site
+        .databases
+        .iter()
+        .filter(|d| d.kind == config::DbKind::Postgres)
+        .collect();
+    if postgres.is_empty() {
+        return Ok(out);
+    }
+    runtime()?.block_on(async {
+        for db in postgres {
+            for node in &loaded.config.nodes {
+                let Ok(side) = crate::databases::endpoint(&loaded.config, db, &node.name) else {
+                    continue;
+                };
+                let sql = "SELECT current_setting('wal_log_hints') = 'on' OR current_setting('data_checksums') = 'on'";
+                match agent::db::execute(
+                    agent::db::Engine::Postgres,
+                    &side,
+                    &db.name,
+                    sql,
+                    std::time::Duration::from_secs(15),
+                )
+                .await
+                {
+                    Ok(a) if !agent::db::truthy(&a) => out.push(format!(
+                        "database {} on {}: neither wal_log_hints nor data checksums are on, so pg_rewind cannot make it follow a new master after a failover (set wal_log_hints = on and restart)",
+                        db.name, node.name
+                    )),
+                    _ => {}
+                }
+            }
+        }
+    });
+    Ok(out)
+}
+
 pub(super) fn check(loaded: &Loaded, site: &str, json: bool) -> Result {
     let site = site_named(&loaded.config, site)?;
     let dns = dns_rows(loaded, site)?;
     let databases = db_reports(loaded, site)?;
+    let warnings = rejoin_warnings(loaded, site)?;
     let failed = matches!(dns, Some(Err(_)))
         || databases
             .iter()
@@ -82,7 +123,12 @@ pub(super) fn check(loaded: &Loaded, site: &str, json: bool) -> Result {
             Some(Ok(rows)) => serde_json::json!({ "ok": true, "records": dns_json(rows) }),
             Some(Err(e)) => serde_json::json!({ "ok": false, "error": e.to_string() }),
         };
-        let doc = serde_json::json!({ "site": site.name, "dns": dns, "databases": databases });
+        let doc = serde_json::json!({
+            "site": site.name,
+            "dns": dns,
+            "databases": databases,
+            "warnings": warnings,
+        });
         println!(
             "{}",
             serde_json::to_string_pretty(&doc).map_err(Exit::failed)?
@@ -105,6 +151,9 @@ pub(super) fn check(loaded: &Loaded, site: &str, json: bool) -> Result {
         }
         for r in &databases {
             print_db_report(r, "now".into());
+        }
+        for w in &warnings {
+            println!("warning: {w}");
         }
     }
     if failed {
