@@ -675,3 +675,112 @@ fn playbook_check_reports_every_problem_with_its_place_and_config_check_includes
     assert_eq!(orch::code(&out), 0, "{stdout}{stderr}");
     assert!(stdout.contains("1 playbook(s) ok: broken"), "{stdout}");
 }
+
+/// The stand-in for `systemctl start|stop nginx` of one host (see the file's top).
+fn systemctl_for_nginx(bin: &Path, conf: &Path) {
+    std::fs::create_dir_all(bin).unwrap();
+    let script = format!(
+        "#!/bin/sh\n# lab stand-in for systemd: the Debian unit's start/stop of this host's nginx\n\
+         case \"$1 $2\" in\n\
+         'start nginx') exec nginx -c {c} ;;\n\
+         'stop nginx') exec nginx -c {c} -s stop ;;\n\
+         *) echo \"systemctl stand-in: $*\" >&2; exit 1 ;;\n\
+         esac\n",
+        c = conf.display()
+    );
+    let path = bin.join("systemctl");
+    std::fs::write(&path, script).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+}
+
+#[test]
+fn web_start_and_web_stop_serve_and_stop_a_real_nginx() {
+    if !prerequisites(
+        "web_start_and_web_stop_serve_and_stop_a_real_nginx",
+        true,
+        &["ip", "nginx"],
+    ) {
+        return;
+    }
+    let mut lab = Lab::new("playbook-web");
+    let pair = Pair::new(lab.dir(), "");
+    let config = pair.config("alice");
+    site_lists(
+        &config,
+        "promote = [\"web-start\"]\ndemote = [\"web-stop\"]",
+    );
+    let alice = lab.host("alice", &["192.0.2.1/24"]);
+    let web = lab.dir().join("nginx");
+    std::fs::create_dir_all(&web).unwrap();
+    let conf = web.join("nginx.conf");
+    let d = web.display();
+    std::fs::write(
+        &conf,
+        format!(
+            "daemon on;\npid {d}/nginx.pid;\nerror_log {d}/error.log;\nevents {{}}\n\
+             http {{\n  access_log off;\n  client_body_temp_path {d}/body;\n  proxy_temp_path {d}/proxy;\n\
+             fastcgi_temp_path {d}/fastcgi;\n  uwsgi_temp_path {d}/uwsgi;\n  scgi_temp_path {d}/scgi;\n\
+             server {{ listen 127.0.0.1:80; location / {{ return 200 \"served\"; }} }}\n}}\n"
+        ),
+    )
+    .unwrap();
+    let bin = lab.dir().join("alice-bin");
+    systemctl_for_nginx(&bin, &conf);
+    // nginx daemonizes: stopped by its pid even when the test fails halfway.
+    struct Stop(PathBuf);
+    impl Drop for Stop {
+        fn drop(&mut self) {
+            let pid = std::fs::read_to_string(&self.0)
+                .ok()
+                .and_then(|p| p.trim().parse::<i32>().ok());
+            if let Some(pid) = pid {
+                // SAFETY: kill has no memory preconditions.
+                #[allow(unsafe_code)]
+                unsafe {
+                    libc::kill(pid, libc::SIGTERM);
+                }
+            }
+        }
+    }
+    let _stop = Stop(web.join("nginx.pid"));
+    let up = |lab: &Lab| {
+        lab.run(&alice, &["bash", "-c", "exec 3<>/dev/tcp/127.0.0.1/80"])
+            .status
+            .success()
+    };
+    assert!(!up(&lab), "nothing listens before");
+    let (code, out) = orch_in(
+        &lab,
+        &alice,
+        &config,
+        Some(&bin),
+        &["playbook", "run", "web-start", "--site", "alice-web"],
+    );
+    assert_eq!(
+        code,
+        0,
+        "{out}\n{}",
+        std::fs::read_to_string(web.join("error.log")).unwrap_or_default()
+    );
+    assert!(out.contains("answers [wait] … passed"), "{out}");
+    assert!(up(&lab), "nginx serves after web-start");
+    let (code, out) = orch_in(
+        &lab,
+        &alice,
+        &config,
+        Some(&bin),
+        &["playbook", "run", "web-stop", "--site", "alice-web"],
+    );
+    assert_eq!(code, 0, "{out}");
+    eventually(
+        "nginx is gone after web-stop",
+        Duration::from_secs(10),
+        || {
+            if up(&lab) {
+                Err("still listening".into())
+            } else {
+                Ok(())
+            }
+        },
+    );
+}

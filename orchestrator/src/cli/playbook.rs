@@ -9,7 +9,11 @@ use std::io::Write as _;
 use std::path::Path;
 
 /// The public addresses the variables need, as this node knows them from its config.
-fn context<'a>(loaded: &'a Loaded, site: &'a config::Site, epoch: i64) -> Context<'a> {
+fn context<'a>(
+    loaded: &'a Loaded,
+    site: &'a config::Site,
+    epoch: std::result::Result<i64, String>,
+) -> Context<'a> {
     let quiet = crate::cluster::peer::PeerView::default();
     let self_ip = crate::daemon::ddns::public_ip(&loaded.me().public_ip, &quiet);
     let peer_ip = match &loaded.peer().public_ip {
@@ -68,7 +72,7 @@ pub(super) fn run(loaded: &Loaded, name: &str, site: &str, dry_run: bool) -> Res
     let role = rt
         .block_on(crate::daemon::roles::read(&loaded.me().state_dir, site))
         .map_err(Exit::failed)?;
-    let ctx = context(loaded, site, role.epoch);
+    let ctx = context(loaded, site, Ok(role.epoch));
     if dry_run {
         let plan = playbook::plan(&ctx, name).map_err(Exit::usage)?;
         println!(
@@ -215,8 +219,10 @@ pub(super) fn ssh_serve(loaded: &Loaded) -> Result {
     };
     let rt = runtime()?;
     let outcome = rt.block_on(async {
-        let role = crate::daemon::roles::read(&loaded.me().state_dir, site).await;
-        let epoch = role.map(|r| r.epoch).unwrap_or(0);
+        let epoch = crate::daemon::roles::read(&loaded.me().state_dir, site)
+            .await
+            .map(|r| r.epoch)
+            .map_err(|e| format!("this node's state store: {}", agent::error_chain(&e)));
         let ctx = context(loaded, site, epoch);
         // The same variables as a local run here: `db.*` of the step's database.
         let vars = step_vars_public(&ctx, &step, playbook::variables(&ctx));

@@ -36,7 +36,8 @@ pub struct Context<'a> {
     /// The config file, for `{config}` (steps that call `orch` again).
     pub config_path: PathBuf,
     pub site: &'a Site,
-    pub epoch: i64,
+    /// The site's epoch here, or why it is not known.
+    pub epoch: Result<i64, String>,
     pub self_public_ip: Result<IpAddr, String>,
     pub peer_public_ip: Result<IpAddr, String>,
 }
@@ -91,7 +92,10 @@ pub fn variables(ctx: &Context) -> Vars {
     v.set("site", &ctx.site.name);
     v.set("node", &me.name);
     v.set("peer", &peer.name);
-    v.set("epoch", ctx.epoch.to_string());
+    match &ctx.epoch {
+        Ok(e) => v.set("epoch", e.to_string()),
+        Err(why) => v.unknown("epoch", why.clone()),
+    }
     v.set("self.tunnel_ip", me.tunnel_ip.to_string());
     v.set("peer.tunnel_ip", peer.tunnel_ip.to_string());
     match &ctx.self_public_ip {
