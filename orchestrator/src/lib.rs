@@ -8,7 +8,7 @@
 //! may use anything to its right, never to its left), so there are no cycles:
 //!
 //! ```text
-//! cli → daemon → playbook → api → {cluster, databases, dns, mail, notify, report}
+//! cli → daemon → playbook → api → databases → {cluster, dns, mail, notify, report}
 //!     → config → {units, logging}
 //! ```
 //!

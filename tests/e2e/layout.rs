@@ -77,6 +77,14 @@ fn named_after(text: &str, prefix: &str) -> BTreeSet<String> {
     out
 }
 
+/// `text` without its comment lines (doc comments may name any module).
+fn code_only(text: &str) -> String {
+    text.lines()
+        .filter(|l| !l.trim_start().starts_with("//"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
 /// Module → the modules of the same folder it names through `prefix`.
 fn graph(dir: &Path, prefix: &str) -> BTreeMap<String, BTreeSet<String>> {
     let mods = modules(dir);
@@ -86,7 +94,7 @@ fn graph(dir: &Path, prefix: &str) -> BTreeMap<String, BTreeSet<String>> {
             let mut uses = BTreeSet::new();
             for f in files {
                 let text = std::fs::read_to_string(f).unwrap();
-                uses.extend(named_after(&text, prefix));
+                uses.extend(named_after(&code_only(&text), prefix));
             }
             uses.retain(|u| u != name && known.contains(u));
             (name.clone(), uses)
@@ -192,7 +200,8 @@ fn orchestrator_modules_import_only_downwards() {
             &["daemon"],
             &["playbook"],
             &["api"],
-            &["cluster", "databases", "dns", "mail", "notify", "report"],
+            &["databases"],
+            &["cluster", "dns", "mail", "notify", "report"],
             &["config"],
             &["units", "logging"],
         ],
@@ -226,6 +235,11 @@ fn the_checker_finds_a_cycle_and_grouped_imports() {
         "crate",
     );
     assert_eq!(uses, BTreeSet::from(["a".into(), "b".into(), "d".into()]));
+    assert!(named_after(
+        &code_only("//! see crate::x\n/// crate::y\nfn f() {}"),
+        "crate"
+    )
+    .is_empty());
     let g: BTreeMap<String, BTreeSet<String>> = [
         ("x".to_owned(), BTreeSet::from(["y".to_owned()])),
         ("y".to_owned(), BTreeSet::from(["z".to_owned()])),

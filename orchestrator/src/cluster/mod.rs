@@ -3,5 +3,6 @@
 //! ([`peer`]). The daemon feeds these with what it observed and acts on the answers; the
 //! failover state machine belongs here too.
 
+pub mod failover;
 pub mod peer;
 pub mod roles;
