@@ -348,7 +348,7 @@ fn postgres_promote_demote_and_rejoin_with_pg_rewind_keep_the_old_data() {
         "CREATE TABLE t (x text); INSERT INTO t VALUES ('before')",
     );
     eventually("the row reaches bob", Duration::from_secs(30), || {
-        let got = servers.psql_on(&lab, &bob, &b_data, "app", "SELECT count(*) FROM t");
+        let got = servers.try_psql_on(&lab, &bob, &b_data, "app", "SELECT count(*) FROM t")?;
         if got == "1" {
             Ok(())
         } else {
@@ -432,13 +432,13 @@ fn postgres_promote_demote_and_rejoin_with_pg_rewind_keep_the_old_data() {
         "INSERT INTO t VALUES ('bob later')",
     );
     eventually("bob's rows reach alice", Duration::from_secs(30), || {
-        let got = servers.psql_on(
+        let got = servers.try_psql_on(
             &lab,
             &alice,
             &a_data,
             "app",
             "SELECT string_agg(x, ',' ORDER BY x) FROM t",
-        );
+        )?;
         if got == "before,bob after the split,bob later" {
             Ok(())
         } else {
@@ -545,7 +545,7 @@ fn mariadb_promote_demote_and_rejoin_by_gtid_refuse_errant_transactions() {
         "CREATE TABLE app.t (x varchar(40)); INSERT INTO app.t VALUES ('before')",
     );
     eventually("the row reaches bob", Duration::from_secs(30), || {
-        let got = servers.mariadb(&lab, &bob, &m_bob, "SELECT count(*) FROM app.t");
+        let got = servers.try_mariadb(&lab, &bob, &m_bob, "SELECT count(*) FROM app.t")?;
         if got.trim().ends_with('1') {
             Ok(())
         } else {
@@ -576,12 +576,12 @@ fn mariadb_promote_demote_and_rejoin_by_gtid_refuse_errant_transactions() {
     assert!(out.contains("replicates from bob"), "{out}");
     servers.mariadb(&lab, &bob, &m_bob, "INSERT INTO app.t VALUES ('bob later')");
     eventually("bob's rows reach alice", Duration::from_secs(30), || {
-        let got = servers.mariadb(
+        let got = servers.try_mariadb(
             &lab,
             &alice,
             &m_alice,
             "SELECT GROUP_CONCAT(x ORDER BY x) FROM app.t",
-        );
+        )?;
         if got.contains("before,bob after the split,bob later") {
             Ok(())
         } else {

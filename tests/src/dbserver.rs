@@ -59,13 +59,20 @@ fn chown_tree(path: &Path, uid: u32, gid: u32) {
 }
 
 fn check(out: Output, what: &str) -> String {
-    assert!(
-        out.status.success(),
-        "{what}: {}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    answer(out, what).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// The trimmed output of a client run, or what it said when it failed.
+fn answer(out: Output, what: &str) -> Result<String, String> {
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
+    } else {
+        Err(format!(
+            "{what}: {}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ))
+    }
 }
 
 enum Server {
@@ -133,6 +140,19 @@ impl Servers {
 
     /// Runs SQL as the `postgres` superuser in database `db`.
     pub fn psql_on(&self, lab: &Lab, host: &Host, dir: &Path, db: &str, sql: &str) -> String {
+        self.try_psql_on(lab, host, dir, db, sql)
+            .unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// [`Servers::psql_on`] that returns a failure (for polling until it passes).
+    pub fn try_psql_on(
+        &self,
+        lab: &Lab,
+        host: &Host,
+        dir: &Path,
+        db: &str,
+        sql: &str,
+    ) -> Result<String, String> {
         let psql = pg_bin().join("psql");
         let sock = Self::socket_dir(dir);
         let d = sock.to_string_lossy();
@@ -152,7 +172,7 @@ impl Servers {
             sql,
         ]);
         let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
-        check(lab.run(host, &argv), &format!("psql {sql}"))
+        answer(lab.run(host, &argv), &format!("psql {sql}"))
     }
 
     /// Where a server's unix socket lives: beside its data folder, not in it (pg_basebackup
@@ -323,8 +343,20 @@ impl Servers {
 
     /// Runs SQL as MariaDB's root over the server's unix socket.
     pub fn mariadb(&self, lab: &Lab, host: &Host, dir: &Path, sql: &str) -> String {
+        self.try_mariadb(lab, host, dir, sql)
+            .unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// [`Servers::mariadb`] that returns a failure (for polling until it passes).
+    pub fn try_mariadb(
+        &self,
+        lab: &Lab,
+        host: &Host,
+        dir: &Path,
+        sql: &str,
+    ) -> Result<String, String> {
         let socket = format!("--socket={}", dir.join("mysqld.sock").display());
-        check(
+        answer(
             lab.run(
                 host,
                 &[

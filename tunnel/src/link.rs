@@ -48,6 +48,9 @@ pub struct LinkConfig {
     pub peer_public_key: crate::PublicKey,
     /// The peer's address inside the tunnel: the only source accepted from it.
     pub peer_tunnel_ip: IpAddr,
+    /// This node's address inside the tunnel: the only destination accepted from the
+    /// peer (the peer must not route through us into our LAN).
+    pub own_tunnel_ip: IpAddr,
     pub keepalive: Duration,
     /// The peer's configured endpoint: a name (re-resolved) or an address, and a port.
     pub peer_endpoint: Option<(String, u16)>,
@@ -74,7 +77,8 @@ pub struct LinkStats {
     pub tx_bytes: u64,
     pub handshakes: u64,
     pub roams: u64,
-    /// Datagrams that did not authenticate, and inner packets refused by routing.
+    /// Datagrams that did not authenticate, and inner packets refused by routing (a
+    /// source other than the peer's tunnel address, a destination other than ours).
     pub rejected: u64,
 }
 
@@ -250,6 +254,13 @@ impl Link {
             // The peer may only speak as its own tunnel address.
             self.stats.rejected += 1;
             tracing::debug!(%src, "Packet from the peer with a foreign source address dropped");
+            return None;
+        }
+        let dst = Tunn::dst_address(&out[..len]);
+        if dst != Some(self.config.own_tunnel_ip) {
+            // Only for us: with forwarding on (a Docker host) it could reach our LAN.
+            self.stats.rejected += 1;
+            tracing::debug!(?dst, "Packet from the peer for another destination dropped");
             return None;
         }
         Some(&out[..len])

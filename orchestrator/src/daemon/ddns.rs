@@ -29,7 +29,15 @@ pub fn public_ip(source: &PublicIp, view: &PeerView) -> Result<IpAddr, String> {
     match source {
         PublicIp::Fixed(ip) => Ok(*ip),
         PublicIp::Auto => match view.heartbeat.as_ref().and_then(|h| h.observed_endpoint) {
-            Some(seen) => Ok(seen.ip().to_canonical()),
+            // What the peer says it sees is its word only: an address nobody could reach
+            // us at is not published (the default route's address is, with a word why).
+            Some(seen) => match publishable(seen.ip().to_canonical()) {
+                Ok(ip) => Ok(ip),
+                Err(why) => {
+                    tracing::warn!(%why, "Not publishing the address the peer reports; using the default route's");
+                    default_route_address()
+                }
+            },
             None => default_route_address(),
         },
         PublicIp::Interface(name) => {
@@ -40,6 +48,45 @@ pub fn public_ip(source: &PublicIp, view: &PeerView) -> Result<IpAddr, String> {
             pick_interface_address(name, &pairs)
         }
         PublicIp::Url(url) => Err(format!("{url} must be fetched")),
+    }
+}
+
+/// `ip` if the internet could reach a node at it: not loopback, unspecified, private,
+/// link-local, shared (CGNAT 100.64/10), multicast or broadcast; IPv6 not unique-local.
+pub fn publishable(ip: IpAddr) -> Result<IpAddr, String> {
+    let bad = match ip {
+        IpAddr::V4(a) => {
+            let o = a.octets();
+            if a.is_loopback() {
+                Some("a loopback address")
+            } else if a.is_unspecified() || a.is_broadcast() || a.is_multicast() {
+                Some("not a host address")
+            } else if a.is_private() {
+                Some("a private address")
+            } else if a.is_link_local() {
+                Some("a link-local address")
+            } else if o[0] == 100 && (64..128).contains(&o[1]) {
+                Some("a carrier-grade NAT address (100.64.0.0/10)")
+            } else {
+                None
+            }
+        }
+        IpAddr::V6(a) => {
+            let s = a.segments();
+            if a.is_loopback() || a.is_unspecified() || a.is_multicast() {
+                Some("not a public host address")
+            } else if s[0] & 0xfe00 == 0xfc00 {
+                Some("a unique-local address")
+            } else if s[0] & 0xffc0 == 0xfe80 {
+                Some("a link-local address")
+            } else {
+                None
+            }
+        }
+    };
+    match bad {
+        Some(why) => Err(format!("{ip} is {why}")),
+        None => Ok(ip),
     }
 }
 
@@ -283,6 +330,54 @@ mod tests {
                 .unwrap_err()
                 .contains("interface nonexistent0 does not exist")
         );
+    }
+
+    #[test]
+    fn the_peers_word_is_not_published_when_nobody_could_reach_it() {
+        let seen = |addr: &str| PeerView {
+            heartbeat: Some(Heartbeat {
+                observed_endpoint: Some(addr.parse().unwrap()),
+                ..Heartbeat::default()
+            }),
+            ..PeerView::default()
+        };
+        for bad in [
+            "127.0.0.1:1",
+            "0.0.0.0:1",
+            "10.1.2.3:1",
+            "172.16.0.1:1",
+            "192.168.1.1:1",
+            "169.254.1.1:1",
+            "100.64.0.1:1",
+            "224.0.0.1:1",
+            "255.255.255.255:1",
+            "[::1]:1",
+            "[fd00::1]:1",
+            "[fe80::1]:1",
+            "[ff02::1]:1",
+            "[::ffff:10.0.0.1]:1",
+        ] {
+            let got = public_ip(&PublicIp::Auto, &seen(bad));
+            let ip: std::net::SocketAddr = bad.parse().unwrap();
+            assert!(
+                got.as_ref().map_or(true, |g| *g != ip.ip().to_canonical()),
+                "{bad} was taken from the peer: {got:?}"
+            );
+            assert!(publishable(ip.ip().to_canonical()).is_err(), "{bad}");
+        }
+        for good in [
+            "192.0.2.21:1",
+            "203.0.113.9:1",
+            "[2001:db8::5]:1",
+            "[::ffff:198.51.100.7]:1",
+        ] {
+            let ip: std::net::SocketAddr = good.parse().unwrap();
+            assert_eq!(
+                public_ip(&PublicIp::Auto, &seen(good)).unwrap(),
+                ip.ip().to_canonical(),
+                "{good}"
+            );
+        }
     }
 
     #[test]

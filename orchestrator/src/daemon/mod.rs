@@ -279,6 +279,7 @@ fn tunnel_config(loaded: &Loaded) -> anyhow::Result<tunnel::device::TunnelConfig
             private_key,
             peer_public_key: peer.public_key,
             peer_tunnel_ip: peer.tunnel_ip,
+            own_tunnel_ip: me.tunnel_ip,
             keepalive: loaded.config.cluster.keepalive,
             peer_endpoint: peer.endpoint.as_ref().map(|e| (e.host.clone(), e.port)),
         },

@@ -43,6 +43,7 @@ fn pair(b_endpoint_of_a: Option<(String, u16)>) -> Pair {
             private_key: ka.clone(),
             peer_public_key: kb.public_key(),
             peer_tunnel_ip: IpAddr::from(B_TUN),
+            own_tunnel_ip: IpAddr::from(A_TUN),
             keepalive: Duration::from_secs(5),
             peer_endpoint: Some(("192.0.2.2".into(), 51820)),
         },
@@ -54,6 +55,7 @@ fn pair(b_endpoint_of_a: Option<(String, u16)>) -> Pair {
             private_key: kb,
             peer_public_key: ka.public_key(),
             peer_tunnel_ip: IpAddr::from(A_TUN),
+            own_tunnel_ip: IpAddr::from(B_TUN),
             keepalive: Duration::from_secs(5),
             peer_endpoint: b_endpoint_of_a,
         },
@@ -163,6 +165,35 @@ fn cryptokey_routing_both_ways() {
         .a
         .handle_tun_packet(&ipv4(A_TUN, [203, 0, 113, 7], b"x"), &mut out)
         .is_none());
+}
+
+#[test]
+fn a_packet_for_anyone_but_us_is_dropped_and_counted() {
+    let mut p = pair(None);
+    p.pump();
+    // A hostile peer encrypts, with its real key, a packet for a host in B's LAN (it
+    // would be forwarded on a host with ip_forward=1) and one for B's own address.
+    for (dst, payload) in [
+        ([192, 0, 2, 77], &b"into the LAN"[..]),
+        (B_TUN, &b"for B"[..]),
+    ] {
+        let packet = ipv4(A_TUN, dst, payload);
+        let mut out = vec![0u8; MAX_PACKET];
+        if let TunnResult::WriteToNetwork(d) = p.a.tunn.encapsulate(&packet, &mut out) {
+            let d = d.to_vec();
+            p.a.transmits.push_back(Transmit {
+                to: p.b_addr,
+                payload: d,
+            });
+        }
+        p.pump();
+    }
+    assert_eq!(
+        p.b_tun,
+        [ipv4(A_TUN, B_TUN, b"for B")],
+        "only B's own packet is delivered"
+    );
+    assert_eq!(p.b.stats(p.now).rejected, 1);
 }
 
 #[test]
