@@ -215,7 +215,7 @@ fn orchestrator_modules_import_only_downwards() {
             &["peering"],
             &["push"],
             &["reports", "dbcheck", "receive"],
-            &["alerts", "space", "ddns", "outbox"],
+            &["alerts", "space", "ddns", "outbox", "probes"],
             &["roles"],
         ],
     );

@@ -9,7 +9,8 @@
 //! - [`push`]: the sender, on schedule, on change and on demand; then [`reports`];
 //! - [`reports`]: the nightly report (free space from [`space`]);
 //! - [`dbcheck`]: database checks and the heartbeat row; then [`alerts`];
-//! - [`ddns`], [`outbox`] (mail), [`alerts`] (the tunnel-down alert and reminders);
+//! - [`ddns`], [`outbox`] (mail), [`alerts`] (the tunnel-down alert and reminders),
+//!   [`probes`] (health at a chosen address, witnesses: what failover observes);
 //! - [`roles`]: the one owner of every site's role, read by all of the above.
 
 pub mod alerts;
@@ -18,6 +19,7 @@ pub mod dbcheck;
 pub mod ddns;
 pub mod outbox;
 pub mod peering;
+pub mod probes;
 pub mod push;
 pub mod receive;
 pub mod reports;
