@@ -41,6 +41,9 @@ pub struct Target {
     pub epoch: i64,
     /// Keep what this push overwrites or deletes (first push after a role change).
     pub diverge: bool,
+    /// Apply setuid bits, and setgid bits on files, as sent (the job's `keep_setuid`:
+    /// "trust the peer with root"); otherwise they are dropped.
+    pub keep_setuid: bool,
     /// Set from another thread when the session must end (a newer push of the same job
     /// supersedes it, or the site's role moved on): it stops at the next frame, before
     /// anything more is written or recorded.
@@ -433,7 +436,7 @@ fn serve(
         if let Ok((dir, name)) = s.tree.at(&path) {
             let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
             if let Ok(fd) = rustix::fs::openat(dir.as_fd(), name, flags, Mode::empty()) {
-                let _ = set_meta(&fd, &meta, s.owners);
+                let _ = set_meta(&fd, &meta, s.owners, s.target.keep_setuid);
             }
         }
     }
@@ -778,7 +781,7 @@ impl Session<'_> {
                                 flags |= OFlags::DIRECTORY;
                             }
                             let fd = rustix::fs::openat(dir.as_fd(), name, flags, Mode::empty())?;
-                            set_meta(&fd, &meta, self.owners)?;
+                            set_meta(&fd, &meta, self.owners, self.target.keep_setuid)?;
                             if kind == Kind::Dir {
                                 self.dir_metas.push((path.clone(), meta));
                             }
@@ -1125,7 +1128,7 @@ impl Session<'_> {
             );
             return Ok(());
         }
-        if let Err(e) = set_meta(&f.file, &f.meta, self.owners) {
+        if let Err(e) = set_meta(&f.file, &f.meta, self.owners, self.target.keep_setuid) {
             let _ = rustix::fs::unlinkat(f.dir.as_fd(), f.tmp.as_str(), AtFlags::empty());
             self.fail(&f.path, e.to_string());
             return Ok(());
@@ -1161,7 +1164,21 @@ impl Session<'_> {
     }
 }
 
-fn set_meta(fd: &impl AsFd, meta: &Meta, owners: bool) -> std::io::Result<()> {
+/// The permission bits a received entry gets: a peer plants no privilege here, so the
+/// setuid bit never stays, nor setgid on a file (setgid on a directory only gives new
+/// files its group and stays) — unless the job keeps them (`keep_setuid`).
+pub fn allowed_mode(mode: u32, is_dir: bool, keep_setuid: bool) -> u32 {
+    if keep_setuid {
+        return mode;
+    }
+    let mut mode = mode & !0o4000;
+    if !is_dir {
+        mode &= !0o2000;
+    }
+    mode
+}
+
+fn set_meta(fd: &impl AsFd, meta: &Meta, owners: bool, keep_setuid: bool) -> std::io::Result<()> {
     if owners {
         rustix::fs::fchown(
             fd,
@@ -1169,7 +1186,12 @@ fn set_meta(fd: &impl AsFd, meta: &Meta, owners: bool) -> std::io::Result<()> {
             Some(rustix::fs::Gid::from_raw(meta.gid)),
         )?;
     }
-    rustix::fs::fchmod(fd, Mode::from_raw_mode(meta.mode))?;
+    let is_dir = FileType::from_raw_mode(rustix::fs::fstat(fd)?.st_mode) == FileType::Directory;
+    // After the chown, which clears these bits anyway: chmod decides them.
+    rustix::fs::fchmod(
+        fd,
+        Mode::from_raw_mode(allowed_mode(meta.mode, is_dir, keep_setuid)),
+    )?;
     rustix::fs::futimens(fd, &times(meta))?;
     Ok(())
 }

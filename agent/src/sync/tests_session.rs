@@ -20,6 +20,7 @@ struct Pair {
     sent: Option<Manifest>,
     recv: Arc<Mutex<Option<Manifest>>>,
     diverge: bool,
+    keep_setuid: bool,
 }
 
 impl Pair {
@@ -39,6 +40,7 @@ impl Pair {
             sent: None,
             recv: Arc::new(Mutex::new(None)),
             diverge: false,
+            keep_setuid: false,
         }
     }
 
@@ -64,6 +66,7 @@ impl Pair {
             manifest: self.recv.lock().unwrap().clone(),
             epoch: 1,
             diverge: self.diverge,
+            keep_setuid: self.keep_setuid,
             stop: Arc::default(),
         };
         let keep = Arc::clone(&self.recv);
@@ -385,6 +388,7 @@ fn a_hostile_sender_cannot_leave_the_tree() {
                 manifest: None,
                 epoch: 1,
                 diverge: false,
+                keep_setuid: false,
                 stop: Arc::default(),
             };
             recv::receive(stream, &open, &target, &mut |_| Ok(()))
@@ -454,4 +458,51 @@ fn nested_edits_keep_every_directory_time() {
     let (a, b) = (snapshot(&p.src), snapshot(&p.dst));
     let diff: Vec<_> = a.iter().zip(&b).filter(|(x, y)| x != y).collect();
     assert!(diff.is_empty() && a.len() == b.len(), "{diff:#?}");
+}
+
+#[test]
+fn setuid_and_file_setgid_bits_are_dropped_unless_the_job_keeps_them() {
+    let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o7777;
+    for keep in [false, true] {
+        let mut p = Pair::new();
+        p.keep_setuid = keep;
+        write(&p.src, "bin/tool", b"#!/bin/sh\n");
+        write(&p.src, "bin/group-tool", b"#!/bin/sh\n");
+        fs::set_permissions(p.src.join("bin/tool"), fs::Permissions::from_mode(0o4755)).unwrap();
+        fs::set_permissions(
+            p.src.join("bin/group-tool"),
+            fs::Permissions::from_mode(0o2755),
+        )
+        .unwrap();
+        fs::create_dir_all(p.src.join("shared")).unwrap();
+        fs::set_permissions(p.src.join("shared"), fs::Permissions::from_mode(0o2775)).unwrap();
+        p.push();
+        let want = |m: u32, dropped: u32| if keep { m } else { dropped };
+        assert_eq!(
+            mode(&p.dst.join("bin/tool")),
+            want(0o4755, 0o755),
+            "keep {keep}"
+        );
+        assert_eq!(
+            mode(&p.dst.join("bin/group-tool")),
+            want(0o2755, 0o755),
+            "keep {keep}"
+        );
+        assert_eq!(
+            mode(&p.dst.join("shared")),
+            0o2775,
+            "a setgid directory grants nothing: kept"
+        );
+        // A metadata-only change later is held to the same rule.
+        fs::set_permissions(p.src.join("bin/tool"), fs::Permissions::from_mode(0o4750)).unwrap();
+        p.push();
+        assert_eq!(
+            mode(&p.dst.join("bin/tool")),
+            want(0o4750, 0o750),
+            "keep {keep}"
+        );
+    }
+    assert_eq!(recv::allowed_mode(0o6755, false, false), 0o755);
+    assert_eq!(recv::allowed_mode(0o6755, true, false), 0o2755);
+    assert_eq!(recv::allowed_mode(0o1777, true, false), 0o1777);
 }

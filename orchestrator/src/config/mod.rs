@@ -228,6 +228,8 @@ pub struct SyncJob {
     pub watch: bool,
     pub exclude: Vec<String>,
     pub max_delete: MaxDelete,
+    /// The receiver applies setuid bits (and setgid on files) as sent.
+    pub keep_setuid: bool,
 }
 
 /// The most a push may delete without `--force`.

@@ -181,6 +181,9 @@ pub struct RawSync {
     #[serde(default)]
     pub exclude: Vec<String>,
     pub max_delete: Option<String>,
+    /// Apply setuid (and file setgid) bits the master sends: trust the peer with root.
+    #[serde(default)]
+    pub keep_setuid: bool,
 }
 
 /// `path = "/srv/x"` (same on both nodes) or `path = { alice = "...", bob = "..." }`.

@@ -911,6 +911,7 @@ fn check_site(
             watch: job.watch,
             exclude: job.exclude.clone(),
             max_delete,
+            keep_setuid: job.keep_setuid,
         });
     }
 

@@ -304,6 +304,7 @@ impl Receiver {
             manifest,
             epoch: role.epoch,
             diverge,
+            keep_setuid: job.keep_setuid,
             stop: Arc::default(),
         };
         Ok((target, role))
