@@ -150,9 +150,18 @@ pub(super) fn validate(
         .map(|(name, s)| check_site(&mut c, name, s, &node_names, &nodes, &dns))
         .collect();
     check_sync_overlaps(&mut c, &sites);
+    check_sync_guards(&mut c, &sites, &nodes);
     let notify = raw.notify.as_ref().and_then(|n| {
         let p = root.key("notify");
         let url = c.check(&p.key("url"), http_url(&n.url));
+        if let Some(u) = &url {
+            if n.token_file.is_some() && u.scheme() == "http" && !loopback(u) {
+                c.err(
+                    &p.key("url"),
+                    format!("`{u}`: plain http would send the token in clear; use https (http is allowed to a loopback address only)"),
+                );
+            }
+        }
         let token_file = c.secret_file(&p.key("token_file"), n.token_file.as_deref());
         Some(Notify {
             kind: n.kind,
@@ -529,6 +538,15 @@ fn check_mail(c: &mut Checker, raw: &RawConfig) -> Mail {
         }
         if m.username.is_some() != m.password_file.is_some() {
             c.err(&p, "give username and password_file together, or neither");
+        }
+        let local = m.host.as_deref().is_some_and(|h| {
+            h == "localhost" || h.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
+        });
+        if tls == MailTls::None && m.username.is_some() && !local {
+            c.err(
+                &p.key("tls"),
+                "tls = \"none\" would send the SMTP password in clear: use \"starttls\" or \"tls\" (\"none\" with credentials is allowed to a loopback host only)",
+            );
         }
     }
     if transport != MailTransport::File && (m.from.is_none() || m.to.is_empty()) {
@@ -1109,6 +1127,71 @@ fn check_sync_overlaps(c: &mut Checker, sites: &[Site]) {
     }
 }
 
+/// A URL whose host is this machine.
+fn loopback(url: &url::Url) -> bool {
+    match url.host() {
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        Some(url::Host::Domain(d)) => d == "localhost",
+        None => false,
+    }
+}
+
+/// A sync path must not be, hold or lie inside what orch or the system itself needs: the
+/// node's state dir, the config dir, its private key, or a system directory (none may be
+/// inside `/etc`, `/usr`, `/boot`; `/`, `/var` or `/var/lib` themselves are refused, while
+/// an application's data under `/var/lib/APP` is a normal thing to replicate).
+fn check_sync_guards(c: &mut Checker, sites: &[Site], nodes: &[Option<Node>]) {
+    const SYSTEM: &[&str] = &["/", "/etc", "/usr", "/boot", "/var/lib"];
+    const NOTHING_INSIDE: &[&str] = &["/etc", "/usr", "/boot"];
+    let config_dir = c.dir.clone();
+    for site in sites {
+        for (i, job) in site.sync.iter().enumerate() {
+            for (node, path) in &job.paths {
+                let at = KeyPath::root()
+                    .key("sites")
+                    .key(&site.name)
+                    .key("sync")
+                    .index(i)
+                    .key("path");
+                let mut guarded: Vec<(String, PathBuf)> =
+                    vec![("the config directory".into(), config_dir.clone())];
+                if let Some(n) = nodes.iter().flatten().find(|n| &n.name == node) {
+                    guarded.push((format!("{node}'s state_dir"), n.state_dir.clone()));
+                    guarded.push((format!("{node}'s private key"), n.private_key_file.clone()));
+                }
+                for (what, g) in &guarded {
+                    if path.starts_with(g) || g.starts_with(path) {
+                        c.err(
+                            &at,
+                            format!(
+                                "on node {node}, {} is, holds or lies inside {what} {}: a push would overwrite orch's own files; replicate another folder",
+                                path.display(),
+                                g.display()
+                            ),
+                        );
+                    }
+                }
+                for sys in SYSTEM {
+                    let sys = Path::new(sys);
+                    let inside = NOTHING_INSIDE.iter().any(|d| path.starts_with(d));
+                    if sys.starts_with(path) || inside {
+                        c.err(
+                            &at,
+                            format!(
+                                "on node {node}, {} is or holds a system directory ({}): the peer would write the system; replicate an application's folder instead",
+                                path.display(),
+                                if inside { path.display().to_string() } else { sys.display().to_string() }
+                            ),
+                        );
+                        break;
+                    }
+                }
+            }
+        }
+    }
+}
+
 fn parse_max_delete(text: &str) -> Result<MaxDelete, String> {
     let bad = || {
         format!(
@@ -1348,6 +1431,66 @@ mod tests {
         assert!(all.contains("no path for node bob"), "{all}");
         assert!(all.contains("`relative` is not an absolute path"), "{all}");
         assert!(all.contains("give a schedule"), "{all}");
+    }
+
+    #[test]
+    fn sync_paths_keep_off_orchs_own_files_and_the_system() {
+        let site = |path: &str| {
+            format!(
+                "[sites.w]\nprimary = \"alice\"\nstandby = \"bob\"\n\
+                 [[sites.w.sync]]\nname = \"a\"\npath = \"{path}\"\nwatch = true\n"
+            )
+        };
+        for (path, what) in [
+            ("/var/lib/orch", "state_dir"),
+            ("/var/lib/orch/x", "state_dir"),
+            ("/etc", "system directory"),
+            ("/etc/nginx", "system directory"),
+            ("/usr/local/www", "system directory"),
+            ("/boot", "system directory"),
+            ("/var", "system directory"),
+            ("/var/lib", "system directory"),
+        ] {
+            let all = problems(&site(path)).join("\n");
+            assert!(all.contains(what), "{path}: {all}");
+        }
+        // A sync path holding the config directory (`/tmp/.tmpXXXX` in these tests).
+        let all = problems(&site(&std::env::temp_dir().display().to_string())).join("\n");
+        assert!(all.contains("the config directory"), "{all}");
+        for fine in ["/var/lib/nextcloud", "/srv/www", "/var/www/alice"] {
+            assert!(
+                problems(&site(fine)).is_empty(),
+                "{fine}: {:?}",
+                problems(&site(fine))
+            );
+        }
+    }
+
+    #[test]
+    fn credentials_never_go_in_clear_but_to_loopback() {
+        let mail = |host: &str, tls: &str| {
+            format!(
+                "[mail]\ntransport = \"smtp\"\nhost = \"{host}\"\ntls = \"{tls}\"\nusername = \"u\"\n\
+                 password_file = \"secret\"\nfrom = \"orch@example.org\"\nto = [\"a@example.org\"]\n"
+            )
+        };
+        let all = problems(&mail("smtp.example.org", "none")).join("\n");
+        assert!(
+            all.contains("mail.tls: tls = \"none\" would send the SMTP password in clear"),
+            "{all}"
+        );
+        assert!(problems(&mail("127.0.0.1", "none")).is_empty());
+        assert!(problems(&mail("smtp.example.org", "starttls")).is_empty());
+        let notify = |url: &str| {
+            format!("[notify]\nkind = \"ntfy\"\nurl = \"{url}\"\ntoken_file = \"secret\"\n")
+        };
+        let all = problems(&notify("http://ntfy.example.org/t")).join("\n");
+        assert!(
+            all.contains("plain http would send the token in clear"),
+            "{all}"
+        );
+        assert!(problems(&notify("http://127.0.0.1:8080/t")).is_empty());
+        assert!(problems(&notify("https://ntfy.example.org/t")).is_empty());
     }
 
     #[test]
