@@ -279,22 +279,41 @@ fn peer_steps_run_the_peers_own_copy_over_ssh_and_only_what_its_config_names() {
 }
 
 /// The stand-in for `systemctl start|stop postgresql` of one host (see the file's top).
-fn systemctl_for_postgres(bin: &Path, data: &Path) {
+/// A `systemctl` stand-in in `bin` (see the file's top): `systemctl ACTION UNIT` runs the
+/// command given for `(ACTION, UNIT)`; anything else fails.
+fn systemctl_stand_in(bin: &Path, what: &str, units: &[(&str, String)]) {
     std::fs::create_dir_all(bin).unwrap();
-    let pg_ctl = dbserver::pg_bin().join("pg_ctl");
+    let cases: String = units
+        .iter()
+        .map(|(action_unit, command)| format!("'{action_unit}') exec {command} ;;\n"))
+        .collect();
     let script = format!(
-        "#!/bin/sh\n# lab stand-in for systemd: the Debian unit's start/stop of this host's PostgreSQL\n\
-         case \"$1 $2\" in\n\
-         'stop postgresql') exec setpriv --reuid=postgres --regid=postgres --init-groups -- {pg} -D {d} -m fast -w -t 60 stop ;;\n\
-         'start postgresql') exec setpriv --reuid=postgres --regid=postgres --init-groups -- {pg} -D {d} -w -t 60 -l {d}/startup.log start ;;\n\
-         *) echo \"systemctl stand-in: $*\" >&2; exit 1 ;;\n\
-         esac\n",
-        pg = pg_ctl.display(),
-        d = data.display()
+        "#!/bin/sh\n# lab stand-in for systemd: the Debian unit's start/stop of this host's {what}\n\
+         case \"$1 $2\" in\n{cases}*) echo \"systemctl stand-in: $*\" >&2; exit 1 ;;\nesac\n"
     );
     let path = bin.join("systemctl");
     std::fs::write(&path, script).unwrap();
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+}
+
+fn systemctl_for_postgres(bin: &Path, data: &Path) {
+    let pg = format!(
+        "setpriv --reuid=postgres --regid=postgres --init-groups -- {} -D {}",
+        dbserver::pg_bin().join("pg_ctl").display(),
+        data.display()
+    );
+    let d = data.display();
+    systemctl_stand_in(
+        bin,
+        "PostgreSQL",
+        &[
+            ("stop postgresql", format!("{pg} -m fast -w -t 60 stop")),
+            (
+                "start postgresql",
+                format!("{pg} -w -t 60 -l {d}/startup.log start"),
+            ),
+        ],
+    );
 }
 
 #[test]
@@ -676,21 +695,16 @@ fn playbook_check_reports_every_problem_with_its_place_and_config_check_includes
     assert!(stdout.contains("1 playbook(s) ok: broken"), "{stdout}");
 }
 
-/// The stand-in for `systemctl start|stop nginx` of one host (see the file's top).
 fn systemctl_for_nginx(bin: &Path, conf: &Path) {
-    std::fs::create_dir_all(bin).unwrap();
-    let script = format!(
-        "#!/bin/sh\n# lab stand-in for systemd: the Debian unit's start/stop of this host's nginx\n\
-         case \"$1 $2\" in\n\
-         'start nginx') exec nginx -c {c} ;;\n\
-         'stop nginx') exec nginx -c {c} -s stop ;;\n\
-         *) echo \"systemctl stand-in: $*\" >&2; exit 1 ;;\n\
-         esac\n",
-        c = conf.display()
+    let c = conf.display();
+    systemctl_stand_in(
+        bin,
+        "nginx",
+        &[
+            ("start nginx", format!("nginx -c {c}")),
+            ("stop nginx", format!("nginx -c {c} -s stop")),
+        ],
     );
-    let path = bin.join("systemctl");
-    std::fs::write(&path, script).unwrap();
-    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
 }
 
 #[test]

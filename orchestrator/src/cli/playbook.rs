@@ -25,7 +25,6 @@ fn context<'a>(
     };
     Context {
         loaded,
-        config_path: loaded.config.path.clone(),
         site,
         epoch,
         self_public_ip: self_ip,
@@ -213,7 +212,7 @@ pub(super) fn ssh_serve(loaded: &Loaded) -> Result {
         Ok(r) => r,
         Err(e) => return refuse(e),
     };
-    let (site, _found, step) = match ssh::admit(loaded, &request) {
+    let (site, step) = match ssh::admit(loaded, &request) {
         Ok(a) => a,
         Err(e) => return refuse(e),
     };
@@ -225,7 +224,7 @@ pub(super) fn ssh_serve(loaded: &Loaded) -> Result {
             .map_err(|e| format!("this node's state store: {}", agent::error_chain(&e)));
         let ctx = context(loaded, site, epoch);
         // The same variables as a local run here: `db.*` of the step's database.
-        let vars = step_vars_public(&ctx, &step, playbook::variables(&ctx));
+        let vars = playbook::step_vars(&playbook::variables(&ctx), &ctx, &step);
         let db = playbook::local_db(&ctx, &step);
         let outcome = playbook::exec::run_local(&step, &vars, db.as_ref()).await;
         if let Ok(store) = agent::state::Store::open(&loaded.me().state_dir).await {
@@ -258,22 +257,6 @@ pub(super) fn ssh_serve(loaded: &Loaded) -> Result {
     } else {
         ssh::SERVE_STEP_FAILED
     });
-}
-
-fn step_vars_public(
-    ctx: &Context,
-    step: &config::playbook::Step,
-    mut vars: crate::playbook::vars::Vars,
-) -> crate::playbook::vars::Vars {
-    if let Ok(db) = config::playbook::step_database(step, &ctx.site.databases) {
-        for field in config::playbook::DB_FIELDS {
-            let key = format!("db.{}.{field}", db.name);
-            if let Some(v) = vars.get(&key).map(str::to_owned) {
-                vars.set(&format!("db.{field}"), v);
-            }
-        }
-    }
-    vars
 }
 
 /// `orch db rejoin SITE DATABASE`: this node's database follows the peer's.

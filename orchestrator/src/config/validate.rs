@@ -761,13 +761,7 @@ pub fn check_api_url(text: &str) -> Result<(), String> {
     match url.scheme() {
         "https" => {}
         "http" => {
-            let loopback = match url.host() {
-                Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
-                Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
-                Some(url::Host::Domain(d)) => d == "localhost",
-                None => false,
-            };
-            if !loopback {
+            if !loopback(&url) {
                 return Err(format!(
                     "`{text}`: plain http would send the credentials in clear; use https (http is allowed to a loopback address only)"
                 ));

@@ -365,26 +365,20 @@ impl Pusher {
 
 /// Ends a push (its socket shut) once this node no longer holds the role it started under.
 async fn fence(
-    mut roles: tokio::sync::watch::Receiver<SiteRole>,
+    roles: tokio::sync::watch::Receiver<SiteRole>,
     started: SiteRole,
     stop: Arc<Stop>,
     socket: std::net::TcpStream,
     site: String,
 ) {
-    loop {
-        let now = roles.borrow_and_update().clone();
-        if now != started {
-            stop.stop(format!(
-                "stopped: the role of {site} moved on during the push ({} is master at epoch {}, the push began at epoch {})",
-                now.master, now.epoch, started.epoch
-            ));
-            let _ = socket.shutdown(std::net::Shutdown::Both);
-            return;
-        }
-        if roles.changed().await.is_err() {
-            return;
-        }
-    }
+    let Some(now) = super::roles::moved_on(roles, &started).await else {
+        return;
+    };
+    stop.stop(format!(
+        "stopped: the role of {site} moved on during the push ({} is master at epoch {}, the push began at epoch {})",
+        now.master, now.epoch, started.epoch
+    ));
+    let _ = socket.shutdown(std::net::Shutdown::Both);
 }
 
 /// Why a push could not start.

@@ -314,28 +314,22 @@ impl Receiver {
 /// Stops the session (at its next frame; its socket's read side is shut to wake it) once
 /// the site's role is no longer the one it was admitted under.
 async fn fence(
-    mut roles: tokio::sync::watch::Receiver<SiteRole>,
+    roles: tokio::sync::watch::Receiver<SiteRole>,
     admitted: SiteRole,
     stop: Arc<Stop>,
     socket: std::net::TcpStream,
     site: String,
 ) {
-    loop {
-        let now = roles.borrow_and_update().clone();
-        if now != admitted {
-            let reason = format!(
-                "the role of {site} moved on during the push ({} is master at epoch {} here, the push began at epoch {}): refused",
-                now.master, now.epoch, admitted.epoch
-            );
-            tracing::warn!(%site, epoch = now.epoch, "A push under way is stopped: the site's role changed");
-            stop.stop(reason);
-            let _ = socket.shutdown(std::net::Shutdown::Read);
-            return;
-        }
-        if roles.changed().await.is_err() {
-            return;
-        }
-    }
+    let Some(now) = super::roles::moved_on(roles, &admitted).await else {
+        return;
+    };
+    let reason = format!(
+        "the role of {site} moved on during the push ({} is master at epoch {} here, the push began at epoch {}): refused",
+        now.master, now.epoch, admitted.epoch
+    );
+    tracing::warn!(%site, epoch = now.epoch, "A push under way is stopped: the site's role changed");
+    stop.stop(reason);
+    let _ = socket.shutdown(std::net::Shutdown::Read);
 }
 
 #[cfg(test)]

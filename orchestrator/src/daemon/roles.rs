@@ -167,6 +167,18 @@ impl Roles {
     }
 }
 
+/// Waits until the role published on `roles` is no longer `held`; returns the new one
+/// (`None` once the owner is gone).
+pub async fn moved_on(mut roles: watch::Receiver<SiteRole>, held: &SiteRole) -> Option<SiteRole> {
+    loop {
+        let now = roles.borrow_and_update().clone();
+        if now != *held {
+            return Some(now);
+        }
+        roles.changed().await.ok()?;
+    }
+}
+
 /// The role of `site` as this node's state store holds it, for a command run beside (or
 /// without) the agent: [`SiteRole::first`] when the store or the site is not there yet
 /// (the agent never ran here); any other store error is returned.

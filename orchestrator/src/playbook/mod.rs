@@ -17,7 +17,7 @@ use crate::config::{Loaded, Site};
 use agent::state::{EventKind, NewEvent, Outcome as EventOutcome, Store};
 use serde::Serialize;
 use std::net::IpAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use tokio::time::Instant;
 use vars::Vars;
 
@@ -33,8 +33,6 @@ pub enum PlaybookError {
 #[derive(Debug, Clone)]
 pub struct Context<'a> {
     pub loaded: &'a Loaded,
-    /// The config file, for `{config}` (steps that call `orch` again).
-    pub config_path: PathBuf,
     pub site: &'a Site,
     /// The site's epoch here, or why it is not known.
     pub epoch: Result<i64, String>,
@@ -110,7 +108,9 @@ pub fn variables(ctx: &Context) -> Vars {
         Ok(p) => v.set("orch", p.display().to_string()),
         Err(e) => v.unknown("orch", e.to_string()),
     }
-    let config = std::path::absolute(&ctx.config_path).unwrap_or(ctx.config_path.clone());
+    // `{config}`: steps that call `orch` again read the same file.
+    let path = &ctx.loaded.config.path;
+    let config = std::path::absolute(path).unwrap_or_else(|_| path.clone());
     v.set("config", config.display().to_string());
     v.set("state_dir", me.state_dir.display().to_string());
     for db in &ctx.site.databases {
@@ -164,7 +164,7 @@ fn db_fields(
 }
 
 /// The run's variables plus `db.*` for `step`'s database.
-fn step_vars(base: &Vars, ctx: &Context, step: &Step) -> Vars {
+pub fn step_vars(base: &Vars, ctx: &Context, step: &Step) -> Vars {
     let mut v = base.clone();
     if let Ok(db) = playbook::step_database(step, &ctx.site.databases) {
         for (field, value) in db_fields(ctx.loaded, db) {

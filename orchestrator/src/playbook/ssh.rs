@@ -236,7 +236,7 @@ impl PeerShell {
 pub fn admit<'c>(
     loaded: &'c Loaded,
     request: &Request,
-) -> Result<(&'c crate::config::Site, playbook::Found, Step), String> {
+) -> Result<(&'c crate::config::Site, Step), String> {
     let peer = &loaded.peer().name;
     if &request.from != peer {
         return Err(format!(
@@ -286,5 +286,5 @@ pub fn admit<'c>(
             step.name, loaded.me, request.playbook
         ));
     }
-    Ok((site, found, step))
+    Ok((site, step))
 }
