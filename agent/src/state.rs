@@ -76,6 +76,9 @@ pub enum EventKind {
     Ddns,
     /// A step of a playbook, and the playbook's end.
     Playbook,
+    /// The failover logic of a site changed its state (watching, counting, holding,
+    /// taking over, failed over, re-armed) or acted (the DNS lock, the new epoch).
+    Failover,
 }
 
 /// An event to record.
@@ -307,6 +310,41 @@ impl Store {
         .await
         .map_err(|e| self.db_err(e))?;
         Ok(done.rows_affected() == 1)
+    }
+
+    /// Whether automatic failover of `site` is armed (true until one happened and no
+    /// `orch ack` since), and the takeover under way, if any.
+    pub async fn failover(&self, site: &str) -> Result<(bool, Option<String>), StoreError> {
+        let row = sqlx::query("SELECT armed, intent FROM failover WHERE site = ?")
+            .bind(site)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(|e| self.db_err(e))?;
+        Ok(row.map_or((true, None), |r| {
+            (r.get::<i64, _>("armed") == 1, r.get("intent"))
+        }))
+    }
+
+    /// Records `site`'s armed flag and its takeover under way (`None`: none), durably.
+    pub async fn put_failover(
+        &self,
+        site: &str,
+        armed: bool,
+        intent: Option<&str>,
+        now: i64,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO failover (site, armed, intent, updated_at) VALUES (?1, ?2, ?3, ?4)
+             ON CONFLICT (site) DO UPDATE SET armed = ?2, intent = ?3, updated_at = ?4",
+        )
+        .bind(site)
+        .bind(i64::from(armed))
+        .bind(intent)
+        .bind(now)
+        .execute(&self.pool)
+        .await
+        .map_err(|e| self.db_err(e))?;
+        Ok(())
     }
 
     /// Keeps `report` as the latest check of its database; returns the verdict it

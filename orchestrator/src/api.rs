@@ -30,6 +30,10 @@ pub enum Request {
     },
     /// The push under way (`Option<ProgressView>`).
     PushProgress,
+    /// Re-arm automatic failover of `site` (`orch ack`); answers with a sentence.
+    Ack {
+        site: String,
+    },
 }
 
 #[derive(Debug, Serialize, Deserialize, PartialEq)]
@@ -129,6 +133,42 @@ pub struct SiteStatus {
     pub peer: String,
     pub epoch: i64,
     pub failover: FailoverMode,
+    /// What the failover logic sees and does for the site on this node (`null` until its
+    /// first tick).
+    #[serde(default)]
+    pub failover_state: Option<FailoverStatus>,
+}
+
+/// The failover logic of one site on this node, in words and figures.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct FailoverStatus {
+    /// `master` (this node keeps the records), `watching`, `counting` (the master looks
+    /// lost), `holding` (it looks lost, but a guard stops the failover), `taking-over`,
+    /// `failed-over` (waiting for `orch ack`), `off` (no DNS provider or records).
+    pub state: String,
+    /// One line: what it sees and why it does or does not act.
+    pub summary: String,
+    /// Automatic failover possible (false after one, until `orch ack`).
+    pub armed: bool,
+    /// When the master started to look lost (RFC 3339), while it does.
+    pub lost_since: Option<String>,
+    /// Seconds until the failover, while counting.
+    pub failing_over_in_secs: Option<u64>,
+    /// The last result of each probe.
+    pub probes: Vec<Probe>,
+}
+
+/// One probe's last result.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Probe {
+    /// `agent`, `health`, `witness`, `dns` or `data`.
+    pub kind: String,
+    /// What was asked (the URL and address, the witness, the record).
+    pub target: String,
+    pub ok: bool,
+    pub detail: String,
+    /// RFC 3339.
+    pub at: String,
 }
 
 /// What `orch push` shows while it waits.

@@ -214,7 +214,7 @@ fn orchestrator_modules_import_only_downwards() {
             &["control"],
             &["peering"],
             &["push"],
-            &["reports", "dbcheck", "receive"],
+            &["reports", "dbcheck", "receive", "failover"],
             &["alerts", "space", "ddns", "outbox", "probes"],
             &["roles"],
         ],

@@ -338,8 +338,9 @@ pub async fn wait_for(
 pub async fn execute(side: &Endpoint, database: &str, sql: &str) -> Result<String, String> {
     let mut conn = connect(side, database).await?;
     let what = describe(side, database);
-    let rows = sqlx::raw_sql(sql)
-        .fetch_all(&mut conn)
+    // Through `Executor`, whose boxed future is `Send` for every borrow (RawSql's own
+    // `fetch_all` is not: rust-lang/rust#102211), so that a task may run playbooks.
+    let rows = sqlx::Executor::fetch_all(&mut conn, sqlx::raw_sql(sql))
         .await
         .map_err(|e| format!("{what}: {}", sql_error(&e)))?;
     let _ = conn.close().await;

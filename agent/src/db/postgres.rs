@@ -313,8 +313,9 @@ pub async fn execute(side: &Endpoint, database: &str, sql: &str) -> Result<Strin
     let mut conn = connect(side, database).await?;
     let what = describe(side, database);
     // The simple query protocol: several statements at once, every value as text.
-    let rows = sqlx::raw_sql(sql)
-        .fetch_all(&mut conn)
+    // Through `Executor`, whose boxed future is `Send` for every borrow (RawSql's own
+    // `fetch_all` is not: rust-lang/rust#102211), so that a task may run playbooks.
+    let rows = sqlx::Executor::fetch_all(&mut conn, sqlx::raw_sql(sql))
         .await
         .map_err(|e| format!("{what}: {}", sql_error(&e)))?;
     let _ = conn.close().await;

@@ -180,5 +180,17 @@ fn operations_can_be_spawned() {
     fn promoted(e: Endpoint) -> Boxed<Result<(), String>> {
         Box::pin(async move { promote(Engine::Mysql, &e, "main", Duration::from_secs(1)).await })
     }
-    let _ = (checked, beaten, promoted);
+    fn executed(e: Endpoint) -> Boxed<Result<String, String>> {
+        Box::pin(async move {
+            execute(
+                Engine::Postgres,
+                &e,
+                "main",
+                "SELECT 1",
+                Duration::from_secs(1),
+            )
+            .await
+        })
+    }
+    let _ = (checked, beaten, promoted, executed);
 }

@@ -98,6 +98,9 @@ pub enum Command {
         #[arg(long, conflicts_with = "send")]
         html: bool,
     },
+    /// Re-arm automatic failover of a site after one has happened (one automatic failover
+    /// per site until then), and clear a "records moved by someone else" hold
+    Ack { site: String },
     /// Database operations for playbooks and switchovers
     Db {
         #[command(subcommand)]

@@ -91,6 +91,7 @@ pub fn run(cli: Cli) -> Result {
         Command::Check { site, json } => {
             site::check(&config::load(&config_path, &options)?, &site, json)
         }
+        Command::Ack { site } => site::ack(&config::load(&config_path, &options)?, &site),
         Command::Report { site, send, html } => {
             report::report(&config::load(&config_path, &options)?, &site, send, html)
         }

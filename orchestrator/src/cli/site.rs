@@ -283,3 +283,16 @@ pub(super) fn dns_show(loaded: &Loaded, site: &str, json: bool) -> Result {
     print_dns_rows(&rows, "");
     Ok(())
 }
+
+/// `orch ack SITE`: the agent re-arms automatic failover of the site.
+pub(super) fn ack(loaded: &Loaded, site: &str) -> Result {
+    let site = site_named(&loaded.config, site)?;
+    let text: String = super::call(
+        loaded,
+        &crate::api::Request::Ack {
+            site: site.name.clone(),
+        },
+    )?;
+    println!("{text}");
+    Ok(())
+}

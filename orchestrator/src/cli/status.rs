@@ -92,6 +92,14 @@ pub(super) fn status(loaded: &Loaded, json: bool) -> Result {
             s.name, role, s.master, s.epoch, failover
         );
     }
+    // One line per site: what the failover logic sees and why it acts or not.
+    println!();
+    for s in &report.sites {
+        match &s.failover_state {
+            Some(f) => println!("failover {}: {}", s.name, f.summary),
+            None => println!("failover {}: not evaluated yet", s.name),
+        }
+    }
     let runs: Vec<_> = report.sites.iter().flat_map(|s| &s.pushes).collect();
     if !runs.is_empty() {
         println!();

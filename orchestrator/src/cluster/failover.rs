@@ -50,6 +50,75 @@ pub enum DataGuard {
     Broken { why: String },
 }
 
+impl DataGuard {
+    /// The worst of several databases' guards (broken over lagging over ok).
+    pub fn worst(guards: impl IntoIterator<Item = DataGuard>) -> DataGuard {
+        let rank = |g: &DataGuard| match g {
+            DataGuard::Ok => 0,
+            DataGuard::Lagging { .. } => 1,
+            DataGuard::Broken { .. } => 2,
+        };
+        guards.into_iter().max_by_key(rank).unwrap_or(DataGuard::Ok)
+    }
+
+    /// The sentence for the report and status (`None` when ok).
+    pub fn problem(&self) -> Option<String> {
+        match self {
+            DataGuard::Ok => None,
+            DataGuard::Lagging { behind } => {
+                Some(format!("this node's database is {behind} behind"))
+            }
+            DataGuard::Broken { why } => Some(format!("this node's replication is broken ({why})")),
+        }
+    }
+}
+
+/// What one database's check says about taking over with the standby's copy. `limit` is
+/// the site's `max_lag_on_failover` (`None`: the database's own `max_lag`, as the check
+/// judged it). `None` when the check could not ask the master: a lost master says nothing
+/// about the standby's data, so the last check that could ask it still stands.
+pub fn data_guard(report: &agent::db::Report, limit: Option<Duration>) -> Option<DataGuard> {
+    use agent::db::Verdict;
+    if report.master.error.is_some() {
+        return None;
+    }
+    let figures = &report.figures;
+    let lag = [
+        figures.replay_lag_seconds,
+        figures.seconds_behind.map(|s| s as f64),
+        figures.heartbeat_age_ms.map(|ms| ms as f64 / 1000.0),
+    ]
+    .into_iter()
+    .flatten()
+    .fold(None, |worst: Option<f64>, s| {
+        Some(worst.map_or(s, |w| w.max(s)))
+    });
+    let seconds = lag.map_or("too far".to_owned(), |s| format!("{s:.1} s"));
+    match (report.verdict, limit) {
+        (Verdict::Broken, _) => Some(DataGuard::Broken {
+            why: format!("{}: {}", report.name, report.problems.join("; ")),
+        }),
+        (_, Some(limit)) if lag.is_some_and(|s| s > limit.as_secs_f64()) => {
+            Some(DataGuard::Lagging {
+                behind: format!(
+                    "{seconds} ({}; limit max_lag_on_failover = {})",
+                    report.name,
+                    humantime::format_duration(limit)
+                ),
+            })
+        }
+        (_, Some(_)) => Some(DataGuard::Ok),
+        (Verdict::Lagging, None) => Some(DataGuard::Lagging {
+            behind: format!(
+                "{seconds} ({}: {})",
+                report.name,
+                report.problems.join("; ")
+            ),
+        }),
+        (Verdict::Healthy, None) => Some(DataGuard::Ok),
+    }
+}
+
 /// Why the standby does not take over now, in words the status and alerts use.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Hold {
@@ -75,6 +144,21 @@ pub enum Hold {
 }
 
 impl Hold {
+    /// A short name, for alert keys and the history.
+    pub fn key(&self) -> &'static str {
+        match self {
+            Hold::NoHealthChecks => "no-health-checks",
+            Hold::CutOff { .. } => "cut-off",
+            Hold::TunnelOnly => "tunnel-only",
+            Hold::HealthOnly => "health-only",
+            Hold::DnsUnreadable => "dns-unreadable",
+            Hold::Data(_) => "data",
+            Hold::Disarmed => "disarmed",
+            Hold::RecordsMoved => "records-moved",
+            Hold::Manual => "manual",
+        }
+    }
+
     /// The sentence for status, history and alerts.
     pub fn explain(&self, site: &str, master: &str) -> String {
         match self {
@@ -244,15 +328,7 @@ impl Failover {
         } else if !o.dns_readable {
             Some(Hold::DnsUnreadable)
         } else {
-            match &o.data {
-                DataGuard::Ok => None,
-                DataGuard::Lagging { behind } => Some(Hold::Data(format!(
-                    "this node's database is {behind} behind"
-                ))),
-                DataGuard::Broken { why } => Some(Hold::Data(format!(
-                    "this node's replication is broken ({why})"
-                ))),
-            }
+            o.data.problem().map(Hold::Data)
         };
         match hold {
             Some(hold) => Decision::Holding {

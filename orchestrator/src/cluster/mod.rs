@@ -1,8 +1,10 @@
 //! Pure decisions about the pair, with no I/O: who holds a site's role and the rule for a
 //! site never written yet ([`roles`]), whether the tunnel and the peer's agent count as up
-//! ([`peer`]). The daemon feeds these with what it observed and acts on the answers; the
-//! failover state machine belongs here too.
+//! ([`peer`]), the failover state machine of a site on its standby ([`failover`]) and
+//! what the site's DNS lock record says ([`lock`]). The daemon feeds these with what it
+//! observed and acts on the answers.
 
 pub mod failover;
+pub mod lock;
 pub mod peer;
 pub mod roles;

@@ -1,7 +1,10 @@
 //! Whether the tunnel and the peer's agent count as up, from what the tunnel and the
 //! heartbeats last said. Times are tokio's, so a test can pause them.
 
-use agent::peer::Heartbeat;
+use super::roles::SiteRole;
+use agent::peer::{Heartbeat, SiteClaim};
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
 use std::time::Duration;
 use tokio::time::Instant;
 use tunnel::link::LinkStats;
@@ -22,6 +25,29 @@ impl PeerView {
     pub fn reachable(&self) -> bool {
         self.last_contact
             .is_some_and(|t| t.elapsed() < HEARTBEAT_EVERY * 3)
+    }
+}
+
+/// This node's heartbeat: its sites' masters and epochs, and where it sees the peer's
+/// packets come from.
+pub fn heartbeat(
+    me: &str,
+    roles: BTreeMap<String, SiteRole>,
+    observed_endpoint: Option<SocketAddr>,
+) -> Heartbeat {
+    Heartbeat {
+        node: me.to_owned(),
+        sites: roles
+            .into_iter()
+            .map(|(name, role)| {
+                let claim = SiteClaim {
+                    master: role.master,
+                    epoch: role.epoch,
+                };
+                (name, claim)
+            })
+            .collect(),
+        observed_endpoint,
     }
 }
 

@@ -202,6 +202,9 @@ pub struct Site {
     pub health: Vec<url::Url>,
     pub failover: FailoverMode,
     pub after: Duration,
+    /// The most this standby's database may lag at its last check for an automatic
+    /// failover; `None`: each database's own `max_lag`.
+    pub max_lag_on_failover: Option<Duration>,
     pub witnesses: Vec<Witness>,
     pub promote: Vec<String>,
     pub demote: Vec<String>,
@@ -216,7 +219,20 @@ pub struct Site {
 /// An "am I online" probe.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Witness {
+    /// A TCP connection that opens.
     Tcp { host: String, port: u16 },
+    /// An HTTP(S) answer (any status: the server answered), no redirect followed.
+    Http(url::Url),
+}
+
+impl std::fmt::Display for Witness {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Witness::Tcp { host, port } if host.contains(':') => write!(f, "tcp:[{host}]:{port}"),
+            Witness::Tcp { host, port } => write!(f, "tcp:{host}:{port}"),
+            Witness::Http(url) => write!(f, "{url}"),
+        }
+    }
 }
 
 #[derive(Debug, Clone)]

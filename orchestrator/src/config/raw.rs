@@ -155,6 +155,9 @@ pub struct RawSite {
     #[serde(default)]
     pub failover: FailoverMode,
     pub after: Option<String>,
+    /// No automatic failover when the standby's database was further behind than this
+    /// at its last check (default: each database's `max_lag`).
+    pub max_lag_on_failover: Option<String>,
     #[serde(default)]
     pub witnesses: Vec<String>,
     #[serde(default)]

@@ -869,6 +869,10 @@ fn check_site(
         .filter_map(|(i, h)| c.check(&p.key("health").index(i), http_url(h)))
         .collect();
     let after = c.duration(&p.key("after"), s.after.as_deref(), "60s");
+    let max_lag_on_failover = s
+        .max_lag_on_failover
+        .as_deref()
+        .map(|t| c.duration(&p.key("max_lag_on_failover"), Some(t), t));
     let witnesses = s
         .witnesses
         .iter()
@@ -1024,6 +1028,7 @@ fn check_site(
         health,
         failover: s.failover,
         after,
+        max_lag_on_failover,
         witnesses,
         promote: s.promote.clone(),
         demote: s.demote.clone(),
@@ -1237,9 +1242,12 @@ fn http_url(text: &str) -> Result<url::Url, String> {
 }
 
 fn parse_witness(text: &str) -> Result<Witness, String> {
+    if text.starts_with("http://") || text.starts_with("https://") {
+        return http_url(text).map(Witness::Http);
+    }
     let Some(rest) = text.strip_prefix("tcp:") else {
         return Err(format!(
-            "`{text}`: a witness is written \"tcp:HOST:PORT\", e.g. \"tcp:9.9.9.9:53\""
+            "`{text}`: a witness is written \"tcp:HOST:PORT\" (e.g. \"tcp:9.9.9.9:53\") or \"https://HOST/…\""
         ));
     };
     let ep = parse_endpoint(rest, None)?;

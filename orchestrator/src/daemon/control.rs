@@ -1,21 +1,23 @@
 //! The agent's end of the control socket: answers `orch status`, `orch push`,
 //! `orch report` and the push progress.
 
+use super::failover;
 use super::push::Pusher;
 use super::reports;
 use super::roles::Roles;
 use crate::api::{
-    AgentInfo, PeerSite, PeerStatus, Request, Role, SiteStatus, StatusReport, TunnelStatus,
-    STATUS_SCHEMA,
+    AgentInfo, FailoverStatus, PeerSite, PeerStatus, Request, Role, SiteStatus, StatusReport,
+    TunnelStatus, STATUS_SCHEMA,
 };
 use crate::cluster::peer::{tunnel_up, PeerView};
 use crate::cluster::roles::SiteRole;
 use crate::config::Loaded;
 use agent::control;
 use agent::state::Store;
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
-use tokio::sync::watch;
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 use tunnel::device::TunnelHandle;
 
@@ -30,6 +32,10 @@ pub struct Api {
     pub peer_view: watch::Receiver<PeerView>,
     pub reports: reports::Context,
     pub pusher: Pusher,
+    /// Each site's failover state (the failover task publishes it).
+    pub failover: watch::Receiver<BTreeMap<String, FailoverStatus>>,
+    /// `orch ack` requests to the failover task.
+    pub acks: mpsc::Sender<failover::AckRequest>,
 }
 
 /// How long `orch report --send` waits for the first delivery attempt.
@@ -76,6 +82,17 @@ impl control::Handler for Api {
             Request::PushProgress => {
                 serde_json::to_value(self.pusher.progress()).map_err(|e| e.to_string())
             }
+            Request::Ack { site } => {
+                let (tx, rx) = oneshot::channel();
+                self.acks
+                    .send((site, tx))
+                    .await
+                    .map_err(|_| "the agent's failover task does not run".to_owned())?;
+                let text = rx
+                    .await
+                    .map_err(|_| "the agent's failover task stopped".to_owned())??;
+                Ok(serde_json::Value::String(text))
+            }
         }
     }
 }
@@ -101,6 +118,7 @@ impl Api {
                 peer: self.loaded.peer().name.clone(),
                 epoch,
                 failover: site.failover,
+                failover_state: self.failover.borrow().get(&site.name).cloned(),
             });
         }
         Ok(StatusReport {

@@ -9,6 +9,8 @@
 //! - [`push`]: the sender, on schedule, on change and on demand; then [`reports`];
 //! - [`reports`]: the nightly report (free space from [`space`]);
 //! - [`dbcheck`]: database checks and the heartbeat row; then [`alerts`];
+//! - [`failover`]: each site's failover on its standby (probes, the DNS lock, promote
+//!   playbooks) and its records kept current on its master;
 //! - [`ddns`], [`outbox`] (mail), [`alerts`] (the tunnel-down alert and reminders),
 //!   [`probes`] (health at a chosen address, witnesses: what failover observes);
 //! - [`roles`]: the one owner of every site's role, read by all of the above.
@@ -17,6 +19,7 @@ pub mod alerts;
 pub mod control;
 pub mod dbcheck;
 pub mod ddns;
+pub mod failover;
 pub mod outbox;
 pub mod peering;
 pub mod probes;
@@ -125,6 +128,8 @@ pub async fn run(loaded: Loaded) -> anyhow::Result<()> {
         current: Arc::new(std::sync::Mutex::new(None)),
         one: Arc::new(tokio::sync::Mutex::new(())),
     };
+    let (failover_status, failover_view) = watch::channel(Default::default());
+    let (acks, ack_requests) = tokio::sync::mpsc::channel(4);
     let api = Arc::new(control::Api {
         loaded: Arc::clone(&loaded),
         store: store.clone(),
@@ -135,6 +140,8 @@ pub async fn run(loaded: Loaded) -> anyhow::Result<()> {
         peer_view: peer_view.clone(),
         reports: reports.clone(),
         pusher: pusher.clone(),
+        failover: failover_view,
+        acks,
     });
     // The tunnel runs on its own thread and stops with the supervisor's token.
     supervisor.spawn("tunnel", move |_stop| tunnel_thread.wait());
@@ -176,6 +183,20 @@ pub async fn run(loaded: Loaded) -> anyhow::Result<()> {
     {
         let (alerter, tunnel) = (alerter.clone(), tunnel.subscribe());
         supervisor.spawn("alerts", move |stop| alerts::run(alerter, tunnel, stop));
+    }
+    {
+        let task = failover::Task {
+            loaded: Arc::clone(&loaded),
+            store: store.clone(),
+            roles: roles.clone(),
+            alerter: alerter.clone(),
+            peer_view: peer_view.clone(),
+            tunnel: tunnel.subscribe(),
+            status: failover_status,
+        };
+        supervisor.spawn("failover", move |stop| {
+            failover::run(task, ack_requests, stop)
+        });
     }
     {
         let reports = reports.clone();

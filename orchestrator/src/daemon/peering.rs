@@ -6,7 +6,7 @@ use super::receive::Receiver;
 use super::roles::Roles;
 use crate::cluster::peer::{PeerView, HEARTBEAT_EVERY};
 use crate::config::Loaded;
-use agent::peer::{self, Heartbeat, PeerHandler, Request, Response, SiteClaim};
+use agent::peer::{self, Heartbeat, PeerHandler, Request, Response};
 use agent::state::Store;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -33,23 +33,11 @@ pub struct Peering {
 impl Peering {
     /// This node's heartbeat: its sites' masters and epochs, and where it sees the peer.
     fn heartbeat(&self) -> Heartbeat {
-        let sites = self
-            .roles
-            .all()
-            .into_iter()
-            .map(|(name, role)| {
-                let claim = SiteClaim {
-                    master: role.master,
-                    epoch: role.epoch,
-                };
-                (name, claim)
-            })
-            .collect();
-        Heartbeat {
-            node: self.loaded.me.clone(),
-            sites,
-            observed_endpoint: self.tunnel.borrow().endpoint,
-        }
+        crate::cluster::peer::heartbeat(
+            &self.loaded.me,
+            self.roles.all(),
+            self.tunnel.borrow().endpoint,
+        )
     }
 
     fn heard(&self, heartbeat: Heartbeat) {

@@ -39,12 +39,24 @@ pub async fn health_at(url: &url::Url, addr: IpAddr, within: Duration) -> Result
     }
 }
 
-/// Whether `w` answers within `within`.
+/// Whether `w` answers within `within`: a TCP connection opens, or an HTTP server
+/// answers at all (any status: the question is whether this node is online).
 pub async fn witness(w: &Witness, within: Duration) -> bool {
     match w {
         Witness::Tcp { host, port } => {
             let connect = tokio::net::TcpStream::connect((host.as_str(), *port));
             matches!(tokio::time::timeout(within, connect).await, Ok(Ok(_)))
+        }
+        Witness::Http(url) => {
+            let Ok(client) = reqwest::Client::builder()
+                .redirect(reqwest::redirect::Policy::none())
+                .connect_timeout(within)
+                .timeout(within)
+                .build()
+            else {
+                return false;
+            };
+            client.get(url.clone()).send().await.is_ok()
         }
     }
 }
@@ -125,5 +137,10 @@ mod tests {
             port: closed,
         };
         assert!(!witness(&down, PROBE_TIMEOUT).await);
+        // An HTTP witness answers whatever its status; a closed port does not.
+        let (broken, _s) = server("503 Service Unavailable").await;
+        let http = |port: u16| Witness::Http(format!("http://127.0.0.1:{port}/").parse().unwrap());
+        assert!(witness(&http(broken), PROBE_TIMEOUT).await);
+        assert!(!witness(&http(closed), PROBE_TIMEOUT).await);
     }
 }

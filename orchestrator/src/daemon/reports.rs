@@ -51,7 +51,7 @@ pub async fn gather(ctx: &Context, site: &Site) -> Result<Facts, ReportError> {
     let now = chrono::Local::now();
     let role = ctx.roles.get(&site.name)?;
     let standby = role.standby(config, site).to_owned();
-    let databases = ctx
+    let databases: Vec<agent::db::Report> = ctx
         .store
         .db_checks()
         .await?
@@ -86,7 +86,9 @@ pub async fn gather(ctx: &Context, site: &Site) -> Result<Facts, ReportError> {
                 .collect(),
         ),
     };
+    let failover_blockers = failover_blockers(ctx, site, &databases).await?;
     Ok(Facts {
+        failover_blockers,
         site: site.name.clone(),
         cluster: config.cluster.name.clone(),
         node: ctx.loaded.me.clone(),
@@ -102,6 +104,29 @@ pub async fn gather(ctx: &Context, site: &Site) -> Result<Facts, ReportError> {
         master: role.master,
         standby,
     })
+}
+
+/// What stops an automatic failover of `site` now, in the failover logic's own words:
+/// the standby's data (`cluster::failover::data_guard`, the guard the failover itself
+/// applies) and the one-failover-until-ack rule.
+async fn failover_blockers(
+    ctx: &Context,
+    site: &Site,
+    databases: &[agent::db::Report],
+) -> Result<Vec<String>, StoreError> {
+    let mut out: Vec<String> = databases
+        .iter()
+        .filter_map(|r| crate::cluster::failover::data_guard(r, site.max_lag_on_failover))
+        .filter_map(|g| g.problem())
+        .collect();
+    let (armed, _) = ctx.store.failover(&site.name).await?;
+    if !armed {
+        out.push(format!(
+            "automatic failover is disarmed after the last one until `orch ack {}`",
+            site.name
+        ));
+    }
+    Ok(out)
 }
 
 /// Free space under the standby's sync targets: measured here when this node is the

@@ -21,7 +21,7 @@ use std::future::Future;
 use std::net::IpAddr;
 
 /// The record types orch manages.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
 pub enum Kind {
     A,
     Aaaa,
@@ -138,6 +138,43 @@ pub trait Provider: Send + Sync {
     }
 }
 
+/// One record's part of a swap of several: from `expected` (empty: the record must not
+/// exist) to `new` (empty: the record is deleted).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Change {
+    pub name: String,
+    pub kind: Kind,
+    pub expected: Vec<String>,
+    pub new: Vec<String>,
+}
+
+/// Swaps every record of `changes` with compare-and-swap, one after the other, stopping
+/// at the first conflict (for providers without a transaction: put the lock record
+/// first, so that nothing else changes unless it was won).
+pub async fn swap_in_order(
+    p: &impl Provider,
+    changes: &[Change],
+    ttl: u32,
+) -> Result<Swap, DnsError> {
+    for c in changes {
+        if c.expected.is_empty() && c.new.is_empty() {
+            continue;
+        }
+        if let Swap::Conflict { current } = p
+            .compare_and_swap(&c.name, c.kind, &c.expected, &c.new, ttl)
+            .await?
+        {
+            return Ok(Swap::Conflict {
+                current: current
+                    .into_iter()
+                    .map(|v| format!("{} {}: {v}", c.name, c.kind))
+                    .collect(),
+            });
+        }
+    }
+    Ok(Swap::Swapped)
+}
+
 /// The name of a site's ownership record: `_orch.SITE.ZONE`, holding `master=NODE epoch=N`.
 pub fn orch_record(site: &str, zone: &str) -> String {
     format!("_orch.{site}.{zone}")
@@ -150,6 +187,16 @@ pub enum AnyProvider {
 }
 
 impl AnyProvider {
+    /// Every change or none: one UPDATE with a prerequisite per record on RFC 2136; on the
+    /// API providers one compare-and-swap after the other, in order (see
+    /// [`swap_in_order`]).
+    pub async fn swap_all(&self, changes: &[Change], ttl: u32) -> Result<Swap, DnsError> {
+        match self {
+            AnyProvider::Rfc2136(p) => p.swap_all(changes, ttl).await,
+            AnyProvider::Managed(p) => swap_in_order(p, changes, ttl).await,
+        }
+    }
+
     /// What the zone's authoritative servers publish (for `orch dns show`): for RFC 2136
     /// the primary server is one; for the others they are asked directly, not the API.
     pub async fn published(&self, name: &str, kind: Kind) -> Result<Vec<String>, DnsError> {

@@ -4,12 +4,14 @@
 //! at all. Every change is then verified by a query.
 
 use super::wire::{self, fqdn, rdata, record_type};
-use super::{same_values, DnsError, Kind, Provider, Swap};
+use super::{same_values, Change, DnsError, Kind, Provider, Swap};
 use crate::config::DnsProvider;
 use hickory_proto::dnssec::rdata::tsig::TsigAlgorithm;
 use hickory_proto::dnssec::tsig::TSigner;
-use hickory_proto::op::{update_message, Message, ResponseCode};
-use hickory_proto::rr::{Name, Record, RecordSet};
+use hickory_proto::op::{
+    update_message, Message, MessageType, OpCode, Query, ResponseCode, UpdateMessage as _,
+};
+use hickory_proto::rr::{DNSClass, Name, Record, RecordSet, RecordType};
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -131,6 +133,74 @@ impl Rfc2136 {
             );
         }
         Ok(set)
+    }
+}
+
+impl Rfc2136 {
+    /// Every change in one UPDATE (RFC 2136 §3.2: the server checks every prerequisite
+    /// before it changes anything, and applies the updates atomically): each record must
+    /// hold exactly its expected values (or not exist), then is replaced. A failed
+    /// prerequisite is a conflict, reported with what each record holds.
+    pub async fn swap_all(&self, changes: &[Change], ttl: u32) -> Result<Swap, DnsError> {
+        let mut message = Message::new();
+        message
+            .set_id(wire::rand_id())
+            .set_message_type(MessageType::Query)
+            .set_op_code(OpCode::Update)
+            .set_recursion_desired(false);
+        let mut zone = Query::new();
+        zone.set_name(self.zone.clone())
+            .set_query_class(DNSClass::IN)
+            .set_query_type(RecordType::SOA);
+        message.add_zone(zone);
+        for c in changes {
+            let name = fqdn(&c.name)?;
+            let rtype = record_type(c.kind);
+            if c.expected.is_empty() {
+                // "RRset does not exist" (§2.4.3).
+                let mut absent = Record::update0(name.clone(), 0, rtype);
+                absent.set_dns_class(DNSClass::NONE);
+                message.add_pre_requisite(absent.into_record_of_rdata());
+            } else {
+                // "RRset exists (value dependent)" (§2.4.2).
+                let mut exists = self.rrset(&name, c.kind, &c.expected, 0)?;
+                exists.set_ttl(0);
+                message.add_pre_requisites(exists);
+                // "Delete an RRset" (§2.5.2).
+                let mut delete = Record::update0(name.clone(), 0, rtype);
+                delete.set_dns_class(DNSClass::ANY);
+                message.add_update(delete.into_record_of_rdata());
+            }
+            if !c.new.is_empty() {
+                message.add_updates(self.rrset(&name, c.kind, &c.new, ttl)?);
+            }
+        }
+        let answer = self.exchange(message).await?;
+        match answer.response_code() {
+            ResponseCode::NXRRSet
+            | ResponseCode::YXRRSet
+            | ResponseCode::YXDomain
+            | ResponseCode::NXDomain => {
+                let mut current = Vec::new();
+                for c in changes {
+                    for v in self.get(&c.name, c.kind).await? {
+                        current.push(format!("{} {}: {v}", c.name, c.kind));
+                    }
+                }
+                return Ok(Swap::Conflict { current });
+            }
+            _ => self.check_rcode(&answer, "update of the site's records")?,
+        }
+        for c in changes {
+            let now = self.get(&c.name, c.kind).await?;
+            if !same_values(&now, &c.new) {
+                return Err(self.server_error(format!(
+                    "update {} {} was accepted but the server now holds {now:?}, not {:?}",
+                    c.name, c.kind, c.new
+                )));
+            }
+        }
+        Ok(Swap::Swapped)
     }
 }
 

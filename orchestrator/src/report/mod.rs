@@ -36,6 +36,10 @@ pub struct Facts {
     pub dns: Dns,
     /// Free space where the standby keeps each job's copy.
     pub space: Result<Vec<Space>, String>,
+    /// What stops an automatic failover now, from the failover logic's own guards (the
+    /// standby's data, disarmed until `orch ack`).
+    #[serde(default)]
+    pub failover_blockers: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -354,6 +358,7 @@ pub fn readiness(f: &Facts, findings: &[Finding]) -> (bool, String) {
         .collect();
     let blockers: Vec<&str> = never
         .iter()
+        .chain(&f.failover_blockers)
         .map(String::as_str)
         .chain(
             findings

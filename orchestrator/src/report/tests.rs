@@ -147,6 +147,7 @@ fn ok_facts() -> Facts {
                 values: vec!["master=alice epoch=1".into()],
             },
         ]),
+        failover_blockers: Vec::new(),
         space: Ok(vec![
             Space {
                 job: "mail".into(),
@@ -362,4 +363,21 @@ fn a_txt_record_naming_another_master_fails() {
     assert!(findings[0].text.contains("names bob as master"));
     // DNS alone does not make the standby unable to take over.
     assert!(readiness(&f, &findings).0);
+}
+
+#[test]
+fn the_failover_guards_make_it_not_ready() {
+    let mut f = ok_facts();
+    f.failover_blockers = vec![
+        "this node's database is 95.0 s (main; limit max_lag_on_failover = 30s) behind".into(),
+        "automatic failover is disarmed after the last one until `orch ack alice-web`".into(),
+    ];
+    let findings = judge(&f);
+    let (ready, line) = readiness(&f, &findings);
+    assert!(!ready);
+    assert!(
+        line.starts_with("NOT READY: this node's database is 95.0 s"),
+        "{line}"
+    );
+    assert!(line.contains("until `orch ack alice-web`"), "{line}");
 }

@@ -399,3 +399,75 @@ fn long_losses_fail_over_exactly_once() {
         assert_eq!(total, 1, "seed {seed}");
     }
 }
+
+mod guard {
+    use super::super::data_guard;
+    use super::*;
+    use agent::db::{Engine, Figures, Report, Side, Verdict};
+
+    fn report(verdict: Verdict, master_error: bool, lag: Option<f64>) -> Report {
+        Report {
+            site: "web".into(),
+            name: "main".into(),
+            engine: Engine::Postgres,
+            checked_at: 0,
+            max_lag_seconds: 60.0,
+            master: Side {
+                node: "alice".into(),
+                error: master_error.then(|| "connection refused".into()),
+                ..Side::default()
+            },
+            standby: Side {
+                node: "bob".into(),
+                ..Side::default()
+            },
+            figures: Figures {
+                replay_lag_seconds: lag,
+                ..Figures::default()
+            },
+            verdict,
+            problems: vec!["replay lag 95.0 s".into()],
+        }
+    }
+
+    #[test]
+    fn a_check_that_could_not_ask_the_master_says_nothing() {
+        assert_eq!(data_guard(&report(Verdict::Broken, true, None), None), None);
+    }
+
+    #[test]
+    fn the_verdict_or_the_failover_limit_decides() {
+        assert_eq!(
+            data_guard(&report(Verdict::Healthy, false, Some(1.0)), None),
+            Some(DataGuard::Ok)
+        );
+        assert!(matches!(
+            data_guard(&report(Verdict::Lagging, false, Some(95.0)), None),
+            Some(DataGuard::Lagging { behind }) if behind.starts_with("95.0 s")
+        ));
+        assert!(matches!(
+            data_guard(&report(Verdict::Broken, false, None), None),
+            Some(DataGuard::Broken { .. })
+        ));
+        // A per-site limit tighter than max_lag: a healthy check may still be too far.
+        let tight = Some(Duration::from_secs(30));
+        assert!(matches!(
+            data_guard(&report(Verdict::Healthy, false, Some(45.0)), tight),
+            Some(DataGuard::Lagging { behind }) if behind.contains("limit max_lag_on_failover = 30s")
+        ));
+        // …and a looser one lets a lagging check pass.
+        let loose = Some(Duration::from_secs(120));
+        assert_eq!(
+            data_guard(&report(Verdict::Lagging, false, Some(95.0)), loose),
+            Some(DataGuard::Ok)
+        );
+        assert_eq!(
+            DataGuard::worst([
+                DataGuard::Ok,
+                DataGuard::Broken { why: "x".into() },
+                DataGuard::Lagging { behind: "y".into() }
+            ]),
+            DataGuard::Broken { why: "x".into() }
+        );
+    }
+}

@@ -1,0 +1,1313 @@
+//! Failover on a node, for every site (DESIGN §6): the I/O around
+//! `cluster::failover` and `cluster::lock`.
+//!
+//! - **On a site's standby**, every tick (a tenth of `after`, 1–5 s) it asks the master's
+//!   agent over the tunnel, the site's `health` URLs at the addresses the site's records
+//!   hold at the authoritative server, its own witnesses, and reads its last database
+//!   checks, and feeds [`Failover`] with what it saw. When that says take over, the
+//!   takeover is journaled in the state store **before** the DNS lock is asked for, then
+//!   the lock record and the site's records are swapped in one compare-and-swap, the new
+//!   epoch recorded (through the role owner), the promote playbooks run, and an alert
+//!   mailed. A kill at any moment resumes at the next start from the journal and what the
+//!   lock record says ([`lock::resume`]): the lock is taken once, the epoch moves once,
+//!   each playbook that finished is not run again.
+//! - **On a site's master**, every [`MASTER_EVERY`] it keeps the site's records at its
+//!   public address with the same compare-and-swap, with the lock record as
+//!   prerequisite; a lock record naming another node at a later epoch means this node
+//!   was replaced: it records the new master and stops acting as master.
+//!
+//! What it sees and why it acts or not is published for `orch status`, recorded in the
+//! history when it changes, and alerted (holds that need a person, the takeover).
+
+use super::alerts::Alerter;
+use super::probes;
+use super::roles::Roles;
+use crate::api::{FailoverStatus, Probe};
+use crate::cluster::failover::{data_guard, DataGuard, Decision, Event, Failover, Observation};
+use crate::cluster::lock::{self, Holder, Lock, MasterView, Resume};
+use crate::cluster::peer::PeerView;
+use crate::cluster::roles::SiteRole;
+use crate::config::{FailoverMode, Loaded, PublicIp, Site};
+use crate::dns::{self, AnyProvider, Change, Kind, Swap};
+use crate::notify::rfc3339;
+use agent::peer::{Request, Response};
+use agent::state::{EventKind, NewEvent, Outcome, Store};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tunnel::link::LinkStats;
+
+/// How long one probe (agent, health URL, witness) may take.
+pub const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
+/// How often the master checks its site's records against its public address.
+pub const MASTER_EVERY: Duration = Duration::from_secs(10);
+
+/// The failover tick of a site: a tenth of `after`, between 1 and 5 seconds.
+pub fn tick_for(after: Duration) -> Duration {
+    (after / 10).clamp(Duration::from_secs(1), Duration::from_secs(5))
+}
+
+/// A takeover under way, kept in the state store from before the lock is asked for
+/// until the takeover has ended.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Intent {
+    pub from_master: String,
+    pub from_epoch: i64,
+    pub to_epoch: i64,
+    /// This node's public address, which the records get.
+    pub ip: IpAddr,
+    /// Unix ms: since when the master looked lost, and when the takeover started.
+    pub lost_since: i64,
+    pub started: i64,
+    /// What the probes saw, in words (for the alert).
+    pub seen: String,
+    pub stage: Stage,
+    /// Promote playbooks that finished.
+    pub promoted: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Stage {
+    /// The lock is being asked for (or was, with no answer yet).
+    Locking,
+    /// The lock is this node's: the epoch and the promote playbooks follow.
+    Locked,
+}
+
+/// `orch ack SITE`, from the control socket: the answer is a sentence or an error.
+pub type AckRequest = (String, oneshot::Sender<Result<String, String>>);
+
+/// What the task needs from the rest of the agent.
+pub struct Task {
+    pub loaded: Arc<Loaded>,
+    pub store: Store,
+    pub roles: Roles,
+    pub alerter: Alerter,
+    pub peer_view: watch::Receiver<PeerView>,
+    pub tunnel: watch::Receiver<LinkStats>,
+    /// Each site's failover state, for `orch status`.
+    pub status: watch::Sender<BTreeMap<String, FailoverStatus>>,
+}
+
+/// One site's failover on this node.
+struct SiteRun {
+    machine: Failover,
+    armed: bool,
+    dns: Option<AnyProvider>,
+    /// The last data guard of each database taken while its check reached the master.
+    guards: BTreeMap<String, DataGuard>,
+    /// The addresses the records held at the last read.
+    addresses: Vec<IpAddr>,
+    /// The last state recorded in the history.
+    recorded: String,
+    next_master_check: Instant,
+    intent: Option<Intent>,
+    /// The intent was made in this tick: its swap may be sent (a later tick that finds
+    /// the lock not taken decides again instead).
+    fresh: bool,
+    probes: Vec<Probe>,
+}
+
+/// The lock record and the site's address records as the authoritative server has them.
+struct DnsRead {
+    lock_name: String,
+    holder: Holder,
+    lock_values: Vec<String>,
+    records: BTreeMap<(String, Kind), Vec<String>>,
+}
+
+impl DnsRead {
+    fn addresses(&self) -> Vec<IpAddr> {
+        let mut out: Vec<IpAddr> = self
+            .records
+            .values()
+            .flatten()
+            .filter_map(|v| v.parse().ok())
+            .collect();
+        out.sort();
+        out.dedup();
+        out
+    }
+
+    /// The changes that point every record at `ip` alone (the other address family's
+    /// record removed), from what each holds now; unchanged records are left out.
+    fn point_at(&self, records: &[String], ip: IpAddr) -> Vec<Change> {
+        let kind = Kind::for_ip(ip);
+        let other = if kind == Kind::A { Kind::Aaaa } else { Kind::A };
+        let mut out = Vec::new();
+        for name in records {
+            let now = |k: Kind| {
+                self.records
+                    .get(&(name.clone(), k))
+                    .cloned()
+                    .unwrap_or_default()
+            };
+            let want = vec![ip.to_string()];
+            if !dns::same_values(&now(kind), &want) {
+                out.push(Change {
+                    name: name.clone(),
+                    kind,
+                    expected: now(kind),
+                    new: want,
+                });
+            }
+            if !now(other).is_empty() {
+                out.push(Change {
+                    name: name.clone(),
+                    kind: other,
+                    expected: now(other),
+                    new: Vec::new(),
+                });
+            }
+        }
+        out
+    }
+}
+
+fn now_ms() -> i64 {
+    agent::unix_millis(SystemTime::now())
+}
+
+/// Local wall-clock time of a unix-ms instant, for sentences.
+fn clock(ms: i64) -> String {
+    chrono::DateTime::from_timestamp_millis(ms)
+        .map(|t| {
+            t.with_timezone(&chrono::Local)
+                .format("%H:%M:%S")
+                .to_string()
+        })
+        .unwrap_or_default()
+}
+
+/// Unix ms of a tokio instant in the past.
+fn wall(at: Instant) -> i64 {
+    now_ms() - Instant::now().saturating_duration_since(at).as_millis() as i64
+}
+
+/// Runs `futures` at once; their outputs in order.
+async fn all<T: Send + 'static>(futures: Vec<impl Future<Output = T> + Send + 'static>) -> Vec<T> {
+    let mut set = tokio::task::JoinSet::new();
+    let n = futures.len();
+    for (i, f) in futures.into_iter().enumerate() {
+        set.spawn(async move { (i, f.await) });
+    }
+    let mut out: Vec<Option<T>> = (0..n).map(|_| None).collect();
+    while let Some(Ok((i, v))) = set.join_next().await {
+        out[i] = Some(v);
+    }
+    out.into_iter().flatten().collect()
+}
+
+/// The agent's task: every site's failover, until `stop`.
+pub async fn run(
+    task: Task,
+    mut acks: mpsc::Receiver<AckRequest>,
+    stop: CancellationToken,
+) -> Result<(), std::convert::Infallible> {
+    let config = &task.loaded.config;
+    let mut runs = BTreeMap::new();
+    for site in &config.sites {
+        let (armed, intent) = match task.store.failover(&site.name).await {
+            Ok(kept) => kept,
+            Err(e) => {
+                // Not knowing whether it already failed over once, it does not do it again.
+                tracing::error!(site = %site.name, error = agent::error_chain(&e), "Failover state unreadable; automatic failover disarmed");
+                (false, None)
+            }
+        };
+        let intent = intent.and_then(|text| match serde_json::from_str::<Intent>(&text) {
+            Ok(i) => Some(i),
+            Err(e) => {
+                tracing::error!(site = %site.name, error = %e, "A takeover journal that does not parse; dropped");
+                None
+            }
+        });
+        if let Some(i) = &intent {
+            tracing::warn!(site = %site.name, stage = ?i.stage, to_epoch = i.to_epoch, "Resuming a takeover that was under way");
+        }
+        runs.insert(
+            site.name.clone(),
+            SiteRun {
+                machine: Failover::new(site.after, site.failover, armed),
+                armed,
+                dns: None,
+                guards: BTreeMap::new(),
+                addresses: Vec::new(),
+                recorded: String::new(),
+                next_master_check: Instant::now(),
+                intent,
+                fresh: false,
+                probes: Vec::new(),
+            },
+        );
+    }
+    let tick = config
+        .sites
+        .iter()
+        .map(|s| tick_for(s.after))
+        .min()
+        .unwrap_or(Duration::from_secs(5));
+    let mut interval = tokio::time::interval(tick);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => return Ok(()),
+            Some((site, reply)) = acks.recv() => {
+                let _ = reply.send(task.ack(&mut runs, &site).await);
+                continue;
+            }
+            _ = interval.tick() => {}
+        }
+        // Stopping mid-takeover is safe: the journal resumes it at the next start.
+        tokio::select! {
+            () = stop.cancelled() => return Ok(()),
+            () = task.tick(&mut runs) => {}
+        }
+    }
+}
+
+impl Task {
+    fn me(&self) -> &str {
+        &self.loaded.me
+    }
+
+    async fn tick(&self, runs: &mut BTreeMap<String, SiteRun>) {
+        let agent = self.probe_agent().await;
+        for site in &self.loaded.config.sites {
+            if let Some(run) = runs.get_mut(&site.name) {
+                self.site_tick(site, run, &agent).await;
+            }
+        }
+    }
+
+    fn peer(&self) -> &str {
+        &self.loaded.peer().name
+    }
+
+    /// One heartbeat to the peer's agent, answered or not within [`PROBE_TIMEOUT`].
+    async fn probe_agent(&self) -> Probe {
+        let peer = self.loaded.peer();
+        let addr = SocketAddr::new(peer.tunnel_ip, self.loaded.config.cluster.control_port);
+        let beat = crate::cluster::peer::heartbeat(
+            self.me(),
+            self.roles.all(),
+            self.tunnel.borrow().endpoint,
+        );
+        let request = Request::Heartbeat(beat);
+        let call = agent::peer::call(addr, self.me(), &peer.name, &request, PROBE_TIMEOUT);
+        let (ok, detail) = match tokio::time::timeout(PROBE_TIMEOUT, call).await {
+            Ok(Ok(Response::Heartbeat(h))) if h.check().is_ok() && h.node == peer.name => {
+                (true, "answered".to_owned())
+            }
+            Ok(Ok(other)) => (false, format!("unexpected answer: {other:?}")),
+            Ok(Err(e)) => (false, agent::error_chain(&e)),
+            Err(_) => (
+                false,
+                format!(
+                    "no answer within {}",
+                    humantime::format_duration(PROBE_TIMEOUT)
+                ),
+            ),
+        };
+        // A heartbeat the peer sent us lately counts too.
+        let heard = self
+            .peer_view
+            .borrow()
+            .last_contact
+            .is_some_and(|t| t.elapsed() < PROBE_TIMEOUT);
+        Probe {
+            kind: "agent".into(),
+            target: format!("{} at {addr}", peer.name),
+            ok: ok || heard,
+            detail,
+            at: rfc3339(now_ms()),
+        }
+    }
+
+    async fn site_tick(&self, site: &Site, run: &mut SiteRun, agent: &Probe) {
+        let role = match self.roles.get(&site.name) {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::error!(site = %site.name, error = agent::error_chain(&e), "No role for the site");
+                return;
+            }
+        };
+        let Some(zone) = self.provider(site, run).await else {
+            return;
+        };
+        if run.intent.is_some() {
+            let read = self.read_dns(site, run, &zone).await;
+            self.continue_takeover(site, run, read).await;
+        } else if role.is_master(self.me()) {
+            if Instant::now() >= run.next_master_check {
+                run.next_master_check = Instant::now() + MASTER_EVERY;
+                self.keep_records(site, run, &role, &zone).await;
+            }
+        } else {
+            self.watch_master(site, run, &role, agent, &zone).await;
+        }
+    }
+
+    /// The site's DNS provider (made once) and its zone; `None`, said in the status, when
+    /// the site has none or it cannot be made now.
+    async fn provider(&self, site: &Site, run: &mut SiteRun) -> Option<String> {
+        let configured = site
+            .dns
+            .as_ref()
+            .and_then(|d| self.loaded.config.dns.get(d));
+        let Some(configured) = configured.filter(|_| !site.records.is_empty()) else {
+            self.publish(
+                site,
+                run,
+                "off",
+                format!(
+                    "no DNS provider or records for {}: no automatic failover (set dns and records)",
+                    site.name
+                ),
+                None,
+                None,
+            );
+            return None;
+        };
+        if run.dns.is_none() {
+            match dns::provider(configured).await {
+                Ok(p) => run.dns = Some(p),
+                Err(e) => {
+                    let why = format!("the DNS provider cannot be used now: {e}");
+                    self.publish(site, run, "holding", why, None, None);
+                    return None;
+                }
+            }
+        }
+        Some(configured.zone.clone().unwrap_or_default())
+    }
+
+    /// The lock record and the address records at the authoritative server.
+    async fn read_dns(&self, site: &Site, run: &SiteRun, zone: &str) -> Result<DnsRead, String> {
+        let dns = run.dns.as_ref().ok_or("no DNS provider")?;
+        let lock_name = dns::orch_record(&site.name, zone);
+        let lock_values = dns
+            .published(&lock_name, Kind::Txt)
+            .await
+            .map_err(|e| agent::error_chain(&e))?;
+        let mut records = BTreeMap::new();
+        for name in &site.records {
+            for kind in [Kind::A, Kind::Aaaa] {
+                let values = dns
+                    .published(name, kind)
+                    .await
+                    .map_err(|e| agent::error_chain(&e))?;
+                records.insert((name.clone(), kind), values);
+            }
+        }
+        Ok(DnsRead {
+            lock_name,
+            holder: Holder::read(&lock_values),
+            lock_values,
+            records,
+        })
+    }
+
+    /// This node's public address, as `public_ip` says.
+    async fn public_ip(&self) -> Result<IpAddr, String> {
+        let source = &self.loaded.me().public_ip;
+        if let PublicIp::Url(url) = source {
+            let client = reqwest::Client::builder()
+                .timeout(PROBE_TIMEOUT * 2)
+                .build()
+                .map_err(|e| e.to_string())?;
+            return super::ddns::fetch_address(&client, url).await;
+        }
+        super::ddns::public_ip(source, &self.peer_view.borrow())
+    }
+
+    // ---- the standby ---------------------------------------------------------------
+
+    async fn watch_master(
+        &self,
+        site: &Site,
+        run: &mut SiteRun,
+        role: &SiteRole,
+        agent: &Probe,
+        zone: &str,
+    ) {
+        let read = self.read_dns(site, run, zone).await;
+        if let Ok(r) = &read {
+            // The highest epoch wins: a later lock naming the peer is the site's truth.
+            if let Some(l) = r.holder.lock() {
+                if l.epoch > role.epoch && l.master == self.peer() {
+                    self.learn(site, l).await;
+                    return;
+                }
+            }
+            let addrs = r.addresses();
+            if !addrs.is_empty() {
+                run.addresses = addrs;
+            }
+        }
+        let at = rfc3339(now_ms());
+        let mut probes = vec![agent.clone()];
+        probes.push(Probe {
+            kind: "dns".into(),
+            target: dns::orch_record(&site.name, zone),
+            ok: read.is_ok(),
+            detail: match &read {
+                Ok(r) => format!("{}; records at {:?}", r.holder, r.addresses()),
+                Err(e) => e.clone(),
+            },
+            at: at.clone(),
+        });
+        let health = self.probe_health(site, &run.addresses).await;
+        probes.extend(health.iter().cloned());
+        let witnesses = all(site
+            .witnesses
+            .iter()
+            .map(|w| {
+                let w = w.clone();
+                async move { probes::witness(&w, PROBE_TIMEOUT).await }
+            })
+            .collect::<Vec<_>>())
+        .await;
+        for (w, ok) in site.witnesses.iter().zip(&witnesses) {
+            probes.push(Probe {
+                kind: "witness".into(),
+                target: w.to_string(),
+                ok: *ok,
+                detail: if *ok { "answered" } else { "no answer" }.into(),
+                at: at.clone(),
+            });
+        }
+        let data = self.data_guard(site, run).await;
+        probes.push(Probe {
+            kind: "data".into(),
+            target: format!("{} database(s)", site.databases.len()),
+            ok: data == DataGuard::Ok,
+            detail: data.problem().unwrap_or_else(|| "safe to take over".into()),
+            at,
+        });
+        run.probes = probes;
+        let observation = Observation {
+            agent: agent.ok,
+            health: health.iter().map(|p| p.ok).collect(),
+            witnesses,
+            dns_readable: read.is_ok(),
+            data,
+        };
+        let decision = run.machine.observe(Instant::now(), &observation);
+        self.alert_events(site, run, &role.master).await;
+        let seen = seen(&observation);
+        match decision {
+            Decision::Watching => {
+                let manual = if site.failover == FailoverMode::Manual {
+                    " (failover = \"manual\")"
+                } else {
+                    ""
+                };
+                let disarmed = if run.armed {
+                    String::new()
+                } else {
+                    format!(
+                        "; automatic failover disarmed until `orch ack {}`",
+                        site.name
+                    )
+                };
+                let text = format!(
+                    "watching {}: it answers ({seen}){manual}{disarmed}",
+                    role.master
+                );
+                self.publish(site, run, "watching", text, None, None);
+            }
+            Decision::Counting { since, left } => {
+                let text = format!(
+                    "{} unreachable since {} ({seen}) → failing over in {} s",
+                    role.master,
+                    clock(wall(since)),
+                    left.as_secs()
+                );
+                self.publish(site, run, "counting", text, Some(wall(since)), Some(left));
+            }
+            Decision::Holding { hold, lost_since } => {
+                let text = format!("{} ({seen})", hold.explain(&site.name, &role.master));
+                let state = format!("holding:{}", hold.key());
+                self.publish(site, run, &state, text, lost_since.map(wall), None);
+            }
+            Decision::TakenOver => {
+                let text = format!(
+                    "failed over to {} (epoch {}): automatic failover disarmed until `orch ack {}`",
+                    role.master, role.epoch, site.name
+                );
+                self.publish(site, run, "failed-over", text, None, None);
+            }
+            Decision::FailOver { lost_since } => {
+                let Ok(read) = read else {
+                    // The machine takes over only while the DNS answers.
+                    run.machine.lock_lost(true);
+                    return;
+                };
+                let ip = match self.public_ip().await {
+                    Ok(ip) => ip,
+                    Err(e) => {
+                        run.machine.lock_lost(true);
+                        let text = format!(
+                            "{} looks lost, but this node's public address is unknown ({e}): not failing over; retrying",
+                            role.master
+                        );
+                        self.publish(
+                            site,
+                            run,
+                            "holding:public-ip",
+                            text,
+                            Some(wall(lost_since)),
+                            None,
+                        );
+                        return;
+                    }
+                };
+                let intent = Intent {
+                    from_master: role.master.clone(),
+                    from_epoch: role.epoch,
+                    to_epoch: role.epoch + 1,
+                    ip,
+                    lost_since: wall(lost_since),
+                    started: now_ms(),
+                    seen,
+                    stage: Stage::Locking,
+                    promoted: Vec::new(),
+                };
+                run.intent = Some(intent);
+                if !self.journal(site, run).await {
+                    run.intent = None;
+                    run.machine.lock_lost(true);
+                    return;
+                }
+                run.fresh = true;
+                self.continue_takeover(site, run, Ok(read)).await;
+            }
+        }
+    }
+
+    /// Each health URL asked at the addresses the records hold; healthy when one answers.
+    async fn probe_health(&self, site: &Site, addresses: &[IpAddr]) -> Vec<Probe> {
+        let checks = site
+            .health
+            .iter()
+            .map(|url| {
+                let (url, addrs) = (url.clone(), addresses.to_vec());
+                async move {
+                    let mut last = "no address in the site's records".to_owned();
+                    for addr in &addrs {
+                        match probes::health_at(&url, *addr, PROBE_TIMEOUT).await {
+                            Ok(status) => {
+                                return Probe {
+                                    kind: "health".into(),
+                                    target: format!("{url} at {addr}"),
+                                    ok: true,
+                                    detail: format!("HTTP {status}"),
+                                    at: rfc3339(now_ms()),
+                                }
+                            }
+                            Err(e) => last = e,
+                        }
+                    }
+                    let at_addrs = addrs
+                        .iter()
+                        .map(ToString::to_string)
+                        .collect::<Vec<_>>()
+                        .join(", ");
+                    Probe {
+                        kind: "health".into(),
+                        target: format!("{url} at {at_addrs}"),
+                        ok: false,
+                        detail: last,
+                        at: rfc3339(now_ms()),
+                    }
+                }
+            })
+            .collect::<Vec<_>>();
+        all(checks).await
+    }
+
+    /// The worst of the site's databases' guards, each from its last check that reached
+    /// the master.
+    async fn data_guard(&self, site: &Site, run: &mut SiteRun) -> DataGuard {
+        if site.databases.is_empty() {
+            return DataGuard::Ok;
+        }
+        match self.store.db_checks().await {
+            Ok(checks) => {
+                for report in checks.iter().filter(|r| r.site == site.name) {
+                    if let Some(g) = data_guard(report, site.max_lag_on_failover) {
+                        run.guards.insert(report.name.clone(), g);
+                    }
+                }
+            }
+            Err(e) => tracing::warn!(error = agent::error_chain(&e), "DB checks unreadable"),
+        }
+        DataGuard::worst(site.databases.iter().map(|db| {
+            run.guards
+                .get(&db.name)
+                .cloned()
+                .unwrap_or_else(|| DataGuard::Broken {
+                    why: format!(
+                        "{}: no check has reached the master since this agent started",
+                        db.name
+                    ),
+                })
+        }))
+    }
+
+    /// Turns the machine's alert events into alerts.
+    async fn alert_events(&self, site: &Site, run: &mut SiteRun, master: &str) {
+        while let Some(event) = run.machine.poll_event() {
+            match event {
+                Event::Raise { hold } => {
+                    let key = format!("failover:{}:{}", site.name, hold.key());
+                    let text = hold.explain(&site.name, master);
+                    self.alerter.raise(&key, Some(&site.name), &text).await;
+                }
+                Event::Clear { hold } => {
+                    let key = format!("failover:{}:{}", site.name, hold.key());
+                    self.alerter.clear(&key).await;
+                }
+            }
+        }
+    }
+
+    /// The lock names the peer at a later epoch: record it as the site's master.
+    async fn learn(&self, site: &Site, l: &Lock) {
+        match self.roles.advance(&site.name, &l.master, l.epoch).await {
+            Ok(true) => {
+                let text = format!(
+                    "the lock record says \"{l}\": {} is master of {} at epoch {}",
+                    l.master, site.name, l.epoch
+                );
+                self.history(&site.name, Outcome::Info, &text, None).await;
+            }
+            Ok(false) => {}
+            Err(e) => {
+                tracing::error!(site = %site.name, error = agent::error_chain(&e), "Role not recorded")
+            }
+        }
+    }
+
+    // ---- the takeover --------------------------------------------------------------
+
+    /// Writes the intent (or its absence) and the armed flag; false if the store failed.
+    async fn journal(&self, site: &Site, run: &SiteRun) -> bool {
+        let text = run
+            .intent
+            .as_ref()
+            .and_then(|i| serde_json::to_string(i).ok());
+        match self
+            .store
+            .put_failover(&site.name, run.armed, text.as_deref(), now_ms())
+            .await
+        {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::error!(site = %site.name, error = agent::error_chain(&e), "Takeover journal not written");
+                false
+            }
+        }
+    }
+
+    async fn continue_takeover(
+        &self,
+        site: &Site,
+        run: &mut SiteRun,
+        read: Result<DnsRead, String>,
+    ) {
+        let Some(mut intent) = run.intent.clone() else {
+            return;
+        };
+        let from = SiteRole {
+            master: intent.from_master.clone(),
+            epoch: intent.from_epoch,
+        };
+        if intent.stage == Stage::Locking {
+            let read = match read {
+                Ok(r) => r,
+                Err(e) => {
+                    let text = format!(
+                        "taking over from {}: waiting for the authoritative DNS to answer ({e})",
+                        from.master
+                    );
+                    self.publish(
+                        site,
+                        run,
+                        "taking-over",
+                        text,
+                        Some(intent.lost_since),
+                        None,
+                    );
+                    return;
+                }
+            };
+            match lock::resume(&read.holder, self.me(), &from, intent.to_epoch) {
+                Resume::Taken => {}
+                Resume::NotTaken if run.fresh => {
+                    run.fresh = false;
+                    let new_lock = Lock {
+                        master: self.me().to_owned(),
+                        epoch: intent.to_epoch,
+                    };
+                    let mut changes = vec![Change {
+                        name: read.lock_name.clone(),
+                        kind: Kind::Txt,
+                        expected: read.lock_values.clone(),
+                        new: vec![new_lock.to_string()],
+                    }];
+                    changes.extend(read.point_at(&site.records, intent.ip));
+                    let result = match run.dns.as_ref() {
+                        Some(d) => d.swap_all(&changes, site.ttl).await,
+                        None => return,
+                    };
+                    match result {
+                        Ok(Swap::Swapped) => {}
+                        Ok(Swap::Conflict { current }) => {
+                            let what = if current.is_empty() {
+                                "nothing".to_owned()
+                            } else {
+                                current.join(", ")
+                            };
+                            self.abort(
+                                site,
+                                run,
+                                &from,
+                                false,
+                                &format!("the records changed under this node: they hold {what}"),
+                            )
+                            .await;
+                            return;
+                        }
+                        Err(e) => {
+                            // It may or may not have been applied: the next tick reads the
+                            // lock and tells.
+                            let text = format!(
+                                "taking over from {}: the DNS update failed ({}); checking what the lock record holds",
+                                from.master,
+                                agent::error_chain(&e)
+                            );
+                            self.history(&site.name, Outcome::Warn, &text, None).await;
+                            self.publish(
+                                site,
+                                run,
+                                "taking-over",
+                                text,
+                                Some(intent.lost_since),
+                                None,
+                            );
+                            return;
+                        }
+                    }
+                }
+                Resume::NotTaken => {
+                    self.abort(site, run, &from, true, "the DNS update did not happen")
+                        .await;
+                    return;
+                }
+                Resume::Moved(what) => {
+                    self.abort(
+                        site,
+                        run,
+                        &from,
+                        false,
+                        &format!("the lock record holds {what}"),
+                    )
+                    .await;
+                    return;
+                }
+            }
+            intent.stage = Stage::Locked;
+            run.intent = Some(intent.clone());
+            self.journal(site, run).await;
+            let text = format!(
+                "took the DNS lock of {}: \"master={} epoch={}\", records → {}",
+                site.name,
+                self.me(),
+                intent.to_epoch,
+                intent.ip
+            );
+            tracing::warn!(site = %site.name, epoch = intent.to_epoch, ip = %intent.ip, "Took the DNS lock");
+            self.history(&site.name, Outcome::Warn, &text, None).await;
+        }
+        self.promote(site, run, intent).await;
+    }
+
+    /// The lock is ours: the new epoch, then the promote playbooks, then the alert.
+    async fn promote(&self, site: &Site, run: &mut SiteRun, mut intent: Intent) {
+        if let Err(e) = self
+            .roles
+            .advance(&site.name, self.me(), intent.to_epoch)
+            .await
+        {
+            let text = format!(
+                "holding the DNS lock of {}, but the new epoch cannot be recorded: {}; retrying",
+                site.name,
+                agent::error_chain(&e)
+            );
+            self.publish(
+                site,
+                run,
+                "taking-over",
+                text,
+                Some(intent.lost_since),
+                None,
+            );
+            return;
+        }
+        let peer_ip = Err(format!("{} is lost", intent.from_master));
+        let ctx = crate::playbook::Context {
+            loaded: &self.loaded,
+            site,
+            epoch: Ok(intent.to_epoch),
+            self_public_ip: Ok(intent.ip),
+            peer_public_ip: peer_ip,
+        };
+        let mut done = Vec::new();
+        let mut failure = None;
+        for name in &site.promote {
+            if intent.promoted.contains(name) {
+                done.push(format!("{name} ok (before a restart)"));
+                continue;
+            }
+            let text = format!("taking over {}: promote playbook {name} running", site.name);
+            self.publish(
+                site,
+                run,
+                "taking-over",
+                text,
+                Some(intent.lost_since),
+                None,
+            );
+            let t0 = Instant::now();
+            let mut quiet =
+                |_: &crate::config::playbook::Step, _: Option<&crate::playbook::StepRecord>| {};
+            let outcome = crate::playbook::run(&ctx, name, Some(&self.store), &mut quiet).await;
+            let took = t0.elapsed().as_secs_f64();
+            match outcome {
+                Ok(report) if report.ok => {
+                    done.push(format!("{name} ok ({took:.1} s)"));
+                    intent.promoted.push(name.clone());
+                    run.intent = Some(intent.clone());
+                    self.journal(site, run).await;
+                }
+                Ok(report) => {
+                    failure = Some(report.failure().unwrap_or_else(|| format!("{name} failed")));
+                    done.push(format!("{name} FAILED ({took:.1} s)"));
+                    break;
+                }
+                Err(e) => {
+                    failure = Some(format!("playbook {name}: {e}"));
+                    done.push(format!("{name} not run"));
+                    break;
+                }
+            }
+        }
+        // The takeover has ended: one automatic failover until `orch ack`.
+        run.armed = false;
+        run.intent = None;
+        run.machine.failed_over();
+        self.journal(site, run).await;
+        let at = now_ms();
+        let books = if done.is_empty() {
+            "none configured".to_owned()
+        } else {
+            done.join(", ")
+        };
+        let mut detail = format!(
+            "{} failed over to {} at {}: {} lost since {} ({}); records {} → {}, lock \"master={} epoch={}\"; promote playbooks: {books}",
+            site.name,
+            self.me(),
+            clock(at),
+            intent.from_master,
+            clock(intent.lost_since),
+            intent.seen,
+            site.records.join(", "),
+            intent.ip,
+            self.me(),
+            intent.to_epoch
+        );
+        if let Some(f) = &failure {
+            detail.push_str(&format!("\n\nA PROMOTE PLAYBOOK FAILED: the site's records point here, but its services may not run. Fix it by hand.\n{f}"));
+        }
+        detail.push_str(&format!(
+            "\n\nAutomatic failover of {} is disarmed until `orch ack {}`. When {} comes back it must learn that it was replaced and step down.",
+            site.name, site.name, intent.from_master
+        ));
+        let outcome = if failure.is_some() {
+            Outcome::Fail
+        } else {
+            Outcome::Warn
+        };
+        self.history(
+            &site.name,
+            outcome,
+            detail.lines().next().unwrap_or_default(),
+            serde_json::to_value(&intent).ok(),
+        )
+        .await;
+        tracing::warn!(site = %site.name, epoch = intent.to_epoch, "Failed over");
+        self.alerter.failover(&site.name, &detail).await;
+        let text = format!(
+            "failed over to {} at {} (epoch {}){}: automatic failover disarmed until `orch ack {}`",
+            self.me(),
+            clock(at),
+            intent.to_epoch,
+            if failure.is_some() {
+                ", but a promote playbook FAILED"
+            } else {
+                ""
+            },
+            site.name
+        );
+        self.publish(site, run, "failed-over", text, None, None);
+    }
+
+    /// The lock was not taken: nothing was promoted. `retry`: decide again at the next
+    /// tick; otherwise someone else moved the site and a person must look.
+    async fn abort(&self, site: &Site, run: &mut SiteRun, from: &SiteRole, retry: bool, why: &str) {
+        run.intent = None;
+        run.fresh = false;
+        run.machine.lock_lost(retry);
+        self.journal(site, run).await;
+        let text = if retry {
+            format!(
+                "not taking over {} from {}: {why}; deciding again",
+                site.name, from.master
+            )
+        } else {
+            format!(
+                "not taking over {} from {}: {why}. Nothing was promoted; automatic failover waits for `orch ack {}`",
+                site.name, from.master, site.name
+            )
+        };
+        tracing::warn!(site = %site.name, %why, retry, "Takeover stopped before the lock");
+        self.history(&site.name, Outcome::Warn, &text, None).await;
+        if !retry {
+            let key = format!("failover:{}:records-moved", site.name);
+            self.alerter.raise(&key, Some(&site.name), &text).await;
+        }
+        self.publish(site, run, "holding", text, None, None);
+    }
+
+    // ---- the master ----------------------------------------------------------------
+
+    /// Keeps the site's records at this node's public address, under its lock.
+    async fn keep_records(&self, site: &Site, run: &mut SiteRun, role: &SiteRole, zone: &str) {
+        let read = match self.read_dns(site, run, zone).await {
+            Ok(r) => r,
+            Err(e) => {
+                let text = format!("master; the authoritative DNS does not answer ({e})");
+                self.publish(site, run, "master", text, None, None);
+                return;
+            }
+        };
+        let ip = match self.public_ip().await {
+            Ok(ip) => ip,
+            Err(e) => {
+                let text = format!("master; this node's public address is unknown ({e}): the records are left as they are");
+                self.publish(site, run, "master", text, None, None);
+                return;
+            }
+        };
+        let mine = Lock::of(role);
+        let mut changes = read.point_at(&site.records, ip);
+        match lock::master_view(&read.holder, role) {
+            MasterView::Ours if changes.is_empty() => {
+                let text = format!(
+                    "master: the records hold {ip} under \"{mine}\"{}",
+                    if run.armed {
+                        String::new()
+                    } else {
+                        format!(
+                            "; automatic failover disarmed until `orch ack {}`",
+                            site.name
+                        )
+                    }
+                );
+                self.publish(site, run, "master", text, None, None);
+            }
+            view @ (MasterView::Ours | MasterView::Missing) => {
+                let expected = if view == MasterView::Ours {
+                    read.lock_values.clone()
+                } else {
+                    Vec::new()
+                };
+                changes.insert(
+                    0,
+                    Change {
+                        name: read.lock_name.clone(),
+                        kind: Kind::Txt,
+                        expected,
+                        new: vec![mine.to_string()],
+                    },
+                );
+                let swap = match run.dns.as_ref() {
+                    Some(d) => d.swap_all(&changes, site.ttl).await,
+                    None => return,
+                };
+                let text = match swap {
+                    Ok(Swap::Swapped) => {
+                        let text = format!(
+                            "master: {} the records to {ip} under \"{mine}\"",
+                            if view == MasterView::Missing {
+                                "published the lock record and moved"
+                            } else {
+                                "moved"
+                            }
+                        );
+                        tracing::info!(site = %site.name, %ip, "Site records moved to this node's address");
+                        self.history(&site.name, Outcome::Ok, &text, None).await;
+                        text
+                    }
+                    Ok(Swap::Conflict { current }) => {
+                        // Read again at the next check: the lock decides what that means.
+                        run.next_master_check = Instant::now();
+                        format!("master: the records changed while being moved to {ip} ({}); reading again", current.join(", "))
+                    }
+                    Err(e) => format!(
+                        "master: moving the records to {ip} failed ({}); retrying",
+                        agent::error_chain(&e)
+                    ),
+                };
+                self.publish(site, run, "master", text, None, None);
+            }
+            MasterView::Replaced(l) => {
+                let text = format!(
+                    "{} was failed over: the lock record says \"{l}\"; {} no longer acts as its master",
+                    site.name,
+                    self.me()
+                );
+                tracing::warn!(site = %site.name, lock = %l, "Replaced as master");
+                self.learn(site, &l).await;
+                self.history(&site.name, Outcome::Warn, &text, None).await;
+                self.publish(site, run, "replaced", text, None, None);
+            }
+            MasterView::Foreign(what) => {
+                let text = format!(
+                    "master, but the lock record holds {what}, not \"{mine}\": the records are not touched (fix the record by hand)"
+                );
+                self.publish(site, run, "master", text, None, None);
+            }
+        }
+    }
+
+    // ---- status, history, ack ------------------------------------------------------
+
+    /// Publishes the site's failover state; a change of state is recorded in the history.
+    fn publish(
+        &self,
+        site: &Site,
+        run: &mut SiteRun,
+        state: &str,
+        summary: String,
+        lost_since: Option<i64>,
+        left: Option<Duration>,
+    ) {
+        let shown = state.split(':').next().unwrap_or(state).to_owned();
+        let status = FailoverStatus {
+            state: shown,
+            summary: summary.clone(),
+            armed: run.armed,
+            lost_since: lost_since.map(rfc3339),
+            failing_over_in_secs: left.map(|d| d.as_secs()),
+            probes: run.probes.clone(),
+        };
+        self.status.send_modify(|m| {
+            m.insert(site.name.clone(), status);
+        });
+        if run.recorded != state {
+            run.recorded = state.to_owned();
+            let store = self.store.clone();
+            let name = site.name.clone();
+            // Recorded in the background: a slow store must not hold the probes up.
+            tokio::spawn(async move {
+                let event = NewEvent {
+                    at: now_ms(),
+                    site: Some(&name),
+                    kind: EventKind::Failover,
+                    outcome: Outcome::Info,
+                    summary: &summary,
+                    detail: None,
+                };
+                if let Err(e) = store.record(&event).await {
+                    tracing::warn!(
+                        error = agent::error_chain(&e),
+                        "Failover state not recorded"
+                    );
+                }
+            });
+        }
+    }
+
+    async fn history(
+        &self,
+        site: &str,
+        outcome: Outcome,
+        summary: &str,
+        detail: Option<serde_json::Value>,
+    ) {
+        let event = NewEvent {
+            at: now_ms(),
+            site: Some(site),
+            kind: EventKind::Failover,
+            outcome,
+            summary,
+            detail,
+        };
+        if let Err(e) = self.store.record(&event).await {
+            tracing::warn!(
+                error = agent::error_chain(&e),
+                "Failover event not recorded"
+            );
+        }
+    }
+
+    /// `orch ack SITE`: automatic failover possible again.
+    async fn ack(
+        &self,
+        runs: &mut BTreeMap<String, SiteRun>,
+        site: &str,
+    ) -> Result<String, String> {
+        let Some(config) = self.loaded.config.site(site) else {
+            return Err(format!("no site `{site}` in the config"));
+        };
+        let Some(run) = runs.get_mut(site) else {
+            return Err(format!("no failover state for `{site}`"));
+        };
+        if run.intent.is_some() {
+            return Err(format!(
+                "a takeover of {site} is under way; `orch ack` re-arms automatic failover once it has ended"
+            ));
+        }
+        let was = run.armed;
+        run.armed = true;
+        run.machine.ack();
+        if !self.journal(config, run).await {
+            run.armed = was;
+            return Err("the state store could not record it (see the agent's log)".into());
+        }
+        for hold in ["disarmed", "records-moved"] {
+            self.alerter.clear(&format!("failover:{site}:{hold}")).await;
+        }
+        let text = if was {
+            format!("automatic failover of {site} was armed already")
+        } else {
+            format!("automatic failover of {site} re-armed (orch ack)")
+        };
+        self.history(site, Outcome::Info, &text, None).await;
+        run.recorded.clear();
+        Ok(text)
+    }
+}
+
+/// What the probes saw, in words: "agent silent, health 0/1, witnesses 2/2".
+fn seen(o: &Observation) -> String {
+    let count = |v: &[bool]| v.iter().filter(|x| **x).count();
+    let mut parts = vec![if o.agent {
+        "agent answers".to_owned()
+    } else {
+        "agent silent".to_owned()
+    }];
+    if !o.health.is_empty() {
+        parts.push(format!("health {}/{}", count(&o.health), o.health.len()));
+    }
+    if !o.witnesses.is_empty() {
+        parts.push(format!(
+            "witnesses {}/{}",
+            count(&o.witnesses),
+            o.witnesses.len()
+        ));
+    }
+    if !o.dns_readable {
+        parts.push("DNS unreadable".to_owned());
+    }
+    parts.join(", ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_tick_is_a_tenth_of_after_within_bounds() {
+        assert_eq!(tick_for(Duration::from_secs(3)), Duration::from_secs(1));
+        assert_eq!(tick_for(Duration::from_secs(20)), Duration::from_secs(2));
+        assert_eq!(tick_for(Duration::from_secs(600)), Duration::from_secs(5));
+    }
+
+    #[test]
+    fn records_are_pointed_at_one_address_and_the_other_family_removed() {
+        let read = DnsRead {
+            lock_name: "_orch.web.example.org".into(),
+            holder: Holder::Absent,
+            lock_values: vec![],
+            records: BTreeMap::from([
+                (
+                    ("www.example.org".into(), Kind::A),
+                    vec!["192.0.2.1".into()],
+                ),
+                (
+                    ("www.example.org".into(), Kind::Aaaa),
+                    vec!["2001:db8::1".into()],
+                ),
+                (("example.org".into(), Kind::A), vec!["192.0.2.2".into()]),
+                (("example.org".into(), Kind::Aaaa), vec![]),
+            ]),
+        };
+        let ip: IpAddr = "192.0.2.2".parse().unwrap();
+        let changes = read.point_at(&["www.example.org".into(), "example.org".into()], ip);
+        assert_eq!(
+            changes,
+            vec![
+                Change {
+                    name: "www.example.org".into(),
+                    kind: Kind::A,
+                    expected: vec!["192.0.2.1".into()],
+                    new: vec!["192.0.2.2".into()],
+                },
+                Change {
+                    name: "www.example.org".into(),
+                    kind: Kind::Aaaa,
+                    expected: vec!["2001:db8::1".into()],
+                    new: vec![],
+                },
+            ],
+            "example.org already holds the address"
+        );
+        assert_eq!(
+            read.addresses(),
+            vec![
+                "192.0.2.1".parse::<IpAddr>().unwrap(),
+                "192.0.2.2".parse().unwrap(),
+                "2001:db8::1".parse().unwrap()
+            ]
+        );
+    }
+
+    #[test]
+    fn an_intent_survives_the_journal() {
+        let i = Intent {
+            from_master: "alice".into(),
+            from_epoch: 1,
+            to_epoch: 2,
+            ip: "192.0.2.2".parse().unwrap(),
+            lost_since: 1,
+            started: 2,
+            seen: "agent silent".into(),
+            stage: Stage::Locked,
+            promoted: vec!["web-start".into()],
+        };
+        let text = serde_json::to_string(&i).unwrap();
+        assert!(text.contains("\"stage\":\"locked\""), "{text}");
+        assert_eq!(serde_json::from_str::<Intent>(&text).unwrap(), i);
+    }
+}
