@@ -11,6 +11,7 @@ mod config;
 mod db;
 mod dns;
 mod dns_http;
+mod failover;
 mod lab;
 mod layout;
 mod mail;

@@ -27,7 +27,7 @@ fn free_port() -> u16 {
 }
 
 /// The messages in a maildir, as Python's email package parses them.
-fn mailbox(maildir: &Path) -> Vec<Value> {
+pub(crate) fn mailbox(maildir: &Path) -> Vec<Value> {
     let out = Command::new(PYTHON)
         .arg(tool("readmail.py"))
         .arg(maildir)
@@ -44,7 +44,7 @@ fn mailbox(maildir: &Path) -> Vec<Value> {
         .collect()
 }
 
-fn with_subject<'a>(mails: &'a [Value], prefix: &str) -> Vec<&'a Value> {
+pub(crate) fn with_subject<'a>(mails: &'a [Value], prefix: &str) -> Vec<&'a Value> {
     mails
         .iter()
         .filter(|m| {

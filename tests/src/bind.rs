@@ -20,6 +20,10 @@ pub struct Bind {
     pub secret: String,
     /// The server process when it runs on loopback (a lab owns its own processes).
     process: Option<Proc>,
+    /// Its config, to start it again.
+    conf: PathBuf,
+    /// Its index among the lab's processes, when it runs in a lab host.
+    pub proc: Option<usize>,
 }
 
 impl Bind {
@@ -30,10 +34,29 @@ impl Bind {
         let (conf, mut bind) = Self::prepare(&dir, &host.addr, 53, zone, records);
         let mut named = Command::new("named");
         named.args(["-g", "-u", "root", "-c"]).arg(conf);
-        lab.spawn(host, "named", named);
+        bind.proc = Some(lab.spawn(host, "named", named));
         bind.host = Some(host.clone());
         bind.wait_ready();
         bind
+    }
+
+    /// Stops the server in its lab host (SIGTERM: it writes its journal first).
+    pub fn stop(&mut self, lab: &mut Lab) {
+        if let Some(i) = self.proc.take() {
+            lab.proc(i)
+                .signal_and_wait(libc::SIGTERM, Duration::from_secs(10))
+                .expect("named stops on SIGTERM");
+        }
+    }
+
+    /// Starts the server again in its lab host, with its zone as it was (updates kept in
+    /// its journal); returns when it answers.
+    pub fn start_again(&mut self, lab: &mut Lab) {
+        let host = self.host.clone().expect("a server in a lab host");
+        let mut named = Command::new("named");
+        named.args(["-g", "-u", "root", "-c"]).arg(&self.conf);
+        self.proc = Some(lab.spawn(&host, "named-again", named));
+        self.wait_ready();
     }
 
     /// Starts `named` on 127.0.0.1 and a free port in this namespace, for in-process
@@ -106,6 +129,8 @@ impl Bind {
             key_name,
             secret,
             process: None,
+            conf: conf.clone(),
+            proc: None,
         };
         (conf, bind)
     }

@@ -385,6 +385,13 @@ impl Failover {
         self.moved = !retry;
     }
 
+    /// The peer took the site over automatically (this node learned it from the lock):
+    /// the pair had its one automatic failover; this node does not fail back on its own
+    /// until `orch ack`.
+    pub fn disarm(&mut self) {
+        self.armed = false;
+    }
+
     /// `orch ack SITE`: automatic failover is possible again.
     pub fn ack(&mut self) {
         self.armed = true;

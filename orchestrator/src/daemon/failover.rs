@@ -45,6 +45,8 @@ use tunnel::link::LinkStats;
 
 /// How long one probe (agent, health URL, witness) may take.
 pub const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long reading the site's records at the authoritative server may take.
+pub const READ_TIMEOUT: Duration = Duration::from_secs(4);
 /// How often the master checks its site's records against its public address.
 pub const MASTER_EVERY: Duration = Duration::from_secs(10);
 
@@ -105,14 +107,28 @@ struct SiteRun {
     guards: BTreeMap<String, DataGuard>,
     /// The addresses the records held at the last read.
     addresses: Vec<IpAddr>,
+    /// The addresses the records held while the master's agent last answered: where the
+    /// master served the site. A takeover finding others there stops (someone else
+    /// moved the site).
+    master_addresses: Vec<IpAddr>,
     /// The last state recorded in the history.
     recorded: String,
     next_master_check: Instant,
     intent: Option<Intent>,
+    /// When this node took the site over (unix ms), since this agent started.
+    failed_over_at: Option<i64>,
     /// The intent was made in this tick: its swap may be sent (a later tick that finds
     /// the lock not taken decides again instead).
     fresh: bool,
     probes: Vec<Probe>,
+}
+
+/// What the standby's probes saw in one tick, but the master's agent.
+struct Gathered {
+    read: Result<DnsRead, String>,
+    health: Vec<Probe>,
+    witnesses: Vec<bool>,
+    data: DataGuard,
 }
 
 /// The lock record and the site's address records as the authoritative server has them.
@@ -240,9 +256,11 @@ pub async fn run(
                 dns: None,
                 guards: BTreeMap::new(),
                 addresses: Vec::new(),
+                master_addresses: Vec::new(),
                 recorded: String::new(),
                 next_master_check: Instant::now(),
                 intent,
+                failed_over_at: None,
                 fresh: false,
                 probes: Vec::new(),
             },
@@ -279,10 +297,33 @@ impl Task {
     }
 
     async fn tick(&self, runs: &mut BTreeMap<String, SiteRun>) {
-        let agent = self.probe_agent().await;
+        // The standbys' probes run while the master's agent is asked: one tick costs one
+        // probe timeout at most.
+        let gather = async {
+            let mut out = BTreeMap::new();
+            for site in &self.loaded.config.sites {
+                let Some(run) = runs.get_mut(&site.name) else {
+                    continue;
+                };
+                let standby = self
+                    .roles
+                    .get(&site.name)
+                    .is_ok_and(|r| !r.is_master(self.me()));
+                if run.intent.is_some() || !standby {
+                    continue;
+                }
+                if let Some(zone) = self.provider(site, run).await {
+                    let seen = self.gather(site, run, &zone).await;
+                    out.insert(site.name.clone(), (zone, seen));
+                }
+            }
+            out
+        };
+        let (agent, mut gathered) = tokio::join!(self.probe_agent(), gather);
         for site in &self.loaded.config.sites {
             if let Some(run) = runs.get_mut(&site.name) {
-                self.site_tick(site, run, &agent).await;
+                let seen = gathered.remove(&site.name);
+                self.site_tick(site, run, &agent, seen).await;
             }
         }
     }
@@ -331,7 +372,13 @@ impl Task {
         }
     }
 
-    async fn site_tick(&self, site: &Site, run: &mut SiteRun, agent: &Probe) {
+    async fn site_tick(
+        &self,
+        site: &Site,
+        run: &mut SiteRun,
+        agent: &Probe,
+        seen: Option<(String, Gathered)>,
+    ) {
         let role = match self.roles.get(&site.name) {
             Ok(r) => r,
             Err(e) => {
@@ -339,19 +386,48 @@ impl Task {
                 return;
             }
         };
+        if let Some((zone, seen)) = seen {
+            self.watch_master(site, run, &role, agent, &zone, seen)
+                .await;
+            return;
+        }
         let Some(zone) = self.provider(site, run).await else {
             return;
         };
         if run.intent.is_some() {
             let read = self.read_dns(site, run, &zone).await;
             self.continue_takeover(site, run, read).await;
-        } else if role.is_master(self.me()) {
-            if Instant::now() >= run.next_master_check {
-                run.next_master_check = Instant::now() + MASTER_EVERY;
-                self.keep_records(site, run, &role, &zone).await;
+        } else if role.is_master(self.me()) && Instant::now() >= run.next_master_check {
+            run.next_master_check = Instant::now() + MASTER_EVERY;
+            self.keep_records(site, run, &role, &zone).await;
+        }
+    }
+
+    /// The standby's probes of one tick but the master's agent: the DNS, the health URLs
+    /// at the records' addresses, the witnesses (those two at once), the data guard.
+    async fn gather(&self, site: &Site, run: &mut SiteRun, zone: &str) -> Gathered {
+        let read = self.read_dns(site, run, zone).await;
+        if let Ok(r) = &read {
+            let addrs = r.addresses();
+            if !addrs.is_empty() {
+                run.addresses = addrs;
             }
-        } else {
-            self.watch_master(site, run, &role, agent, &zone).await;
+        }
+        let witnesses = all(site
+            .witnesses
+            .iter()
+            .map(|w| {
+                let w = w.clone();
+                async move { probes::witness(&w, PROBE_TIMEOUT).await }
+            })
+            .collect::<Vec<_>>());
+        let (health, witnesses) = tokio::join!(self.probe_health(site, &run.addresses), witnesses);
+        let data = self.data_guard(site, run).await;
+        Gathered {
+            read,
+            health,
+            witnesses,
+            data,
         }
     }
 
@@ -389,8 +465,25 @@ impl Task {
         Some(configured.zone.clone().unwrap_or_default())
     }
 
-    /// The lock record and the address records at the authoritative server.
+    /// The lock record and the address records at the authoritative server, within
+    /// [`READ_TIMEOUT`].
     async fn read_dns(&self, site: &Site, run: &SiteRun, zone: &str) -> Result<DnsRead, String> {
+        tokio::time::timeout(READ_TIMEOUT, self.read_dns_now(site, run, zone))
+            .await
+            .unwrap_or_else(|_| {
+                Err(format!(
+                    "no answer within {}",
+                    humantime::format_duration(READ_TIMEOUT)
+                ))
+            })
+    }
+
+    async fn read_dns_now(
+        &self,
+        site: &Site,
+        run: &SiteRun,
+        zone: &str,
+    ) -> Result<DnsRead, String> {
         let dns = run.dns.as_ref().ok_or("no DNS provider")?;
         let lock_name = dns::orch_record(&site.name, zone);
         let lock_values = dns
@@ -437,19 +530,26 @@ impl Task {
         role: &SiteRole,
         agent: &Probe,
         zone: &str,
+        gathered: Gathered,
     ) {
-        let read = self.read_dns(site, run, zone).await;
+        let Gathered {
+            read,
+            health,
+            witnesses,
+            data,
+        } = gathered;
         if let Ok(r) = &read {
             // The highest epoch wins: a later lock naming the peer is the site's truth.
             if let Some(l) = r.holder.lock() {
                 if l.epoch > role.epoch && l.master == self.peer() {
-                    self.learn(site, l).await;
+                    let l = l.clone();
+                    self.learn(site, run, &l).await;
                     return;
                 }
             }
             let addrs = r.addresses();
-            if !addrs.is_empty() {
-                run.addresses = addrs;
+            if agent.ok && !addrs.is_empty() {
+                run.master_addresses = addrs;
             }
         }
         let at = rfc3339(now_ms());
@@ -464,17 +564,7 @@ impl Task {
             },
             at: at.clone(),
         });
-        let health = self.probe_health(site, &run.addresses).await;
         probes.extend(health.iter().cloned());
-        let witnesses = all(site
-            .witnesses
-            .iter()
-            .map(|w| {
-                let w = w.clone();
-                async move { probes::witness(&w, PROBE_TIMEOUT).await }
-            })
-            .collect::<Vec<_>>())
-        .await;
         for (w, ok) in site.witnesses.iter().zip(&witnesses) {
             probes.push(Probe {
                 kind: "witness".into(),
@@ -484,7 +574,6 @@ impl Task {
                 at: at.clone(),
             });
         }
-        let data = self.data_guard(site, run).await;
         probes.push(Probe {
             kind: "data".into(),
             target: format!("{} database(s)", site.databases.len()),
@@ -680,15 +769,20 @@ impl Task {
         }
     }
 
-    /// The lock names the peer at a later epoch: record it as the site's master.
-    async fn learn(&self, site: &Site, l: &Lock) {
+    /// The lock names the peer at a later epoch: record it as the site's master. The
+    /// peer took the site over without this node, so the pair had its automatic failover:
+    /// this node does not fail it back on its own until `orch ack`.
+    async fn learn(&self, site: &Site, run: &mut SiteRun, l: &Lock) {
         match self.roles.advance(&site.name, &l.master, l.epoch).await {
             Ok(true) => {
+                run.armed = false;
+                run.machine.disarm();
+                self.journal(site, run).await;
                 let text = format!(
-                    "the lock record says \"{l}\": {} is master of {} at epoch {}",
-                    l.master, site.name, l.epoch
+                    "the lock record says \"{l}\": {} is master of {} at epoch {}; automatic failover back to {} is disarmed until `orch ack {}`",
+                    l.master, site.name, l.epoch, self.me(), site.name
                 );
-                self.history(&site.name, Outcome::Info, &text, None).await;
+                self.history(&site.name, Outcome::Warn, &text, None).await;
             }
             Ok(false) => {}
             Err(e) => {
@@ -754,6 +848,23 @@ impl Task {
                 Resume::Taken => {}
                 Resume::NotTaken if run.fresh => {
                     run.fresh = false;
+                    let now = read.addresses();
+                    if !run.master_addresses.is_empty() && now != run.master_addresses {
+                        let list = |a: &[IpAddr]| {
+                            a.iter()
+                                .map(ToString::to_string)
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        };
+                        let why = format!(
+                            "the site's records hold {}, not {} where {} served it: someone else moved them",
+                            list(&now),
+                            list(&run.master_addresses),
+                            from.master
+                        );
+                        self.abort(site, run, &from, false, &why).await;
+                        return;
+                    }
                     let new_lock = Lock {
                         master: self.me().to_owned(),
                         epoch: intent.to_epoch,
@@ -914,6 +1025,7 @@ impl Task {
         // The takeover has ended: one automatic failover until `orch ack`.
         run.armed = false;
         run.intent = None;
+        run.failed_over_at = Some(now_ms());
         run.machine.failed_over();
         self.journal(site, run).await;
         let at = now_ms();
@@ -1022,18 +1134,30 @@ impl Task {
         let mut changes = read.point_at(&site.records, ip);
         match lock::master_view(&read.holder, role) {
             MasterView::Ours if changes.is_empty() => {
-                let text = format!(
-                    "master: the records hold {ip} under \"{mine}\"{}",
-                    if run.armed {
-                        String::new()
-                    } else {
-                        format!(
-                            "; automatic failover disarmed until `orch ack {}`",
+                let held = format!("the records hold {ip} under \"{mine}\"");
+                match run.failed_over_at.filter(|_| !run.armed) {
+                    Some(at) => {
+                        let text = format!(
+                            "failed over to {} at {}; {held}; automatic failover disarmed until `orch ack {}`",
+                            self.me(),
+                            clock(at),
                             site.name
-                        )
+                        );
+                        self.publish(site, run, "failed-over", text, None, None);
                     }
-                );
-                self.publish(site, run, "master", text, None, None);
+                    None => {
+                        let disarmed = if run.armed {
+                            String::new()
+                        } else {
+                            format!(
+                                "; automatic failover disarmed until `orch ack {}`",
+                                site.name
+                            )
+                        };
+                        let text = format!("master: {held}{disarmed}");
+                        self.publish(site, run, "master", text, None, None);
+                    }
+                }
             }
             view @ (MasterView::Ours | MasterView::Missing) => {
                 let expected = if view == MasterView::Ours {
@@ -1087,7 +1211,7 @@ impl Task {
                     self.me()
                 );
                 tracing::warn!(site = %site.name, lock = %l, "Replaced as master");
-                self.learn(site, &l).await;
+                self.learn(site, run, &l).await;
                 self.history(&site.name, Outcome::Warn, &text, None).await;
                 self.publish(site, run, "replaced", text, None, None);
             }
@@ -1190,6 +1314,7 @@ impl Task {
         }
         let was = run.armed;
         run.armed = true;
+        run.failed_over_at = None;
         run.machine.ack();
         if !self.journal(config, run).await {
             run.armed = was;
