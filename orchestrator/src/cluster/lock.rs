@@ -143,6 +143,30 @@ pub fn master_view(holder: &Holder, role: &SiteRole) -> MasterView {
     }
 }
 
+/// What the peer's heartbeat says of a site this node masters (`role`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PeerWord {
+    /// The peer holds no later claim for someone else: nothing learned.
+    Agrees,
+    /// A later epoch names another master: this node was replaced.
+    Replaced,
+    /// The same epoch names another master: two masters under one epoch, which orch
+    /// never writes (a restored backup can).
+    Split,
+}
+
+pub fn peer_word(theirs: &Lock, role: &SiteRole) -> PeerWord {
+    if theirs.master == role.master {
+        PeerWord::Agrees
+    } else if theirs.epoch > role.epoch {
+        PeerWord::Replaced
+    } else if theirs.epoch == role.epoch {
+        PeerWord::Split
+    } else {
+        PeerWord::Agrees
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -210,6 +234,20 @@ mod tests {
             resume(&held("bob", 5), "bob", &from, 4),
             Resume::Moved(_)
         ));
+    }
+
+    #[test]
+    fn the_peers_word_replaces_only_with_a_later_epoch_and_a_tie_is_a_split() {
+        let me = role("alice", 3);
+        let l = |m: &str, e: i64| Lock {
+            master: m.into(),
+            epoch: e,
+        };
+        assert_eq!(peer_word(&l("alice", 3), &me), PeerWord::Agrees);
+        assert_eq!(peer_word(&l("bob", 2), &me), PeerWord::Agrees, "stale");
+        assert_eq!(peer_word(&l("bob", 4), &me), PeerWord::Replaced);
+        assert_eq!(peer_word(&l("bob", 3), &me), PeerWord::Split);
+        assert_eq!(peer_word(&l("alice", 5), &me), PeerWord::Agrees);
     }
 
     #[test]

@@ -192,11 +192,13 @@ pub enum DdnsError {
     Http(#[source] reqwest::Error),
 }
 
-/// Keeps this node's name current until `stop`.
+/// Keeps this node's name current until `stop`; `now` asks for a check at once (the old
+/// master back after a failover re-points its name without waiting).
 pub async fn run(
     loaded: std::sync::Arc<Loaded>,
     store: Store,
     mut view: watch::Receiver<PeerView>,
+    now: std::sync::Arc<tokio::sync::Notify>,
     stop: CancellationToken,
 ) -> Result<(), DdnsError> {
     let me = loaded.me();
@@ -282,6 +284,10 @@ pub async fn run(
             () = stop.cancelled() => return Ok(()),
             () = tokio::time::sleep(wait) => {}
             changed = view.changed() => if changed.is_err() { return Ok(()) },
+            () = now.notified() => {
+                verified = None;
+                last_update = None;
+            }
         }
     }
 }

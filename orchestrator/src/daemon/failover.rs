@@ -30,6 +30,7 @@ use crate::cluster::roles::SiteRole;
 use crate::config::{FailoverMode, Loaded, PublicIp, Site};
 use crate::dns::{self, AnyProvider, Change, Kind, Swap};
 use crate::notify::rfc3339;
+use agent::peer::Heartbeat;
 use agent::peer::{Request, Response};
 use agent::state::{EventKind, NewEvent, Outcome, Store};
 use serde::{Deserialize, Serialize};
@@ -41,7 +42,7 @@ use std::time::{Duration, SystemTime};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
-use tunnel::link::LinkStats;
+use tunnel::device::{Command as TunnelCommand, TunnelHandle};
 
 /// How long one probe (agent, health URL, witness) may take.
 pub const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
@@ -74,6 +75,30 @@ pub struct Intent {
     pub promoted: Vec<String>,
 }
 
+/// The old master's way back, kept in the state store from the moment it learns it was
+/// replaced until it is a standby again: the new role is recorded first (it never acts as
+/// master again), then the demote and rejoin playbooks, each noted once it finished.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Rejoin {
+    pub to_master: String,
+    pub to_epoch: i64,
+    /// Who told: "the lock record" or the peer's agent.
+    pub learned_from: String,
+    pub started: i64,
+    /// `demote:NAME` and `rejoin:NAME` that finished.
+    pub done: Vec<String>,
+    /// The step that failed, with its output: the site stays fenced until `orch ack`.
+    pub failed: Option<String>,
+}
+
+/// What the state store keeps of a site's change of hands under way.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum Journal {
+    Takeover(Intent),
+    Rejoin(Rejoin),
+}
+
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
 pub enum Stage {
@@ -93,9 +118,11 @@ pub struct Task {
     pub roles: Roles,
     pub alerter: Alerter,
     pub peer_view: watch::Receiver<PeerView>,
-    pub tunnel: watch::Receiver<LinkStats>,
+    pub tunnel: TunnelHandle,
     /// Each site's failover state, for `orch status`.
     pub status: watch::Sender<BTreeMap<String, FailoverStatus>>,
+    /// Asks the dynamic DNS task to check this node's own name now.
+    pub ddns_now: Arc<tokio::sync::Notify>,
 }
 
 /// One site's failover on this node.
@@ -117,6 +144,12 @@ struct SiteRun {
     intent: Option<Intent>,
     /// When this node took the site over (unix ms), since this agent started.
     failed_over_at: Option<i64>,
+    /// The old master's way back, under way.
+    rejoin: Option<Rejoin>,
+    /// Since when this master can reach neither its peer nor the DNS (unix ms), and
+    /// whether that was alerted.
+    fenced_since: Option<i64>,
+    fence_alerted: bool,
     /// The intent was made in this tick: its swap may be sent (a later tick that finds
     /// the lock not taken decides again instead).
     fresh: bool,
@@ -238,13 +271,26 @@ pub async fn run(
                 (false, None)
             }
         };
-        let intent = intent.and_then(|text| match serde_json::from_str::<Intent>(&text) {
-            Ok(i) => Some(i),
+        let journal = intent.and_then(|text| match serde_json::from_str::<Journal>(&text) {
+            Ok(j) => Some(j),
             Err(e) => {
                 tracing::error!(site = %site.name, error = %e, "A takeover journal that does not parse; dropped");
                 None
             }
         });
+        let (intent, rejoin) = match journal {
+            Some(Journal::Takeover(i)) => (Some(i), None),
+            Some(Journal::Rejoin(r)) => (None, Some(r)),
+            None => (None, None),
+        };
+        if let Some(r) = &rejoin {
+            tracing::warn!(site = %site.name, to_master = %r.to_master, to_epoch = r.to_epoch, "Resuming a rejoin that was under way");
+            // Until it is done, nothing is pushed from here.
+            task.roles.fence(
+                &site.name,
+                Some(format!("rejoining as the standby of {}", r.to_master)),
+            );
+        }
         if let Some(i) = &intent {
             tracing::warn!(site = %site.name, stage = ?i.stage, to_epoch = i.to_epoch, "Resuming a takeover that was under way");
         }
@@ -260,6 +306,9 @@ pub async fn run(
                 recorded: String::new(),
                 next_master_check: Instant::now(),
                 intent,
+                rejoin,
+                fenced_since: None,
+                fence_alerted: false,
                 failed_over_at: None,
                 fresh: false,
                 probes: Vec::new(),
@@ -309,7 +358,7 @@ impl Task {
                     .roles
                     .get(&site.name)
                     .is_ok_and(|r| !r.is_master(self.me()));
-                if run.intent.is_some() || !standby {
+                if run.intent.is_some() || run.rejoin.is_some() || !standby {
                     continue;
                 }
                 if let Some(zone) = self.provider(site, run).await {
@@ -319,11 +368,11 @@ impl Task {
             }
             out
         };
-        let (agent, mut gathered) = tokio::join!(self.probe_agent(), gather);
+        let ((agent, beat), mut gathered) = tokio::join!(self.probe_agent(), gather);
         for site in &self.loaded.config.sites {
             if let Some(run) = runs.get_mut(&site.name) {
                 let seen = gathered.remove(&site.name);
-                self.site_tick(site, run, &agent, seen).await;
+                self.site_tick(site, run, &agent, beat.as_ref(), seen).await;
             }
         }
     }
@@ -333,24 +382,24 @@ impl Task {
     }
 
     /// One heartbeat to the peer's agent, answered or not within [`PROBE_TIMEOUT`].
-    async fn probe_agent(&self) -> Probe {
+    async fn probe_agent(&self) -> (Probe, Option<Heartbeat>) {
         let peer = self.loaded.peer();
         let addr = SocketAddr::new(peer.tunnel_ip, self.loaded.config.cluster.control_port);
         let beat = crate::cluster::peer::heartbeat(
             self.me(),
             self.roles.all(),
-            self.tunnel.borrow().endpoint,
+            self.tunnel.stats().endpoint,
         );
         let request = Request::Heartbeat(beat);
         let call = agent::peer::call(addr, self.me(), &peer.name, &request, PROBE_TIMEOUT);
-        let (ok, detail) = match tokio::time::timeout(PROBE_TIMEOUT, call).await {
+        let (beat, detail) = match tokio::time::timeout(PROBE_TIMEOUT, call).await {
             Ok(Ok(Response::Heartbeat(h))) if h.check().is_ok() && h.node == peer.name => {
-                (true, "answered".to_owned())
+                (Some(h), "answered".to_owned())
             }
-            Ok(Ok(other)) => (false, format!("unexpected answer: {other:?}")),
-            Ok(Err(e)) => (false, agent::error_chain(&e)),
+            Ok(Ok(other)) => (None, format!("unexpected answer: {other:?}")),
+            Ok(Err(e)) => (None, agent::error_chain(&e)),
             Err(_) => (
-                false,
+                None,
                 format!(
                     "no answer within {}",
                     humantime::format_duration(PROBE_TIMEOUT)
@@ -358,18 +407,21 @@ impl Task {
             ),
         };
         // A heartbeat the peer sent us lately counts too.
-        let heard = self
-            .peer_view
-            .borrow()
-            .last_contact
-            .is_some_and(|t| t.elapsed() < PROBE_TIMEOUT);
-        Probe {
+        let heard = {
+            let view = self.peer_view.borrow();
+            view.last_contact
+                .is_some_and(|t| t.elapsed() < PROBE_TIMEOUT)
+                .then(|| view.heartbeat.clone())
+                .flatten()
+        };
+        let probe = Probe {
             kind: "agent".into(),
             target: format!("{} at {addr}", peer.name),
-            ok: ok || heard,
+            ok: beat.is_some() || heard.is_some(),
             detail,
             at: rfc3339(now_ms()),
-        }
+        };
+        (probe, beat.or(heard))
     }
 
     async fn site_tick(
@@ -377,6 +429,7 @@ impl Task {
         site: &Site,
         run: &mut SiteRun,
         agent: &Probe,
+        beat: Option<&Heartbeat>,
         seen: Option<(String, Gathered)>,
     ) {
         let role = match self.roles.get(&site.name) {
@@ -391,16 +444,294 @@ impl Task {
                 .await;
             return;
         }
+        if run.rejoin.is_some() {
+            self.rejoin(site, run).await;
+            return;
+        }
+        if run.intent.is_none() && role.is_master(self.me()) {
+            self.master_tick(site, run, &role, beat).await;
+            return;
+        }
         let Some(zone) = self.provider(site, run).await else {
             return;
         };
         if run.intent.is_some() {
             let read = self.read_dns(site, run, &zone).await;
             self.continue_takeover(site, run, read).await;
-        } else if role.is_master(self.me()) && Instant::now() >= run.next_master_check {
-            run.next_master_check = Instant::now() + MASTER_EVERY;
-            self.keep_records(site, run, &role, &zone).await;
         }
+    }
+
+    // ---- the master, and the old master's way back ---------------------------------
+
+    /// On a site this node masters: was it replaced (the peer's word, or the lock
+    /// record)? Fenced while it can ask neither; else its records kept current.
+    async fn master_tick(
+        &self,
+        site: &Site,
+        run: &mut SiteRun,
+        role: &SiteRole,
+        beat: Option<&Heartbeat>,
+    ) {
+        let claim = beat.and_then(|h| h.sites.get(&site.name));
+        if let Some(c) = claim {
+            let theirs = Lock {
+                master: c.master.clone(),
+                epoch: c.epoch,
+            };
+            match lock::peer_word(&theirs, role) {
+                lock::PeerWord::Replaced => {
+                    self.replaced(site, run, &theirs, "the peer's agent").await;
+                    return;
+                }
+                lock::PeerWord::Split => {
+                    // Orch never records two masters under one epoch (an epoch moves only
+                    // through the lock record's compare-and-swap, or a switchover both
+                    // nodes take part in); a restored backup can.
+                    let text = format!(
+                        "fenced: {} and {} both hold {} at epoch {} (a restored backup?); nothing is guessed: fix the state by hand",
+                        self.me(),
+                        c.master,
+                        site.name,
+                        role.epoch
+                    );
+                    self.fence(site, run, text, true).await;
+                    return;
+                }
+                lock::PeerWord::Agrees => {}
+            }
+        }
+        let peer_answers = claim.is_some();
+        // Without a DNS provider nobody can take the site over behind this node's back
+        // (a takeover needs the lock record), so only the peer's word matters.
+        let Some(zone) = self.provider(site, run).await else {
+            if peer_answers {
+                self.unfence(site, run).await;
+            }
+            return;
+        };
+        if run.fenced_since.is_none() && Instant::now() < run.next_master_check {
+            return;
+        }
+        run.next_master_check = Instant::now() + MASTER_EVERY;
+        match self.read_dns(site, run, &zone).await {
+            Ok(read) => {
+                if let MasterView::Replaced(l) = lock::master_view(&read.holder, role) {
+                    self.replaced(site, run, &l, "the lock record").await;
+                    return;
+                }
+                self.unfence(site, run).await;
+                self.keep_records(site, run, role, read).await;
+            }
+            Err(e) if peer_answers => {
+                self.unfence(site, run).await;
+                let text = format!(
+                    "master; the authoritative DNS does not answer ({e}); the peer agrees this node is master"
+                );
+                self.publish(site, run, "master", text, None, None);
+            }
+            Err(_) => {
+                let since = *run.fenced_since.get_or_insert_with(now_ms);
+                let text = format!(
+                    "fenced: cannot tell whether {} was failed over (peer and DNS unreachable since {}); not pushing, not touching the records",
+                    site.name,
+                    clock(since)
+                );
+                let alert = now_ms() - since >= site.after.as_millis() as i64;
+                self.fence(site, run, text, alert).await;
+            }
+        }
+    }
+
+    /// Fences the site (no pushes) and says why; alerts once when `alert`.
+    async fn fence(&self, site: &Site, run: &mut SiteRun, text: String, alert: bool) {
+        run.fenced_since.get_or_insert_with(now_ms);
+        self.roles.fence(&site.name, Some(text.clone()));
+        if alert && !run.fence_alerted {
+            run.fence_alerted = true;
+            self.alerter.fenced(&site.name, true, &text).await;
+        }
+        self.publish(site, run, "fenced", text, None, None);
+    }
+
+    async fn unfence(&self, site: &Site, run: &mut SiteRun) {
+        if run.fenced_since.take().is_some() {
+            self.roles.fence(&site.name, None);
+            if std::mem::take(&mut run.fence_alerted) {
+                self.alerter.fenced(&site.name, false, "").await;
+            }
+            let text = format!(
+                "{} is no longer fenced: the peer or the DNS answers",
+                site.name
+            );
+            self.history(&site.name, Outcome::Info, &text, None).await;
+        }
+    }
+
+    /// This node, master of `site` by its own store, learns that `l` replaced it: it
+    /// records the new master at once (it never acts as master again), re-points its
+    /// name and the tunnel, then demotes and rejoins.
+    async fn replaced(&self, site: &Site, run: &mut SiteRun, l: &Lock, learned_from: &str) {
+        tracing::warn!(site = %site.name, lock = %l, %learned_from, "Replaced as master: demoting and rejoining");
+        run.rejoin = Some(Rejoin {
+            to_master: l.master.clone(),
+            to_epoch: l.epoch,
+            learned_from: learned_from.to_owned(),
+            started: now_ms(),
+            done: Vec::new(),
+            failed: None,
+        });
+        self.roles.fence(
+            &site.name,
+            Some(format!("rejoining as the standby of {}", l.master)),
+        );
+        self.journal(site, run).await;
+        let text = format!(
+            "{} was failed over to {} at epoch {} ({learned_from} says \"{l}\"): {} steps down",
+            site.name,
+            l.master,
+            l.epoch,
+            self.me()
+        );
+        self.history(&site.name, Outcome::Warn, &text, None).await;
+        // Its address has often changed: its name and the tunnel follow now.
+        self.ddns_now.notify_one();
+        self.tunnel.command(TunnelCommand::Reresolve);
+        self.tunnel.command(TunnelCommand::Handshake);
+        self.rejoin(site, run).await;
+    }
+
+    /// The way back: the new role recorded, the demote then rejoin playbooks, an alert.
+    async fn rejoin(&self, site: &Site, run: &mut SiteRun) {
+        let Some(mut r) = run.rejoin.clone() else {
+            return;
+        };
+        if let Some(failed) = &r.failed {
+            let text = format!(
+                "fenced: rejoining {} as the standby of {} failed: {}; fix it, then `orch ack {}` retries",
+                site.name,
+                r.to_master,
+                failed.lines().next().unwrap_or_default(),
+                site.name
+            );
+            self.publish(site, run, "fenced", text, None, None);
+            return;
+        }
+        if let Err(e) = self
+            .roles
+            .advance(&site.name, &r.to_master, r.to_epoch)
+            .await
+        {
+            let text = format!(
+                "fenced: replaced by {} but the new role cannot be recorded: {}; retrying",
+                r.to_master,
+                agent::error_chain(&e)
+            );
+            self.publish(site, run, "fenced", text, None, None);
+            return;
+        }
+        // The peer took the site over without this node: the pair had its automatic
+        // failover.
+        run.armed = false;
+        run.machine.disarm();
+        let self_ip = self.public_ip().await;
+        let ctx = crate::playbook::Context {
+            loaded: &self.loaded,
+            site,
+            epoch: Ok(r.to_epoch),
+            self_public_ip: self_ip,
+            peer_public_ip: Err(format!(
+                "{}'s address is in the site's records",
+                r.to_master
+            )),
+        };
+        let steps = site
+            .demote
+            .iter()
+            .map(|n| ("demote", n))
+            .chain(site.rejoin.iter().map(|n| ("rejoin", n)));
+        let mut ran = Vec::new();
+        for (list, name) in steps {
+            let key = format!("{list}:{name}");
+            if r.done.contains(&key) {
+                ran.push(format!("{name} ok (before a restart)"));
+                continue;
+            }
+            let text = format!(
+                "replaced by {} at epoch {}: {list} playbook {name} running",
+                r.to_master, r.to_epoch
+            );
+            self.publish(site, run, "rejoining", text, None, None);
+            let t0 = Instant::now();
+            let mut quiet =
+                |_: &crate::config::playbook::Step, _: Option<&crate::playbook::StepRecord>| {};
+            let outcome = crate::playbook::run(&ctx, name, Some(&self.store), &mut quiet).await;
+            let took = t0.elapsed().as_secs_f64();
+            let failure = match outcome {
+                Ok(report) if report.ok => None,
+                Ok(report) => Some(report.failure().unwrap_or_else(|| format!("{name} failed"))),
+                Err(e) => Some(format!("playbook {name}: {e}")),
+            };
+            if let Some(f) = failure {
+                r.failed = Some(f.clone());
+                run.rejoin = Some(r.clone());
+                self.journal(site, run).await;
+                let text = format!(
+                    "{} was failed over to {}, but {list} playbook {name} failed on {}: the site stays fenced here until it is fixed and `orch ack {}` retries\n\n{f}",
+                    site.name,
+                    r.to_master,
+                    self.me(),
+                    site.name
+                );
+                let first = text.lines().next().unwrap_or_default().to_owned();
+                self.history(&site.name, Outcome::Fail, &first, None).await;
+                run.fence_alerted = true;
+                self.alerter.fenced(&site.name, true, &text).await;
+                self.publish(site, run, "fenced", format!("fenced: {first}"), None, None);
+                return;
+            }
+            ran.push(format!("{name} ok ({took:.1} s)"));
+            r.done.push(key);
+            run.rejoin = Some(r.clone());
+            self.journal(site, run).await;
+        }
+        run.rejoin = None;
+        run.fenced_since = None;
+        self.journal(site, run).await;
+        self.roles.fence(&site.name, None);
+        if std::mem::take(&mut run.fence_alerted) {
+            self.alerter.fenced(&site.name, false, "").await;
+        }
+        let playbooks = if ran.is_empty() {
+            "none configured".to_owned()
+        } else {
+            ran.join(", ")
+        };
+        let detail = format!(
+            "{} rejoined {} as standby of {} at epoch {} (learned from {}); demote and rejoin playbooks: {playbooks}.\n\nWhat was written on {} since the failover is kept in {}/diverged/{}/ by the first push from {}, and its report lists it. Automatic failover back to {} is disarmed until `orch ack {}`.",
+            self.me(),
+            site.name,
+            r.to_master,
+            r.to_epoch,
+            r.learned_from,
+            self.me(),
+            self.loaded.me().state_dir.display(),
+            site.name,
+            r.to_master,
+            self.me(),
+            site.name
+        );
+        tracing::warn!(site = %site.name, master = %r.to_master, epoch = r.to_epoch, "Rejoined as standby");
+        let first = detail.lines().next().unwrap_or_default().to_owned();
+        self.history(&site.name, Outcome::Warn, &first, None).await;
+        self.alerter.recovered(&site.name, &detail).await;
+        let text = format!(
+            "rejoined as standby of {} at epoch {} at {}; automatic failover disarmed until `orch ack {}`",
+            r.to_master,
+            r.to_epoch,
+            clock(now_ms()),
+            site.name
+        );
+        self.publish(site, run, "rejoined", text, None, None);
     }
 
     /// The standby's probes of one tick but the master's agent: the DNS, the health URLs
@@ -795,10 +1126,12 @@ impl Task {
 
     /// Writes the intent (or its absence) and the armed flag; false if the store failed.
     async fn journal(&self, site: &Site, run: &SiteRun) -> bool {
-        let text = run
-            .intent
-            .as_ref()
-            .and_then(|i| serde_json::to_string(i).ok());
+        let journal = match (&run.intent, &run.rejoin) {
+            (Some(i), _) => Some(Journal::Takeover(i.clone())),
+            (None, Some(r)) => Some(Journal::Rejoin(r.clone())),
+            (None, None) => None,
+        };
+        let text = journal.and_then(|j| serde_json::to_string(&j).ok());
         match self
             .store
             .put_failover(&site.name, run.armed, text.as_deref(), now_ms())
@@ -1113,15 +1446,7 @@ impl Task {
     // ---- the master ----------------------------------------------------------------
 
     /// Keeps the site's records at this node's public address, under its lock.
-    async fn keep_records(&self, site: &Site, run: &mut SiteRun, role: &SiteRole, zone: &str) {
-        let read = match self.read_dns(site, run, zone).await {
-            Ok(r) => r,
-            Err(e) => {
-                let text = format!("master; the authoritative DNS does not answer ({e})");
-                self.publish(site, run, "master", text, None, None);
-                return;
-            }
-        };
+    async fn keep_records(&self, site: &Site, run: &mut SiteRun, role: &SiteRole, read: DnsRead) {
         let ip = match self.public_ip().await {
             Ok(ip) => ip,
             Err(e) => {
@@ -1205,15 +1530,8 @@ impl Task {
                 self.publish(site, run, "master", text, None, None);
             }
             MasterView::Replaced(l) => {
-                let text = format!(
-                    "{} was failed over: the lock record says \"{l}\"; {} no longer acts as its master",
-                    site.name,
-                    self.me()
-                );
-                tracing::warn!(site = %site.name, lock = %l, "Replaced as master");
-                self.learn(site, run, &l).await;
-                self.history(&site.name, Outcome::Warn, &text, None).await;
-                self.publish(site, run, "replaced", text, None, None);
+                // Handled by the caller before the records are looked at.
+                self.replaced(site, run, &l, "the lock record").await;
             }
             MasterView::Foreign(what) => {
                 let text = format!(
@@ -1311,6 +1629,18 @@ impl Task {
             return Err(format!(
                 "a takeover of {site} is under way; `orch ack` re-arms automatic failover once it has ended"
             ));
+        }
+        if let Some(r) = run.rejoin.as_mut() {
+            if r.failed.take().is_none() {
+                return Err(format!(
+                    "{site} is rejoining {} now; `orch ack` re-arms automatic failover once it has ended",
+                    r.to_master
+                ));
+            }
+            self.journal(config, run).await;
+            let text = format!("retrying the rejoin of {site} (orch ack)");
+            self.history(site, Outcome::Info, &text, None).await;
+            return Ok(text);
         }
         let was = run.armed;
         run.armed = true;

@@ -159,9 +159,13 @@ pub async fn run(loaded: Loaded) -> anyhow::Result<()> {
         .await;
         Ok::<(), std::convert::Infallible>(())
     });
+    let ddns_now = Arc::new(tokio::sync::Notify::new());
     if loaded.me().ddns.is_some() {
         let (loaded, store, view) = (Arc::clone(&loaded), store.clone(), peer_view.clone());
-        supervisor.spawn("ddns", move |stop| ddns::run(loaded, store, view, stop));
+        let now = Arc::clone(&ddns_now);
+        supervisor.spawn("ddns", move |stop| {
+            ddns::run(loaded, store, view, now, stop)
+        });
     }
     if loaded.config.sites.iter().any(|s| !s.databases.is_empty()) {
         let (loaded, store, roles, alerter) = (
@@ -191,8 +195,9 @@ pub async fn run(loaded: Loaded) -> anyhow::Result<()> {
             roles: roles.clone(),
             alerter: alerter.clone(),
             peer_view: peer_view.clone(),
-            tunnel: tunnel.subscribe(),
+            tunnel: tunnel.clone(),
             status: failover_status,
+            ddns_now,
         };
         supervisor.spawn("failover", move |stop| {
             failover::run(task, ack_requests, stop)

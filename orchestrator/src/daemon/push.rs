@@ -100,6 +100,12 @@ impl Pusher {
                     master: role.master,
                 });
             }
+            if let Some(why) = self.roles.fenced(&site.name) {
+                return Err(PushError::Fenced {
+                    site: site.name.clone(),
+                    why,
+                });
+            }
             out.push(self.push_job(site, job, &role, dry_run, force).await);
         }
         Ok(out)
@@ -388,6 +394,8 @@ pub enum PushError {
     UnknownSite(String),
     #[error("site {site} has {}", match job { Some(n) => format!("no sync job `{n}`"), None => "no sync jobs".to_owned() })]
     NoJob { site: String, job: Option<String> },
+    #[error("{site} is fenced on this node: {why}; nothing is pushed until it knows")]
+    Fenced { site: String, why: String },
     #[error(
         "{me} is not the master of {site} ({master} is): pushes go from the master; run it there"
     )]

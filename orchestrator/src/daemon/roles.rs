@@ -86,6 +86,10 @@ struct Inner {
     /// Held across a write to the store and its publication, so that the published
     /// order is the store's order.
     write: tokio::sync::Mutex<()>,
+    /// Sites this node must not act for as master now, and why (the failover task fences
+    /// a master that can reach neither its peer nor the DNS, and one that is rejoining).
+    /// A `std` mutex: never held across an await.
+    fenced: std::sync::Mutex<BTreeMap<String, String>>,
 }
 
 impl Roles {
@@ -111,6 +115,7 @@ impl Roles {
                 log: Box::new(log),
                 sites,
                 write: tokio::sync::Mutex::new(()),
+                fenced: std::sync::Mutex::new(BTreeMap::new()),
             }),
         })
     }
@@ -139,6 +144,30 @@ impl Roles {
             .iter()
             .map(|(name, tx)| (name.clone(), tx.borrow().clone()))
             .collect()
+    }
+
+    /// Fences `site` on this node (`Some(why)`): no pushes from it, whatever its role; or
+    /// lifts the fence (`None`).
+    pub fn fence(&self, site: &str, why: Option<String>) {
+        let mut fenced = self
+            .inner
+            .fenced
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        match why {
+            Some(why) => fenced.insert(site.to_owned(), why),
+            None => fenced.remove(site),
+        };
+    }
+
+    /// Why `site` is fenced on this node, if it is.
+    pub fn fenced(&self, site: &str) -> Option<String> {
+        self.inner
+            .fenced
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(site)
+            .cloned()
     }
 
     /// Records `master` under `epoch` for `site` and publishes it. Returns false,
