@@ -28,10 +28,10 @@ const FAILOVER_WITHIN: Duration = Duration::from_secs(40);
 /// The promote playbook: notes each run's epoch in the node's state dir.
 const MARK: &str = "[[step]]\nname = \"mark\"\nshell = \"echo {epoch} >> {state_dir}/promoted\"\n";
 
-struct Case {
-    failover: &'static str,
-    after: &'static str,
-    promote: &'static str,
+pub(crate) struct Case {
+    pub failover: &'static str,
+    pub after: &'static str,
+    pub promote: &'static str,
 }
 
 impl Default for Case {
@@ -44,18 +44,18 @@ impl Default for Case {
     }
 }
 
-struct Fo {
-    lab: Lab,
-    pair: Pair,
-    alice: Host,
-    bob: Host,
-    bind: Bind,
+pub(crate) struct Fo {
+    pub lab: Lab,
+    pub pair: Pair,
+    pub alice: Host,
+    pub bob: Host,
+    pub bind: Bind,
     maildir: PathBuf,
-    agents: [usize; 2],
+    pub agents: [usize; 2],
     web: usize,
 }
 
-fn needs(test: &str) -> bool {
+pub(crate) fn needs(test: &str) -> bool {
     prerequisites(
         test,
         true,
@@ -71,7 +71,7 @@ fn free_port() -> u16 {
         .port()
 }
 
-fn ip(args: &[&str]) {
+pub(crate) fn ip(args: &[&str]) {
     let out = Command::new("ip").args(args).output().unwrap();
     assert!(
         out.status.success(),
@@ -82,7 +82,7 @@ fn ip(args: &[&str]) {
 }
 
 impl Fo {
-    fn new(test: &str, case: Case) -> Fo {
+    pub(crate) fn new(test: &str, case: Case) -> Fo {
         let mut lab = Lab::new(test);
         let dir = lab.dir().to_owned();
         let alice = lab.host("alice", &["192.0.2.1/24"]);
@@ -112,17 +112,33 @@ zone = "example.org"
 tsig_name = "{key}"
 tsig_algorithm = "hmac-sha256"
 tsig_secret_file = "{secret}"
+
+[[sites.alice-web.sync]]
+name = "www"
+schedule = "0 3 * * *"
+path = {{ alice = "{a}", bob = "{b}" }}
 "#,
                 key = bind.key_name,
                 secret = secret.display(),
+                a = dir.join("alice-www").display(),
+                b = dir.join("bob-www").display(),
             ),
         );
+        std::fs::create_dir_all(dir.join("alice-www")).unwrap();
+        std::fs::write(dir.join("alice-www/index.html"), "alice's page\n").unwrap();
+        std::fs::create_dir_all(dir.join("bob-www")).unwrap();
         write_secret(&secret, &bind.secret);
         // Each node publishes its eth0 address; the site fails over through the lab DNS.
         for node in ["alice", "bob"] {
             let path = pair.config(node);
             let text = std::fs::read_to_string(&path)
                 .unwrap()
+                // Alice keeps her own name at her address (the first node in the file).
+                .replacen(
+                    "state_dir = \"state\"\n",
+                    "state_dir = \"state\"\nddns = { provider = \"lab\", name = \"alice.example.org\" }\n",
+                    1,
+                )
                 .replace(
                     "state_dir = \"state\"\n",
                     "state_dir = \"state\"\npublic_ip = \"interface:eth0\"\n",
@@ -134,7 +150,7 @@ tsig_secret_file = "{secret}"
                          dns = \"lab\"\nrecords = [\"{WWW}\"]\nttl = 1\n\
                          health = [\"http://{WWW}:8080/\"]\nfailover = \"{}\"\nafter = \"{}\"\n\
                          witnesses = [\"tcp:192.0.2.61:80\", \"http://192.0.2.62/\"]\n\
-                         promote = [\"mark\"]\n",
+                         promote = [\"mark\"]\ndemote = [\"demoted\"]\nrejoin = [\"rejoined\"]\n",
                         case.failover, case.after
                     ),
                 );
@@ -142,6 +158,13 @@ tsig_secret_file = "{secret}"
             let books = path.parent().unwrap().join("playbooks");
             std::fs::create_dir_all(&books).unwrap();
             std::fs::write(books.join("mark.toml"), case.promote).unwrap();
+            // Demote and rejoin note each run's epoch, as `mark` does.
+            for name in ["demoted", "rejoined"] {
+                let book = format!(
+                    "[[step]]\nname = \"note\"\nshell = \"echo {{epoch}} >> {{state_dir}}/{name}\"\n"
+                );
+                std::fs::write(books.join(format!("{name}.toml")), book).unwrap();
+            }
         }
         // The witnesses and the site's web server.
         let www = dir.join("www");
@@ -216,7 +239,7 @@ tsig_secret_file = "{secret}"
         fo
     }
 
-    fn logs(&self) -> String {
+    pub(crate) fn logs(&self) -> String {
         format!(
             "--- alice:\n{}\n--- bob:\n{}",
             self.lab.log("agent-alice"),
@@ -225,7 +248,7 @@ tsig_secret_file = "{secret}"
     }
 
     /// The site in `orch status --json` of `node`.
-    fn site(&self, node: &str) -> Result<Value, String> {
+    pub(crate) fn site(&self, node: &str) -> Result<Value, String> {
         let status = orch::status_json(&self.pair.config(node))?;
         status["sites"]
             .as_array()
@@ -234,7 +257,7 @@ tsig_secret_file = "{secret}"
             .ok_or_else(|| format!("no {SITE} in {status:#}"))
     }
 
-    fn failover(&self, node: &str) -> Result<Value, String> {
+    pub(crate) fn failover(&self, node: &str) -> Result<Value, String> {
         let site = self.site(node)?;
         match &site["failover_state"] {
             Value::Null => Err(format!("no failover state yet: {site:#}")),
@@ -242,7 +265,7 @@ tsig_secret_file = "{secret}"
         }
     }
 
-    fn expect_lock(&self, want: &str) -> Result<(), String> {
+    pub(crate) fn expect_lock(&self, want: &str) -> Result<(), String> {
         let txt = self.bind.dig(LOCK, "TXT");
         if txt == format!("\"{want}\"") {
             Ok(())
@@ -251,25 +274,30 @@ tsig_secret_file = "{secret}"
         }
     }
 
-    fn www(&self) -> String {
+    pub(crate) fn www(&self) -> String {
         self.bind.dig(WWW, "A")
     }
 
     /// The epochs the promote playbook ran under on `node`, one per run.
-    fn promoted(&self, node: &str) -> Vec<String> {
+    pub(crate) fn promoted(&self, node: &str) -> Vec<String> {
+        self.noted(node, "promoted")
+    }
+
+    /// The epochs the playbook writing `state/NAME` ran under on `node`, one per run.
+    pub(crate) fn noted(&self, node: &str, name: &str) -> Vec<String> {
         let dir = if node == "alice" {
             &self.pair.alice
         } else {
             &self.pair.bob
         };
-        std::fs::read_to_string(dir.join("state/promoted"))
+        std::fs::read_to_string(dir.join("state").join(name))
             .unwrap_or_default()
             .lines()
             .map(str::to_owned)
             .collect()
     }
 
-    fn orch(&self, node: &str, args: &[&str]) -> Output {
+    pub(crate) fn orch(&self, node: &str, args: &[&str]) -> Output {
         let config = self.pair.config(node);
         let mut argv = vec!["--config", config.to_str().unwrap()];
         argv.extend_from_slice(args);
@@ -302,7 +330,7 @@ tsig_secret_file = "{secret}"
     }
 
     /// Alice's server dies: its agent is killed and its link cut.
-    fn kill_alice(&mut self) -> Instant {
+    pub(crate) fn kill_alice(&mut self) -> Instant {
         let at = Instant::now();
         self.lab
             .proc(self.agents[0])
@@ -313,7 +341,7 @@ tsig_secret_file = "{secret}"
     }
 
     /// Bob's failover state, once it is `state` and its summary holds `words`.
-    fn wait_bob(&self, state: &str, words: &str, within: Duration) -> Value {
+    pub(crate) fn wait_bob(&self, state: &str, words: &str, within: Duration) -> Value {
         eventually(
             &format!("bob's failover state is {state} ({words})"),
             within,
@@ -344,14 +372,14 @@ tsig_secret_file = "{secret}"
         assert_eq!(site["epoch"], 1, "{site:#}");
     }
 
-    fn history(&self, node: &str) -> String {
+    pub(crate) fn history(&self, node: &str) -> String {
         let out = self.orch(node, &["history", SITE, "--limit", "500"]);
         orch::text(&out).0
     }
 }
 
 /// The master's server dies; bob takes the site over.
-fn assert_failed_over_to_bob(fo: &Fo, killed: Instant) -> Duration {
+pub(crate) fn assert_failed_over_to_bob(fo: &Fo, killed: Instant) -> Duration {
     eventually("the lock names bob at epoch 2", FAILOVER_WITHIN, || {
         fo.expect_lock("master=bob epoch=2")
             .map_err(|e| format!("{e}\n{}", fo.logs()))

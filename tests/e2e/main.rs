@@ -17,5 +17,6 @@ mod layout;
 mod mail;
 mod playbook;
 mod push;
+mod recovery;
 mod report;
 mod tunnel;
