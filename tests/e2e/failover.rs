@@ -31,7 +31,14 @@ const MARK: &str = "[[step]]\nname = \"mark\"\nshell = \"echo {epoch} >> {state_
 pub(crate) struct Case {
     pub failover: &'static str,
     pub after: &'static str,
+    /// The `mark` playbook (the site's promote list by default).
     pub promote: &'static str,
+    /// The site's promote, demote and rejoin lists.
+    pub lists: &'static str,
+    /// More config, appended (a database of the site).
+    pub extra: String,
+    /// Agents find programs in `<lab>/<node>-bin` first (stand-ins for systemctl).
+    pub bin: bool,
 }
 
 impl Default for Case {
@@ -40,6 +47,9 @@ impl Default for Case {
             failover: "auto",
             after: "3s",
             promote: MARK,
+            lists: "promote = [\"mark\"]\ndemote = [\"demoted\"]\nrejoin = [\"rejoined\"]\n",
+            extra: String::new(),
+            bin: false,
         }
     }
 }
@@ -53,6 +63,7 @@ pub(crate) struct Fo {
     maildir: PathBuf,
     pub agents: [usize; 2],
     web: usize,
+    bin: bool,
 }
 
 pub(crate) fn needs(test: &str) -> bool {
@@ -117,11 +128,13 @@ tsig_secret_file = "{secret}"
 name = "www"
 schedule = "0 3 * * *"
 path = {{ alice = "{a}", bob = "{b}" }}
+{extra}
 "#,
                 key = bind.key_name,
                 secret = secret.display(),
                 a = dir.join("alice-www").display(),
                 b = dir.join("bob-www").display(),
+                extra = case.extra,
             ),
         );
         std::fs::create_dir_all(dir.join("alice-www")).unwrap();
@@ -150,8 +163,8 @@ path = {{ alice = "{a}", bob = "{b}" }}
                          dns = \"lab\"\nrecords = [\"{WWW}\"]\nttl = 1\n\
                          health = [\"http://{WWW}:8080/\"]\nfailover = \"{}\"\nafter = \"{}\"\n\
                          witnesses = [\"tcp:192.0.2.61:80\", \"http://192.0.2.62/\"]\n\
-                         promote = [\"mark\"]\ndemote = [\"demoted\"]\nrejoin = [\"rejoined\"]\n",
-                        case.failover, case.after
+                         {}",
+                        case.failover, case.after, case.lists
                     ),
                 );
             std::fs::write(&path, text).unwrap();
@@ -208,17 +221,18 @@ path = {{ alice = "{a}", bob = "{b}" }}
         .args(["-c", "aiosmtpd.handlers.Mailbox"])
         .arg(&maildir);
         lab.spawn(&bob, "aiosmtpd", smtp);
-        let agents = pair.spawn_agents(&mut lab, &[alice.clone(), bob.clone()]);
-        let fo = Fo {
+        let mut fo = Fo {
             lab,
             pair,
             alice,
             bob,
             bind,
             maildir,
-            agents,
+            agents: [0, 0],
             web,
+            bin: case.bin,
         };
+        fo.agents = [fo.spawn_agent("alice"), fo.spawn_agent("bob")];
         eventually(
             "alice publishes the site's lock record",
             Duration::from_secs(40),
@@ -237,6 +251,29 @@ path = {{ alice = "{a}", bob = "{b}" }}
             },
         );
         fo
+    }
+
+    /// Starts `node`'s agent (again); its log is `agent-NODE`.
+    pub(crate) fn spawn_agent(&mut self, node: &str) -> usize {
+        let host = if node == "alice" {
+            self.alice.clone()
+        } else {
+            self.bob.clone()
+        };
+        let mut cmd = Command::new(orch::bin());
+        cmd.arg("--config").arg(self.pair.config(node)).arg("agent");
+        if self.bin {
+            let bin = self.lab.dir().join(format!("{node}-bin"));
+            let path = std::env::var("PATH").unwrap_or_default();
+            cmd.env("PATH", format!("{}:{path}", bin.display()));
+        }
+        let i = self.lab.spawn(&host, &format!("agent-{node}"), cmd);
+        if node == "alice" {
+            self.agents[0] = i;
+        } else {
+            self.agents[1] = i;
+        }
+        i
     }
 
     pub(crate) fn logs(&self) -> String {
@@ -603,8 +640,7 @@ fn a_standby_killed_after_taking_the_lock_completes_the_failover_once() {
         .proc(bob_agent)
         .signal_and_wait(libc::SIGKILL, Duration::from_secs(5))
         .expect("bob's agent dies");
-    let (lab, pair, bob) = (&mut fo.lab, &fo.pair, &fo.bob);
-    fo.agents[1] = pair.spawn_agent(lab, bob, "bob");
+    fo.spawn_agent("bob");
     fo.wait_bob("failed-over", "failed over to bob", FAILOVER_WITHIN);
     fo.expect_lock("master=bob epoch=2").unwrap();
     assert_eq!(fo.www(), "192.0.2.2");
@@ -638,8 +674,7 @@ fn a_second_loss_waits_for_ack() {
     assert_failed_over_to_bob(&fo, killed);
     // Alice comes back: the lock tells her she was replaced; she follows bob.
     ip(&["-n", &fo.alice.netns, "link", "set", "eth0", "up"]);
-    let (lab, pair, alice) = (&mut fo.lab, &fo.pair, &fo.alice);
-    fo.agents[0] = pair.spawn_agent(lab, alice, "alice");
+    fo.spawn_agent("alice");
     eventually("alice learns bob is master", FAILOVER_WITHIN, || {
         let site = fo.site("alice")?;
         if site["role"] == "standby" && site["epoch"] == 2 {

@@ -4,6 +4,8 @@
 //! stays fenced until it can.
 
 use super::failover::{assert_failed_over_to_bob, ip, needs, Case, Fo};
+use orch_tests::dbserver::{self, Servers};
+use orch_tests::fixture::write_secret;
 use orch_tests::{eventually, orch};
 use std::time::{Duration, Instant};
 
@@ -90,8 +92,7 @@ fn the_old_master_returns_with_a_new_address_and_follows_the_new_one() {
         .status
         .success());
     let back = Instant::now();
-    let (lab, pair, alice) = (&mut fo.lab, &fo.pair, &fo.alice);
-    fo.agents[0] = pair.spawn_agent(lab, alice, "alice");
+    fo.spawn_agent("alice");
 
     // The tunnel heals within two keepalives (5 s in the lab) of her return.
     eventually("the tunnel heals", Duration::from_secs(10), || {
@@ -159,8 +160,7 @@ fn an_old_master_that_reaches_nobody_stays_fenced_until_it_does() {
         ip(&["-n", &fo.alice.netns, "route", "add", "blackhole", dest]);
     }
     ip(&["-n", &fo.alice.netns, "link", "set", "eth0", "up"]);
-    let (lab, pair, alice) = (&mut fo.lab, &fo.pair, &fo.alice);
-    fo.agents[0] = pair.spawn_agent(lab, alice, "alice");
+    fo.spawn_agent("alice");
     wait_alice_state(
         &fo,
         "fenced",
@@ -204,4 +204,194 @@ fn find(dir: &std::path::Path, name: &str) -> Option<std::path::PathBuf> {
         }
     }
     None
+}
+
+/// A `systemctl` stand-in for `start|stop postgresql` of one host's real server (systemd
+/// does not run in a lab namespace; the playbooks' other steps are the real thing).
+fn systemctl_for_postgres(bin: &std::path::Path, data: &std::path::Path) {
+    use std::os::unix::fs::PermissionsExt;
+    let pg = format!(
+        "setpriv --reuid=postgres --regid=postgres --init-groups -- {} -D {}",
+        dbserver::pg_bin().join("pg_ctl").display(),
+        data.display()
+    );
+    let script = format!(
+        "#!/bin/sh\ncase \"$1 $2\" in\n\
+         'stop postgresql') exec {pg} -m fast -w -t 60 stop ;;\n\
+         'start postgresql') exec {pg} -w -t 60 -l {d}/startup.log start ;;\n\
+         *) echo \"systemctl stand-in: $*\" >&2; exit 1 ;;\nesac\n",
+        d = data.display()
+    );
+    std::fs::create_dir_all(bin).unwrap();
+    std::fs::write(bin.join("systemctl"), script).unwrap();
+    std::fs::set_permissions(
+        bin.join("systemctl"),
+        std::fs::Permissions::from_mode(0o755),
+    )
+    .unwrap();
+}
+
+/// Whether any file under `dir` holds `needle`.
+fn holds_bytes(dir: &std::path::Path, needle: &[u8]) -> bool {
+    let mut todo = vec![dir.to_owned()];
+    while let Some(d) = todo.pop() {
+        let Ok(entries) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                todo.push(p);
+            } else if std::fs::read(&p).is_ok_and(|b| b.windows(needle.len()).any(|w| w == needle))
+            {
+                return true;
+            }
+        }
+    }
+    false
+}
+
+#[test]
+fn postgres_follows_the_new_master_after_an_automatic_failover() {
+    let test = "postgres_follows_the_new_master_after_an_automatic_failover";
+    let programs = dbserver::pg_programs();
+    if !needs(test)
+        || !orch_tests::prerequisites(
+            test,
+            true,
+            &programs.iter().map(String::as_str).collect::<Vec<_>>(),
+        )
+    {
+        return;
+    }
+    const ORCH_PW: &str = "orch-db-pw-91ab";
+    const REPL_PW: &str = "repl-pw-3c5d";
+    let mut servers = Servers::new();
+    let (a_data, b_data) = (servers.dir().join("pg-alice"), servers.dir().join("pg-bob"));
+    // The agents check the password file at start: it exists before them.
+    let password = servers.dir().join("db.pass");
+    write_secret(&password, ORCH_PW);
+    let mut fo = Fo::new(
+        test,
+        Case {
+            lists: "promote = [\"postgres-promote\"]\ndemote = [\"postgres-demote\"]\n\
+                    rejoin = [\"postgres-rejoin\"]\n",
+            extra: format!(
+                "\n[[sites.alice-web.database]]\nname = \"app\"\nkind = \"postgres\"\n\
+                 url = \"postgres://orch@{{node}}:5432/app\"\npassword_file = \"{}\"\n\
+                 interval = \"2s\"\nheartbeat = false\n\
+                 data_dir = {{ alice = \"{}\", bob = \"{}\" }}\n",
+                password.display(),
+                a_data.display(),
+                b_data.display()
+            ),
+            bin: true,
+            ..Case::default()
+        },
+    );
+    let (alice, bob) = (fo.alice.clone(), fo.bob.clone());
+    let pg_alice = servers.postgres_primary(&mut fo.lab, &alice, "198.51.100.1", ORCH_PW, REPL_PW);
+    let pg_bob =
+        servers.postgres_standby(&mut fo.lab, &bob, "198.51.100.1", "198.51.100.2", REPL_PW);
+    assert_eq!((&pg_alice, &pg_bob), (&a_data, &b_data));
+    let dir = fo.lab.dir().to_owned();
+    systemctl_for_postgres(&dir.join("alice-bin"), &a_data);
+    systemctl_for_postgres(&dir.join("bob-bin"), &b_data);
+    servers.psql_on(
+        &fo.lab,
+        &alice,
+        &a_data,
+        "app",
+        "CREATE TABLE t (x text); INSERT INTO t VALUES ('before')",
+    );
+    // Bob's checks see the replication healthy: its data is safe to take over with.
+    eventually("bob's check of the database is healthy", WITHIN, || {
+        let s = orch::status_json(&fo.pair.config("bob"))?;
+        let db = &s["databases"][0];
+        if db["verdict"] == "healthy" {
+            Ok(())
+        } else {
+            Err(format!("{db:#}"))
+        }
+    });
+    eventually("the row reaches bob", WITHIN, || {
+        let got = servers.try_psql_on(&fo.lab, &bob, &b_data, "app", "SELECT count(*) FROM t")?;
+        (got == "1").then_some(()).ok_or(got)
+    });
+
+    // Alice's server is lost (her database keeps running, cut off with her).
+    let killed = fo.kill_alice();
+    eventually("the lock names bob at epoch 2", WITHIN, || {
+        fo.expect_lock("master=bob epoch=2")
+            .map_err(|e| format!("{e}\n{}", fo.logs()))
+    });
+    eprintln!("failed over in {:?}", killed.elapsed());
+    eventually("bob's database is promoted", WITHIN, || {
+        let got =
+            servers.try_psql_on(&fo.lab, &bob, &b_data, "app", "SELECT pg_is_in_recovery()")?;
+        (got == "f").then_some(()).ok_or(got)
+    });
+    servers.psql_on(
+        &fo.lab,
+        &bob,
+        &b_data,
+        "app",
+        "INSERT INTO t VALUES ('bob after the failover')",
+    );
+    // Meanwhile something still wrote on alice's side of the split.
+    servers.psql_on(
+        &fo.lab,
+        &alice,
+        &a_data,
+        "app",
+        "INSERT INTO t VALUES ('alice-during-the-split'); CHECKPOINT",
+    );
+
+    // Alice comes back: demote, rejoin (pg_rewind from bob, her old data kept aside).
+    ip(&["-n", &alice.netns, "link", "set", "eth0", "up"]);
+    fo.spawn_agent("alice");
+    wait_rejoined(&fo);
+    assert_eq!(
+        servers.psql(&fo.lab, &alice, &a_data, "SELECT pg_is_in_recovery()"),
+        "t"
+    );
+    servers.psql_on(
+        &fo.lab,
+        &bob,
+        &b_data,
+        "app",
+        "INSERT INTO t VALUES ('bob later')",
+    );
+    eventually("bob's rows reach alice", WITHIN, || {
+        let got = servers.try_psql_on(
+            &fo.lab,
+            &alice,
+            &a_data,
+            "app",
+            "SELECT string_agg(x, ',' ORDER BY x) FROM t",
+        )?;
+        (got == "before,bob after the failover,bob later")
+            .then_some(())
+            .ok_or(got)
+    });
+    // The row alice wrote during the split is not in the replica, but it is not gone:
+    // her old data directory is kept in diverged/.
+    let kept = fo.pair.alice.join("state/diverged").join(SITE);
+    assert!(
+        find(&kept, "PG_VERSION").is_some(),
+        "no kept data directory under {}",
+        kept.display()
+    );
+    assert!(
+        holds_bytes(&kept, b"alice-during-the-split"),
+        "the split's row is in {}",
+        kept.display()
+    );
+    let history = fo.history("alice");
+    assert!(
+        history.contains("playbook postgres-rejoin step `follow the peer`"),
+        "{history}"
+    );
+    drop(fo);
+    drop(servers);
 }
