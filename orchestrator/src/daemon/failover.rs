@@ -26,6 +26,7 @@ use crate::api::{FailoverStatus, Probe};
 use crate::cluster::failover::{data_guard, DataGuard, Decision, Event, Failover, Observation};
 use crate::cluster::lock::{self, Holder, Lock, MasterView, Resume};
 use crate::cluster::peer::PeerView;
+use crate::cluster::recovery::{DnsSeen, Recovery, Verdict};
 use crate::cluster::roles::SiteRole;
 use crate::config::{FailoverMode, Loaded, PublicIp, Site};
 use crate::dns::{self, AnyProvider, Change, Kind, Swap};
@@ -146,10 +147,10 @@ struct SiteRun {
     failed_over_at: Option<i64>,
     /// The old master's way back, under way.
     rejoin: Option<Rejoin>,
-    /// Since when this master can reach neither its peer nor the DNS (unix ms), and
-    /// whether that was alerted.
-    fenced_since: Option<i64>,
-    fence_alerted: bool,
+    /// The master side: replaced, fenced or still master.
+    recovery: Recovery,
+    /// A failed rejoin was alerted (cleared once the rejoin succeeds).
+    rejoin_alerted: bool,
     /// The intent was made in this tick: its swap may be sent (a later tick that finds
     /// the lock not taken decides again instead).
     fresh: bool,
@@ -307,8 +308,8 @@ pub async fn run(
                 next_master_check: Instant::now(),
                 intent,
                 rejoin,
-                fenced_since: None,
-                fence_alerted: false,
+                recovery: Recovery::new(site.after),
+                rejoin_alerted: false,
                 failed_over_at: None,
                 fresh: false,
                 probes: Vec::new(),
@@ -464,7 +465,8 @@ impl Task {
     // ---- the master, and the old master's way back ---------------------------------
 
     /// On a site this node masters: was it replaced (the peer's word, or the lock
-    /// record)? Fenced while it can ask neither; else its records kept current.
+    /// record)? Fenced while it can ask neither; else its records kept current
+    /// (`cluster::recovery` decides).
     async fn master_tick(
         &self,
         site: &Site,
@@ -472,99 +474,99 @@ impl Task {
         role: &SiteRole,
         beat: Option<&Heartbeat>,
     ) {
-        let claim = beat.and_then(|h| h.sites.get(&site.name));
-        if let Some(c) = claim {
-            let theirs = Lock {
-                master: c.master.clone(),
-                epoch: c.epoch,
-            };
-            match lock::peer_word(&theirs, role) {
-                lock::PeerWord::Replaced => {
-                    self.replaced(site, run, &theirs, "the peer's agent").await;
-                    return;
-                }
-                lock::PeerWord::Split => {
-                    // Orch never records two masters under one epoch (an epoch moves only
-                    // through the lock record's compare-and-swap, or a switchover both
-                    // nodes take part in); a restored backup can.
-                    let text = format!(
-                        "fenced: {} and {} both hold {} at epoch {} (a restored backup?); nothing is guessed: fix the state by hand",
-                        self.me(),
-                        c.master,
-                        site.name,
-                        role.epoch
-                    );
-                    self.fence(site, run, text, true).await;
-                    return;
-                }
-                lock::PeerWord::Agrees => {}
-            }
-        }
-        let peer_answers = claim.is_some();
+        let theirs = beat.and_then(|h| h.sites.get(&site.name)).map(|c| Lock {
+            master: c.master.clone(),
+            epoch: c.epoch,
+        });
         // Without a DNS provider nobody can take the site over behind this node's back
-        // (a takeover needs the lock record), so only the peer's word matters.
-        let Some(zone) = self.provider(site, run).await else {
-            if peer_answers {
-                self.unfence(site, run).await;
-            }
-            return;
-        };
-        if run.fenced_since.is_none() && Instant::now() < run.next_master_check {
-            return;
-        }
-        run.next_master_check = Instant::now() + MASTER_EVERY;
-        match self.read_dns(site, run, &zone).await {
-            Ok(read) => {
-                if let MasterView::Replaced(l) = lock::master_view(&read.holder, role) {
-                    self.replaced(site, run, &l, "the lock record").await;
-                    return;
+        // (a takeover needs the lock record): the DNS is never asked, never fences.
+        let zone = self.provider(site, run).await;
+        let mut read = None;
+        let mut dns_error = String::new();
+        let dns = match &zone {
+            Some(zone) if run.recovery.fenced() || Instant::now() >= run.next_master_check => {
+                run.next_master_check = Instant::now() + MASTER_EVERY;
+                match self.read_dns(site, run, zone).await {
+                    Ok(r) => {
+                        let holder = r.holder.clone();
+                        read = Some(r);
+                        DnsSeen::Read(holder)
+                    }
+                    Err(e) => {
+                        dns_error = e;
+                        DnsSeen::Unreadable
+                    }
                 }
-                self.unfence(site, run).await;
-                self.keep_records(site, run, role, read).await;
             }
-            Err(e) if peer_answers => {
-                self.unfence(site, run).await;
+            _ => DnsSeen::NotAsked,
+        };
+        match run
+            .recovery
+            .observe(Instant::now(), theirs.as_ref(), &dns, role)
+        {
+            Verdict::Replaced { lock, learned_from } => {
+                self.replaced(site, run, &lock, learned_from.words()).await;
+            }
+            Verdict::Split { theirs } => {
+                // Orch never records two masters under one epoch (an epoch moves only
+                // through the lock record's compare-and-swap, or a switchover both nodes
+                // take part in); a restored backup can.
                 let text = format!(
-                    "master; the authoritative DNS does not answer ({e}); the peer agrees this node is master"
+                    "fenced: {} and {} both hold {} at epoch {} (a restored backup?); nothing is guessed: fix the state by hand",
+                    self.me(),
+                    theirs.master,
+                    site.name,
+                    theirs.epoch
                 );
-                self.publish(site, run, "master", text, None, None);
+                self.fence(site, run, text, true).await;
             }
-            Err(_) => {
-                let since = *run.fenced_since.get_or_insert_with(now_ms);
+            Verdict::Fenced { since, alert } => {
                 let text = format!(
                     "fenced: cannot tell whether {} was failed over (peer and DNS unreachable since {}); not pushing, not touching the records",
                     site.name,
-                    clock(since)
+                    clock(wall(since))
                 );
-                let alert = now_ms() - since >= site.after.as_millis() as i64;
                 self.fence(site, run, text, alert).await;
+            }
+            Verdict::Master { fence_lifted } => {
+                if fence_lifted {
+                    self.unfence(site, run).await;
+                }
+                match read {
+                    Some(read) => self.keep_records(site, run, role, read).await,
+                    None if dns == DnsSeen::Unreadable => {
+                        let text = format!(
+                            "master; the authoritative DNS does not answer ({dns_error}); the peer agrees this node is master"
+                        );
+                        self.publish(site, run, "master", text, None, None);
+                    }
+                    None => {}
+                }
             }
         }
     }
 
-    /// Fences the site (no pushes) and says why; alerts once when `alert`.
+    /// Fences the site (no pushes) and says why; alerts when `alert` (repeated alerts of
+    /// one kind are one alert: the alerter mails at most hourly).
     async fn fence(&self, site: &Site, run: &mut SiteRun, text: String, alert: bool) {
-        run.fenced_since.get_or_insert_with(now_ms);
         self.roles.fence(&site.name, Some(text.clone()));
-        if alert && !run.fence_alerted {
-            run.fence_alerted = true;
+        if alert {
             self.alerter.fenced(&site.name, true, &text).await;
         }
         self.publish(site, run, "fenced", text, None, None);
     }
 
     async fn unfence(&self, site: &Site, run: &mut SiteRun) {
-        if run.fenced_since.take().is_some() {
-            self.roles.fence(&site.name, None);
-            if std::mem::take(&mut run.fence_alerted) {
-                self.alerter.fenced(&site.name, false, "").await;
-            }
-            let text = format!(
-                "{} is no longer fenced: the peer or the DNS answers",
-                site.name
-            );
-            self.history(&site.name, Outcome::Info, &text, None).await;
+        self.roles.fence(&site.name, None);
+        if run.recovery.alerted() {
+            run.recovery.forget_alert();
+            self.alerter.fenced(&site.name, false, "").await;
         }
+        let text = format!(
+            "{} is no longer fenced: the peer or the DNS answers",
+            site.name
+        );
+        self.history(&site.name, Outcome::Info, &text, None).await;
     }
 
     /// This node, master of `site` by its own store, learns that `l` replaced it: it
@@ -684,7 +686,7 @@ impl Task {
                 );
                 let first = text.lines().next().unwrap_or_default().to_owned();
                 self.history(&site.name, Outcome::Fail, &first, None).await;
-                run.fence_alerted = true;
+                run.rejoin_alerted = true;
                 self.alerter.fenced(&site.name, true, &text).await;
                 self.publish(site, run, "fenced", format!("fenced: {first}"), None, None);
                 return;
@@ -695,10 +697,10 @@ impl Task {
             self.journal(site, run).await;
         }
         run.rejoin = None;
-        run.fenced_since = None;
         self.journal(site, run).await;
         self.roles.fence(&site.name, None);
-        if std::mem::take(&mut run.fence_alerted) {
+        if std::mem::take(&mut run.rejoin_alerted) || run.recovery.alerted() {
+            run.recovery.forget_alert();
             self.alerter.fenced(&site.name, false, "").await;
         }
         let playbooks = if ran.is_empty() {

@@ -108,7 +108,7 @@ pub async fn gather(ctx: &Context, site: &Site) -> Result<Facts, ReportError> {
 
 /// What stops an automatic failover of `site` now, in the failover logic's own words:
 /// the standby's data (`cluster::failover::data_guard`, the guard the failover itself
-/// applies) and the one-failover-until-ack rule.
+/// applies), a fence on this node, and the one-failover-until-ack rule.
 async fn failover_blockers(
     ctx: &Context,
     site: &Site,
@@ -119,6 +119,9 @@ async fn failover_blockers(
         .filter_map(|r| crate::cluster::failover::data_guard(r, site.max_lag_on_failover))
         .filter_map(|g| g.problem())
         .collect();
+    if let Some(why) = ctx.roles.fenced(&site.name) {
+        out.push(why);
+    }
     let (armed, _) = ctx.store.failover(&site.name).await?;
     if !armed {
         out.push(format!(
