@@ -17,14 +17,15 @@
 //! - [`cli`]: the command line: arguments, one file per group of commands; talks to the
 //!   running agent over the control socket ([`api`]) or reads config and state itself.
 //! - [`daemon`]: `orch agent`: the tasks that run on a node (control socket, peer RPC,
-//!   pushes and their receiver, DB checks, reports, alerts, DDNS, mail outbox) and the
-//!   one owner of every site's role (`daemon::roles`). The only module that runs tasks.
+//!   pushes and their receiver, DB checks, reports, alerts, DDNS, mail outbox, failover
+//!   and the old master's recovery) and the one owner of every site's role
+//!   (`daemon::roles`). The only module that runs tasks.
 //! - [`playbook`]: the playbook runner: steps in order with timeouts, variables filled
 //!   in, peer steps over SSH into the peer's forced command (`orch ssh serve`).
 //! - [`databases`]: the config's databases as `agent::db` targets and endpoints.
 //! - [`cluster`]: pure decisions about the pair: site roles and their first-start rule,
-//!   whether the tunnel and the peer's agent count as up; the failover state machine
-//!   goes here. No I/O.
+//!   whether the tunnel and the peer's agent count as up, the failover state machine,
+//!   the DNS lock record, the master's recovery decision. No I/O.
 //! - [`report`]: the nightly report, judged and rendered (text and HTML). No I/O.
 //! - [`notify`]: alert webhooks (ntfy, gotify, JSON). [`mail`]: composing, queueing and
 //!   sending mail (lettre), with hand-off to the peer's agent.
