@@ -34,6 +34,12 @@ pub enum Request {
     Ack {
         site: String,
     },
+    /// Make this node master of `site` (`orch promote`); answers with the lines to print.
+    Promote {
+        site: String,
+        dry_run: bool,
+        force: bool,
+    },
 }
 
 #[derive(Debug, Serialize, Deserialize, PartialEq)]

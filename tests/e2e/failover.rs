@@ -725,8 +725,8 @@ fn a_second_loss_waits_for_ack() {
 }
 
 #[test]
-fn manual_failover_only_alerts() {
-    let test = "manual_failover_only_alerts";
+fn manual_failover_alerts_and_promote_force_takes_over() {
+    let test = "manual_failover_alerts_and_promote_force_takes_over";
     if !needs(test) {
         return;
     }
@@ -746,6 +746,42 @@ fn manual_failover_only_alerts() {
     let text = fo.mail("[orch] ALERT alice-web: alice looks lost and alice-web fails over by hand");
     assert!(text.contains("orch promote alice-web --force"), "{text}");
     fo.stays_put("192.0.2.1", Duration::from_secs(5));
+
+    // The person runs what the alert says: first the dry run, which changes nothing…
+    let out = fo.orch("bob", &["promote", SITE, "--force", "--dry-run"]);
+    let (stdout, stderr) = orch::text(&out);
+    assert_eq!(orch::code(&out), 0, "{stdout}{stderr}");
+    for line in [
+        "skipped (--force: alice is taken to be dead)",
+        "DNS lock _orch.alice-web.example.org: \"master=alice epoch=1\" → \"master=bob epoch=2\"",
+        "record www.example.org A: [\"192.0.2.1\"] → [\"192.0.2.2\"]",
+        "promote playbook mark:",
+        "dry run: nothing was changed",
+    ] {
+        assert!(stdout.contains(line), "{line}\n{stdout}");
+    }
+    fo.stays_put("192.0.2.1", Duration::from_secs(1));
+    // …then for real: the lock, the records, the epoch, the promote playbook.
+    let out = fo.orch("bob", &["promote", SITE, "--force"]);
+    let (stdout, stderr) = orch::text(&out);
+    assert_eq!(orch::code(&out), 0, "{stdout}{stderr}");
+    assert!(stdout.contains("failed over to bob at"), "{stdout}");
+    fo.expect_lock("master=bob epoch=2").unwrap();
+    assert_eq!(fo.www(), "192.0.2.2");
+    assert_eq!(fo.promoted("bob"), ["2"]);
+    let site = fo.site("bob").unwrap();
+    assert_eq!(
+        (site["role"].clone(), site["epoch"].clone()),
+        ("master".into(), 2.into())
+    );
+    let text = fo.mail("[orch] FAILOVER alice-web: alice-web failed over to bob");
+    assert!(text.contains("`orch promote --force` on bob"), "{text}");
+    // Once more: bob is master already.
+    let out = fo.orch("bob", &["promote", SITE, "--force"]);
+    assert_eq!(orch::code(&out), 1);
+    assert!(orch::text(&out)
+        .1
+        .contains("bob is master of alice-web already"));
 }
 
 #[test]

@@ -92,6 +92,16 @@ pub fn run(cli: Cli) -> Result {
             site::check(&config::load(&config_path, &options)?, &site, json)
         }
         Command::Ack { site } => site::ack(&config::load(&config_path, &options)?, &site),
+        Command::Promote {
+            site,
+            dry_run,
+            force,
+        } => site::promote(
+            &config::load(&config_path, &options)?,
+            &site,
+            dry_run,
+            force,
+        ),
         Command::Report { site, send, html } => {
             report::report(&config::load(&config_path, &options)?, &site, send, html)
         }

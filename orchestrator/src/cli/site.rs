@@ -296,3 +296,17 @@ pub(super) fn ack(loaded: &Loaded, site: &str) -> Result {
     println!("{text}");
     Ok(())
 }
+
+/// `orch promote SITE [--dry-run] [--force]`: the agent takes the site over here.
+pub(super) fn promote(loaded: &Loaded, site: &str, dry_run: bool, force: bool) -> Result {
+    let site = site_named(&loaded.config, site)?;
+    let request = crate::api::Request::Promote {
+        site: site.name.clone(),
+        dry_run,
+        force,
+    };
+    // Promote playbooks may take minutes.
+    let text: String = super::call_within(loaded, &request, std::time::Duration::from_secs(3600))?;
+    println!("{text}");
+    Ok(())
+}

@@ -35,7 +35,7 @@ pub struct Api {
     /// Each site's failover state (the failover task publishes it).
     pub failover: watch::Receiver<BTreeMap<String, FailoverStatus>>,
     /// `orch ack` requests to the failover task.
-    pub acks: mpsc::Sender<failover::AckRequest>,
+    pub acks: mpsc::Sender<failover::AskRequest>,
 }
 
 /// How long `orch report --send` waits for the first delivery attempt.
@@ -82,22 +82,37 @@ impl control::Handler for Api {
             Request::PushProgress => {
                 serde_json::to_value(self.pusher.progress()).map_err(|e| e.to_string())
             }
-            Request::Ack { site } => {
-                let (tx, rx) = oneshot::channel();
-                self.acks
-                    .send((site, tx))
-                    .await
-                    .map_err(|_| "the agent's failover task does not run".to_owned())?;
-                let text = rx
-                    .await
-                    .map_err(|_| "the agent's failover task stopped".to_owned())??;
-                Ok(serde_json::Value::String(text))
+            Request::Ack { site } => self.ask(failover::Ask::Ack(site)).await,
+            Request::Promote {
+                site,
+                dry_run,
+                force,
+            } => {
+                if !force {
+                    return Err(format!(
+                        "the planned switchover (`orch promote {site}` without --force: final push, demote there, databases caught up, promote here) is not built yet; when {site}'s master is dead, `orch promote {site} --force` takes it over here (`--dry-run` shows how)"
+                    ));
+                }
+                self.ask(failover::Ask::Promote { site, dry_run }).await
             }
         }
     }
 }
 
 impl Api {
+    /// Hands a request to the failover task and waits for its answer.
+    async fn ask(&self, ask: failover::Ask) -> Result<serde_json::Value, String> {
+        let (tx, rx) = oneshot::channel();
+        self.acks
+            .send((ask, tx))
+            .await
+            .map_err(|_| "the agent's failover task does not run".to_owned())?;
+        let text = rx
+            .await
+            .map_err(|_| "the agent's failover task stopped".to_owned())??;
+        Ok(serde_json::Value::String(text))
+    }
+
     async fn status(&self) -> anyhow::Result<StatusReport> {
         let config = &self.loaded.config;
         let me = &self.loaded.me;

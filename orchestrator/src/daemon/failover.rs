@@ -74,6 +74,10 @@ pub struct Intent {
     pub stage: Stage,
     /// Promote playbooks that finished.
     pub promoted: Vec<String>,
+    /// Asked by `orch promote --force` (an operator's decision), not decided by the
+    /// failover logic.
+    #[serde(default)]
+    pub forced: bool,
 }
 
 /// The old master's way back, kept in the state store from the moment it learns it was
@@ -109,8 +113,18 @@ pub enum Stage {
     Locked,
 }
 
-/// `orch ack SITE`, from the control socket: the answer is a sentence or an error.
-pub type AckRequest = (String, oneshot::Sender<Result<String, String>>);
+/// What the control socket asks of the failover task.
+#[derive(Debug, Clone)]
+pub enum Ask {
+    /// `orch ack SITE`.
+    Ack(String),
+    /// `orch promote SITE --force [--dry-run]`: take the site over now, the old master
+    /// taken to be dead: the guards skipped, the DNS lock still required.
+    Promote { site: String, dry_run: bool },
+}
+
+/// A control request and where its answer goes: a text, or an error.
+pub type AskRequest = (Ask, oneshot::Sender<Result<String, String>>);
 
 /// What the task needs from the rest of the agent.
 pub struct Task {
@@ -258,7 +272,7 @@ async fn all<T: Send + 'static>(futures: Vec<impl Future<Output = T> + Send + 's
 /// The agent's task: every site's failover, until `stop`.
 pub async fn run(
     task: Task,
-    mut acks: mpsc::Receiver<AckRequest>,
+    mut acks: mpsc::Receiver<AskRequest>,
     stop: CancellationToken,
 ) -> Result<(), std::convert::Infallible> {
     let config = &task.loaded.config;
@@ -327,8 +341,14 @@ pub async fn run(
     loop {
         tokio::select! {
             () = stop.cancelled() => return Ok(()),
-            Some((site, reply)) = acks.recv() => {
-                let _ = reply.send(task.ack(&mut runs, &site).await);
+            Some((ask, reply)) = acks.recv() => {
+                let answer = match ask {
+                    Ask::Ack(site) => task.ack(&mut runs, &site).await,
+                    Ask::Promote { site, dry_run } => {
+                        task.force_promote(&mut runs, &site, dry_run).await
+                    }
+                };
+                let _ = reply.send(answer);
                 continue;
             }
             _ = interval.tick() => {}
@@ -1002,6 +1022,7 @@ impl Task {
                     seen,
                     stage: Stage::Locking,
                     promoted: Vec::new(),
+                    forced: false,
                 };
                 run.intent = Some(intent);
                 if !self.journal(site, run).await {
@@ -1357,8 +1378,9 @@ impl Task {
                 }
             }
         }
-        // The takeover has ended: one automatic failover until `orch ack`.
-        run.armed = false;
+        // The takeover has ended: one automatic failover until `orch ack`; an operator's
+        // `orch promote --force` is a decision, not a failover: it leaves it armed.
+        run.armed = intent.forced;
         run.intent = None;
         run.failed_over_at = Some(now_ms());
         run.machine.failed_over();
@@ -1369,14 +1391,21 @@ impl Task {
         } else {
             done.join(", ")
         };
+        let why = if intent.forced {
+            format!("`orch promote --force` on {}", self.me())
+        } else {
+            format!(
+                "{} lost since {} ({})",
+                intent.from_master,
+                clock(intent.lost_since),
+                intent.seen
+            )
+        };
         let mut detail = format!(
-            "{} failed over to {} at {}: {} lost since {} ({}); records {} → {}, lock \"master={} epoch={}\"; promote playbooks: {books}",
+            "{} failed over to {} at {}: {why}; records {} → {}, lock \"master={} epoch={}\"; promote playbooks: {books}",
             site.name,
             self.me(),
             clock(at),
-            intent.from_master,
-            clock(intent.lost_since),
-            intent.seen,
             site.records.join(", "),
             intent.ip,
             self.me(),
@@ -1385,9 +1414,16 @@ impl Task {
         if let Some(f) = &failure {
             detail.push_str(&format!("\n\nA PROMOTE PLAYBOOK FAILED: the site's records point here, but its services may not run. Fix it by hand.\n{f}"));
         }
+        if !intent.forced {
+            detail.push_str(&format!(
+                "\n\nAutomatic failover of {} is disarmed until `orch ack {}`.",
+                site.name, site.name
+            ));
+        }
         detail.push_str(&format!(
-            "\n\nAutomatic failover of {} is disarmed until `orch ack {}`. When {} comes back it must learn that it was replaced and step down.",
-            site.name, site.name, intent.from_master
+            " When {} comes back it learns from the lock record that it was replaced, steps down and follows {}.",
+            intent.from_master,
+            self.me()
         ));
         let outcome = if failure.is_some() {
             Outcome::Fail
@@ -1568,7 +1604,8 @@ impl Task {
         self.status.send_modify(|m| {
             m.insert(site.name.clone(), status);
         });
-        if run.recorded != state {
+        // A site without DNS is "off" for good: said in the status, not news for the history.
+        if run.recorded != state && state != "off" {
             run.recorded = state.to_owned();
             let store = self.store.clone();
             let name = site.name.clone();
@@ -1612,6 +1649,136 @@ impl Task {
                 error = agent::error_chain(&e),
                 "Failover event not recorded"
             );
+        }
+    }
+
+    /// `orch promote SITE --force`: the takeover of a site whose master is taken to be
+    /// dead, now, by an operator. The failover logic's guards are skipped (that is what
+    /// `--force` is for); the DNS lock is not: the lock record must still name the master
+    /// this node knows, and the swap is the same compare-and-swap, journaled the same way.
+    async fn force_promote(
+        &self,
+        runs: &mut BTreeMap<String, SiteRun>,
+        name: &str,
+        dry_run: bool,
+    ) -> Result<String, String> {
+        let site = self
+            .loaded
+            .config
+            .site(name)
+            .ok_or_else(|| format!("no site `{name}` in the config"))?;
+        let run = runs
+            .get_mut(name)
+            .ok_or_else(|| format!("no failover state for `{name}`"))?;
+        let role = self.roles.get(name).map_err(|e| agent::error_chain(&e))?;
+        if role.is_master(self.me()) {
+            return Err(format!(
+                "{} is master of {name} already (epoch {}): nothing to do",
+                self.me(),
+                role.epoch
+            ));
+        }
+        if run.intent.is_some() || run.rejoin.is_some() {
+            return Err(format!(
+                "{name} is changing hands already (see `orch status`); nothing was changed"
+            ));
+        }
+        let Some(zone) = self.provider(site, run).await else {
+            return Err(format!(
+                "{name} has no DNS provider or records: `--force` still needs the DNS lock; nothing was changed"
+            ));
+        };
+        let read = self.read_dns(site, run, &zone).await.map_err(|e| {
+            format!("the authoritative DNS does not answer ({e}): `--force` still needs the DNS lock; nothing was changed")
+        })?;
+        lock::may_take(&read.holder, &role)
+            .map_err(|e| format!("{e}: someone else moved {name}; nothing was changed"))?;
+        let ip = self.public_ip().await.map_err(|e| {
+            format!("this node's public address is unknown ({e}); nothing was changed")
+        })?;
+        let new_lock = Lock {
+            master: self.me().to_owned(),
+            epoch: role.epoch + 1,
+        };
+        let mut lines = vec![
+            format!(
+                "skipped (--force: {} is taken to be dead): the tunnel and peer checks, the final push, {}'s demote playbooks, the database catch-up, {}'s rejoin (it follows on its own when it returns)",
+                role.master, role.master, role.master
+            ),
+            format!("DNS lock {}: {} → \"{new_lock}\"", read.lock_name, read.holder),
+        ];
+        for c in read.point_at(&site.records, ip) {
+            lines.push(format!(
+                "record {} {}: {:?} → {:?}",
+                c.name, c.kind, c.expected, c.new
+            ));
+        }
+        lines.push(format!(
+            "epoch {} → {} in the state store",
+            role.epoch, new_lock.epoch
+        ));
+        let ctx = crate::playbook::Context {
+            loaded: &self.loaded,
+            site,
+            epoch: Ok(new_lock.epoch),
+            self_public_ip: Ok(ip),
+            peer_public_ip: Err(format!("{} is taken to be dead", role.master)),
+        };
+        for book in &site.promote {
+            match crate::playbook::plan(&ctx, book) {
+                Ok(plan) => {
+                    lines.push(format!("promote playbook {book}:"));
+                    for s in plan.steps {
+                        lines.push(format!("  {} [{} on {}] {}", s.name, s.kind, s.on, s.does));
+                    }
+                }
+                Err(e) => return Err(format!("promote playbook {book}: {e}; nothing was changed")),
+            }
+        }
+        if dry_run {
+            lines.push("dry run: nothing was changed".to_owned());
+            return Ok(lines.join("\n"));
+        }
+        run.intent = Some(Intent {
+            from_master: role.master.clone(),
+            from_epoch: role.epoch,
+            to_epoch: new_lock.epoch,
+            ip,
+            lost_since: now_ms(),
+            started: now_ms(),
+            seen: "forced by `orch promote --force`".to_owned(),
+            stage: Stage::Locking,
+            promoted: Vec::new(),
+            forced: true,
+        });
+        if !self.journal(site, run).await {
+            run.intent = None;
+            return Err(
+                "the state store could not record the takeover; nothing was changed".into(),
+            );
+        }
+        run.fresh = true;
+        // The operator decides where the site goes.
+        run.master_addresses.clear();
+        self.continue_takeover(site, run, Ok(read)).await;
+        let summary = self
+            .status
+            .borrow()
+            .get(name)
+            .map(|f| f.summary.clone())
+            .unwrap_or_default();
+        let now = self.roles.get(name).map_err(|e| agent::error_chain(&e))?;
+        if run.intent.is_some() {
+            return Err(format!(
+                "{}\nnot finished: {summary} (the agent goes on; see `orch status`)",
+                lines.join("\n")
+            ));
+        }
+        if now.is_master(self.me()) && now.epoch == new_lock.epoch {
+            lines.push(summary);
+            Ok(lines.join("\n"))
+        } else {
+            Err(format!("{}\n{summary}", lines.join("\n")))
         }
     }
 
@@ -1762,6 +1929,7 @@ mod tests {
             seen: "agent silent".into(),
             stage: Stage::Locked,
             promoted: vec!["web-start".into()],
+            forced: false,
         };
         let text = serde_json::to_string(&i).unwrap();
         assert!(text.contains("\"stage\":\"locked\""), "{text}");
