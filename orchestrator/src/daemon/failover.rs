@@ -1,5 +1,5 @@
-//! Failover on a node, for every site (DESIGN §6): the I/O around
-//! `cluster::failover` and `cluster::lock`.
+//! Failover and recovery on a node, for every site (DESIGN §6): the I/O around
+//! `cluster::failover`, `cluster::lock` and `cluster::recovery`.
 //!
 //! - **On a site's standby**, every tick (a tenth of `after`, 1–5 s) it asks the master's
 //!   agent over the tunnel, the site's `health` URLs at the addresses the site's records
@@ -11,10 +11,15 @@
 //!   mailed. A kill at any moment resumes at the next start from the journal and what the
 //!   lock record says ([`lock::resume`]): the lock is taken once, the epoch moves once,
 //!   each playbook that finished is not run again.
-//! - **On a site's master**, every [`MASTER_EVERY`] it keeps the site's records at its
-//!   public address with the same compare-and-swap, with the lock record as
-//!   prerequisite; a lock record naming another node at a later epoch means this node
-//!   was replaced: it records the new master and stops acting as master.
+//! - **On a site's master**, every tick it asks the peer's agent and (every
+//!   [`MASTER_EVERY`], every tick while in doubt) the lock record, and
+//!   `cluster::recovery` decides: still master → the site's records kept at its public
+//!   address with the same compare-and-swap, the lock record as prerequisite; **fenced**
+//!   while it can ask neither (no pushes, no record changes, its services left alone);
+//!   **replaced** (a later epoch names the peer) → the new master recorded at once, its
+//!   own name and the tunnel re-pointed, then the demote and rejoin playbooks, journaled
+//!   like a takeover, and an alert.
+//! - `orch ack` and `orch promote --force` reach the task through [`Ask`].
 //!
 //! What it sees and why it acts or not is published for `orch status`, recorded in the
 //! history when it changes, and alerted (holds that need a person, the takeover).
