@@ -222,6 +222,13 @@ struct Session<'a> {
     /// Ids announced whose file failed: their data is read and dropped.
     dead: HashSet<u32>,
     seen: HashSet<u32>,
+    /// Paths a file, symlink or hard link was written to in this push: a second one for
+    /// the same path is a protocol error (it would move the first one's data aside over
+    /// what was kept of the replica's own).
+    written: HashSet<String>,
+    /// A move into `diverged/` failed: the push is not confirmed as past the role change,
+    /// so the next one keeps diverged data again.
+    aside_failed: bool,
     pending: Vec<Done_>,
     pending_bytes: u64,
     out: BufWriter<TcpStream>,
@@ -380,6 +387,8 @@ fn serve(
         open: HashMap::new(),
         dead: HashSet::new(),
         seen: HashSet::new(),
+        written: HashSet::new(),
+        aside_failed: false,
         pending: Vec::new(),
         pending_bytes: 0,
         out: BufWriter::with_capacity(
@@ -455,7 +464,15 @@ fn serve(
                 generation.clone()
             },
             root_dev: 0,
-            epoch: target.epoch,
+            // A move aside that failed keeps the replica armed for diverging: the next
+            // push finds the epoch not reached yet and keeps what it replaces.
+            epoch: if s.aside_failed {
+                manifest
+                    .as_ref()
+                    .map_or(0, |m| m.epoch.min(target.epoch - 1))
+            } else {
+                target.epoch
+            },
             entries: BTreeMap::new(),
         };
         for (mut e, stamp) in after.entries {
@@ -517,6 +534,13 @@ impl Session<'_> {
     ) -> Result<(), RecvError> {
         if let Err(e) = check_path(step.path()) {
             return refused(e);
+        }
+        if matches!(
+            step,
+            Step::File { .. } | Step::Symlink { .. } | Step::Hardlink { .. }
+        ) && !self.written.insert(step.path().to_owned())
+        {
+            return refused(format!("{} written twice in one push", shown(step.path())));
         }
         match &step {
             Step::File { .. } => {}
@@ -862,8 +886,17 @@ impl Session<'_> {
     }
 
     /// Moves `name` (a file or symlink) to the same relative path under this push's
-    /// diverged directory.
+    /// diverged directory, never over anything kept there. A failure stops the write
+    /// that needed it (the caller fails that entry) and keeps the next push diverging.
     fn move_aside(&mut self, dir: &OwnedFd, name: &str, path: &str) -> std::io::Result<()> {
+        let moved = self.move_aside_now(dir, name, path);
+        if moved.is_err() {
+            self.aside_failed = true;
+        }
+        moved
+    }
+
+    fn move_aside_now(&mut self, dir: &OwnedFd, name: &str, path: &str) -> std::io::Result<()> {
         let base = match &self.diverged_dir {
             Some(b) => b.clone(),
             None => {
@@ -883,7 +916,13 @@ impl Session<'_> {
             .mode(0o700)
             .create(&to_dir)?;
         let to = File::open(&to_dir)?;
-        match rustix::fs::renameat(dir.as_fd(), name, to.as_fd(), name) {
+        match rustix::fs::renameat_with(
+            dir.as_fd(),
+            name,
+            to.as_fd(),
+            name,
+            rustix::fs::RenameFlags::NOREPLACE,
+        ) {
             Ok(()) => {}
             Err(rustix::io::Errno::XDEV) => {
                 // Another filesystem: copy, then remove.
@@ -904,7 +943,7 @@ impl Session<'_> {
                             name,
                             OFlags::WRONLY
                                 | OFlags::CREATE
-                                | OFlags::TRUNC
+                                | OFlags::EXCL
                                 | OFlags::NOFOLLOW
                                 | OFlags::CLOEXEC,
                             Mode::from_raw_mode(0o600),

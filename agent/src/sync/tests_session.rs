@@ -314,6 +314,38 @@ fn diverged_data_is_moved_aside() {
     assert_eq!(snapshot(&p.src), snapshot(&p.dst));
 }
 
+#[test]
+fn a_failed_move_aside_writes_nothing_over_and_keeps_the_next_push_diverging() {
+    let mut p = Pair::new();
+    write(&p.src, "changed", b"new");
+    write(&p.dst, "changed", b"old local edit");
+    // `diverged/` cannot be made: its parent is a file.
+    fs::create_dir_all(&p.state).unwrap();
+    fs::write(p.state.join("diverged"), b"in the way").unwrap();
+    p.diverge = true;
+    let (_, r) = p.push_with(true, false, &[]);
+    assert_eq!(r.failed.len(), 1, "{:?}", r.failed);
+    assert_eq!(r.failed[0].0, "changed");
+    assert_eq!(
+        fs::read(p.dst.join("changed")).unwrap(),
+        b"old local edit",
+        "not overwritten"
+    );
+    let confirmed = p.recv.lock().unwrap().clone().expect("a manifest");
+    assert!(
+        confirmed.epoch < 1,
+        "not confirmed past the role change: epoch {}",
+        confirmed.epoch
+    );
+    // Once the way is clear, the next push keeps the edit and then writes.
+    fs::remove_file(p.state.join("diverged")).unwrap();
+    let (_, r) = p.push_with(true, false, &[]);
+    assert!(r.failed.is_empty(), "{:?}", r.failed);
+    let dir = r.diverged_dir.expect("kept");
+    assert_eq!(fs::read(dir.join("changed")).unwrap(), b"old local edit");
+    assert_eq!(fs::read(p.dst.join("changed")).unwrap(), b"new");
+}
+
 /// A hostile sender: speaks the protocol and tries to write outside the target.
 #[test]
 fn a_hostile_sender_cannot_leave_the_tree() {
@@ -366,6 +398,15 @@ fn a_hostile_sender_cannot_leave_the_tree() {
                 f
             },
             "used twice",
+        ),
+        (
+            {
+                let mut f = step(1, file("a"));
+                f.extend(data(1, 0, b"x"));
+                f.extend(step(2, file("a")));
+                f
+            },
+            "written twice in one push",
         ),
     ];
     for (frames, why) in attempts {

@@ -288,15 +288,14 @@ impl Receiver {
             .store
             .manifest(&site.name, &job.name, "receive")
             .await?;
-        let pushed_before = self
-            .store
-            .manifest(&site.name, &job.name, "send")
-            .await?
-            .is_some();
-        // The first push after a role change keeps what it would overwrite or delete.
+        // The first push after a role change keeps what it would overwrite or delete; so
+        // does the first push ever received here (a former master that never received
+        // one, or a replica seeded by hand): nothing confirms it holds only copies. A
+        // file already equal to what arrives is left in place, so a fresh or identical
+        // replica keeps nothing.
         let diverge = match &manifest {
             Some(m) => m.epoch < role.epoch,
-            None => pushed_before,
+            None => true,
         };
         let target = recv::Target {
             root,

@@ -11,6 +11,7 @@ use agent::sync::Excludes;
 use std::io::BufReader;
 
 struct Bob {
+    state: std::path::PathBuf,
     _dir: tempfile::TempDir,
     _tmp: tempfile::TempDir,
     src: std::path::PathBuf,
@@ -31,7 +32,8 @@ async fn bob() -> Bob {
         dst.display()
     );
     let (dir, loaded) = testing::pair("bob", &sites);
-    let store = Store::open(&loaded.me().state_dir).await.unwrap();
+    let state = loaded.me().state_dir.clone();
+    let store = Store::open(&state).await.unwrap();
     let roles = Roles::load(store.clone(), &loaded.config).await.unwrap();
     let receiver = Arc::new(Receiver::new(
         Arc::new(loaded),
@@ -39,6 +41,7 @@ async fn bob() -> Bob {
         roles.clone(),
     ));
     Bob {
+        state,
         _dir: dir,
         _tmp: tmp,
         src,
@@ -137,6 +140,61 @@ async fn a_push_at_the_current_epoch_lands() {
     assert_eq!(event.outcome, Outcome::Ok, "{}", event.summary);
     let confirmed = bob.store.manifest("web", "www", "receive").await.unwrap();
     assert_eq!(confirmed.map(|m| m.epoch), Some(1));
+}
+
+/// Pushes bob's `src` to his `dst` as alice would at `epoch`; returns what was sent.
+async fn push_all(bob: &Bob, epoch: i64) -> send::Sent {
+    let (client, served) = serve(bob, open(epoch)).await;
+    let src = bob.src.clone();
+    let sent = tokio::task::spawn_blocking(move || {
+        let excludes = Excludes::new(&[]).unwrap();
+        let source = Source {
+            root: &src,
+            excludes: &excludes,
+            manifest: None,
+            max_delete: Limit::Percent(50.0),
+            force: true,
+            dry_run: false,
+        };
+        send::push(client, &source, &Progress::default())
+    })
+    .await
+    .unwrap()
+    .unwrap();
+    served.await.unwrap();
+    sent
+}
+
+#[tokio::test]
+async fn the_first_push_ever_received_keeps_what_it_replaces() {
+    let bob = bob().await;
+    // A replica nothing confirmed: a former master that never received a push.
+    std::fs::create_dir_all(&bob.dst).unwrap();
+    std::fs::write(bob.dst.join("index.html"), "written here").unwrap();
+    std::fs::write(bob.dst.join("same.txt"), "same").unwrap();
+    std::fs::write(bob.src.join("index.html"), "hello").unwrap();
+    std::fs::write(bob.src.join("same.txt"), "same").unwrap();
+    let sent = push_all(&bob, 1).await;
+    assert!(sent.refused.is_none(), "{:?}", sent.refused);
+    assert_eq!(
+        std::fs::read_to_string(bob.dst.join("index.html")).unwrap(),
+        "hello"
+    );
+    assert_eq!(sent.diverged, ["index.html"], "an equal file is not kept");
+    let kept = std::fs::read_dir(bob.state.join("diverged/web"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    assert_eq!(
+        std::fs::read_to_string(kept.join("index.html")).unwrap(),
+        "written here"
+    );
+    // Confirmed at the epoch: the next push replaces without keeping.
+    std::fs::write(bob.src.join("index.html"), "hello again").unwrap();
+    let sent = push_all(&bob, 1).await;
+    assert!(sent.diverged.is_empty(), "{:?}", sent.diverged);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
