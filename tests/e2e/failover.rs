@@ -12,7 +12,7 @@
 use orch_tests::bind::Bind;
 use orch_tests::fixture::{write_secret, Pair};
 use orch_tests::lab::{Host, Lab};
-use orch_tests::{eventually, orch, prerequisites};
+use orch_tests::{eventually, free_port, orch, prerequisites, smtp_command};
 use serde_json::Value;
 use std::path::PathBuf;
 use std::process::{Command, Output};
@@ -72,14 +72,6 @@ pub(crate) fn needs(test: &str) -> bool {
         true,
         &["ip", "named", "tsig-keygen", "nsupdate", "dig", PYTHON],
     )
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 pub(crate) fn ip(args: &[&str]) {
@@ -210,17 +202,7 @@ path = {{ alice = "{a}", bob = "{b}" }}
         let web = lab.spawn(&alice, "web-alice", web);
         // The SMTP server listens on bob's loopback: bob's alerts arrive there.
         let maildir = dir.join("maildir");
-        let mut smtp = Command::new(PYTHON);
-        smtp.args([
-            "-m",
-            "aiosmtpd",
-            "-n",
-            "-l",
-            &format!("127.0.0.1:{smtp_port}"),
-        ])
-        .args(["-c", "aiosmtpd.handlers.Mailbox"])
-        .arg(&maildir);
-        lab.spawn(&bob, "aiosmtpd", smtp);
+        lab.spawn(&bob, "aiosmtpd", smtp_command(smtp_port, &maildir));
         let mut fo = Fo {
             lab,
             pair,

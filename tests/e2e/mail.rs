@@ -4,7 +4,7 @@
 //! only then.
 
 use orch_tests::process::Proc;
-use orch_tests::{eventually, prerequisites};
+use orch_tests::{eventually, free_port, prerequisites};
 use orchestrator::config::{Mail, MailTls, MailTransport};
 use orchestrator::mail::{self, Mailer, Round};
 use std::path::{Path, PathBuf};
@@ -12,14 +12,6 @@ use std::process::Command;
 use std::time::Duration;
 
 const PYTHON: &str = "/usr/bin/python3";
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 /// aiosmtpd on 127.0.0.1:`port`, storing what it receives in the maildir `dir`.
 fn smtp_server(dir: &Path, port: u16, tls: Option<(&Path, &Path)>) -> Proc {

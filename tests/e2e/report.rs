@@ -5,7 +5,7 @@
 
 use orch_tests::fixture::Pair;
 use orch_tests::lab::{Host, Lab};
-use orch_tests::{eventually, orch, prerequisites};
+use orch_tests::{eventually, free_port, orch, prerequisites, smtp_command};
 use orchestrator::config::{Notify, NotifyKind};
 use serde_json::Value;
 use std::path::Path;
@@ -16,14 +16,6 @@ const PYTHON: &str = "/usr/bin/python3";
 
 fn tool(name: &str) -> String {
     format!("{}/tools/{name}", env!("CARGO_MANIFEST_DIR"))
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// The messages in a maildir, as Python's email package parses them.
@@ -108,11 +100,7 @@ path = {{ alice = "{a}", bob = "{b}" }}
     let bob = lab.host("bob", &["192.0.2.2/24"]);
     // The SMTP server listens on bob's own loopback: bob reaches it, alice cannot.
     let maildir = dir.join("maildir");
-    let mut smtp = Command::new(PYTHON);
-    smtp.args(["-m", "aiosmtpd", "-n", "-l", &format!("127.0.0.1:{port}")])
-        .args(["-c", "aiosmtpd.handlers.Mailbox"])
-        .arg(&maildir);
-    lab.spawn(&bob, "aiosmtpd", smtp);
+    lab.spawn(&bob, "aiosmtpd", smtp_command(port, &maildir));
     let probe = format!("import socket; socket.create_connection(('127.0.0.1', {port}), 1)");
     eventually(
         "the SMTP server listens in bob",

@@ -18,6 +18,25 @@ pub mod wait;
 
 pub use wait::eventually;
 
+/// A TCP port free on 127.0.0.1 right now.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// aiosmtpd on 127.0.0.1:`port` (run by Debian's python3, which sees
+/// python3-aiosmtpd), storing what it receives in the maildir `maildir`.
+pub fn smtp_command(port: u16, maildir: &std::path::Path) -> std::process::Command {
+    let mut cmd = std::process::Command::new("/usr/bin/python3");
+    cmd.args(["-m", "aiosmtpd", "-n", "-l", &format!("127.0.0.1:{port}")])
+        .args(["-c", "aiosmtpd.handlers.Mailbox"])
+        .arg(maildir);
+    cmd
+}
+
 /// True when running under CI (`CI=true`), where a missing prerequisite is a failure.
 pub fn in_ci() -> bool {
     std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "0" && v != "false")

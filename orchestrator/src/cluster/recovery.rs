@@ -29,8 +29,8 @@ pub enum Verdict {
     /// Another node holds the site at a later epoch: step down and rejoin.
     Replaced { lock: Lock, learned_from: Source },
     /// The peer claims the site at this node's own epoch (a restored backup): fenced,
-    /// nothing guessed.
-    Split { theirs: Lock },
+    /// nothing guessed; `alert` the first time.
+    Split { theirs: Lock, alert: bool },
     /// Neither the peer nor the DNS answers: fenced since `since`; `alert` once it lasted
     /// `after`.
     Fenced { since: Instant, alert: bool },
@@ -98,9 +98,11 @@ impl Recovery {
                 }
                 PeerWord::Split => {
                     self.fenced_since.get_or_insert(now);
+                    let alert = !self.alerted;
                     self.alerted = true;
                     return Verdict::Split {
                         theirs: theirs.clone(),
+                        alert,
                     };
                 }
                 PeerWord::Agrees => {}
@@ -309,9 +311,18 @@ mod tests {
         assert_eq!(
             r.observe(t0, Some(&lock("bob", 1)), &dns("alice", 1), &role()),
             Verdict::Split {
-                theirs: lock("bob", 1)
+                theirs: lock("bob", 1),
+                alert: true
             }
         );
         assert!(r.fenced());
+        assert_eq!(
+            r.observe(t0, Some(&lock("bob", 1)), &dns("alice", 1), &role()),
+            Verdict::Split {
+                theirs: lock("bob", 1),
+                alert: false
+            },
+            "alerted once"
+        );
     }
 }

@@ -1093,6 +1093,16 @@ fn sync_paths(
     paths
 }
 
+/// `sites.SITE.sync[i].path`, where a sync path's problems are reported.
+fn sync_path_key(site: &str, i: usize) -> KeyPath {
+    KeyPath::root()
+        .key("sites")
+        .key(site)
+        .key("sync")
+        .index(i)
+        .key("path")
+}
+
 /// A peer may write into sync paths; one job's tree inside another's would let a push
 /// for one site write into another site's data.
 fn check_sync_overlaps(c: &mut Checker, sites: &[Site]) {
@@ -1100,12 +1110,7 @@ fn check_sync_overlaps(c: &mut Checker, sites: &[Site]) {
     for site in sites {
         for (i, job) in site.sync.iter().enumerate() {
             for (node, path) in &job.paths {
-                let at = KeyPath::root()
-                    .key("sites")
-                    .key(&site.name)
-                    .key("sync")
-                    .index(i)
-                    .key("path");
+                let at = sync_path_key(&site.name, i);
                 all.push((node.clone(), path, at));
             }
         }
@@ -1147,12 +1152,7 @@ fn check_sync_guards(c: &mut Checker, sites: &[Site], nodes: &[Option<Node>]) {
     for site in sites {
         for (i, job) in site.sync.iter().enumerate() {
             for (node, path) in &job.paths {
-                let at = KeyPath::root()
-                    .key("sites")
-                    .key(&site.name)
-                    .key("sync")
-                    .index(i)
-                    .key("path");
+                let at = sync_path_key(&site.name, i);
                 let mut guarded: Vec<(String, PathBuf)> =
                     vec![("the config directory".into(), config_dir.clone())];
                 if let Some(n) = nodes.iter().flatten().find(|n| &n.name == node) {

@@ -205,6 +205,17 @@ impl DnsRead {
         out
     }
 
+    /// The change of the lock record from what it holds now to `lock` (a prerequisite on
+    /// its current value, or on its absence).
+    fn lock_to(&self, lock: &Lock) -> Change {
+        Change {
+            name: self.lock_name.clone(),
+            kind: Kind::Txt,
+            expected: self.lock_values.clone(),
+            new: vec![lock.to_string()],
+        }
+    }
+
     /// The changes that point every record at `ip` alone (the other address family's
     /// record removed), from what each holds now; unchanged records are left out.
     fn point_at(&self, records: &[String], ip: IpAddr) -> Vec<Change> {
@@ -532,7 +543,7 @@ impl Task {
             Verdict::Replaced { lock, learned_from } => {
                 self.replaced(site, run, &lock, learned_from.words()).await;
             }
-            Verdict::Split { theirs } => {
+            Verdict::Split { theirs, alert } => {
                 // Orch never records two masters under one epoch (an epoch moves only
                 // through the lock record's compare-and-swap, or a switchover both nodes
                 // take part in); a restored backup can.
@@ -543,7 +554,7 @@ impl Task {
                     site.name,
                     theirs.epoch
                 );
-                self.fence(site, run, text, true).await;
+                self.fence(site, run, text, alert).await;
             }
             Verdict::Fenced { since, alert } => {
                 let text = format!(
@@ -571,8 +582,7 @@ impl Task {
         }
     }
 
-    /// Fences the site (no pushes) and says why; alerts when `alert` (repeated alerts of
-    /// one kind are one alert: the alerter mails at most hourly).
+    /// Fences the site (no pushes) and says why; alerts when `alert` (once per fence).
     async fn fence(&self, site: &Site, run: &mut SiteRun, text: String, alert: bool) {
         self.roles.fence(&site.name, Some(text.clone()));
         if alert {
@@ -625,6 +635,25 @@ impl Task {
         self.tunnel.command(TunnelCommand::Reresolve);
         self.tunnel.command(TunnelCommand::Handshake);
         self.rejoin(site, run).await;
+    }
+
+    /// Runs the playbook `name` for the site (each step recorded in the history): the
+    /// seconds it took, and its failure (the failing step with its output), if any.
+    async fn run_playbook(
+        &self,
+        ctx: &crate::playbook::Context<'_>,
+        name: &str,
+    ) -> (f64, Option<String>) {
+        let t0 = Instant::now();
+        let mut quiet =
+            |_: &crate::config::playbook::Step, _: Option<&crate::playbook::StepRecord>| {};
+        let outcome = crate::playbook::run(ctx, name, Some(&self.store), &mut quiet).await;
+        let failure = match outcome {
+            Ok(report) if report.ok => None,
+            Ok(report) => Some(report.failure().unwrap_or_else(|| format!("{name} failed"))),
+            Err(e) => Some(format!("playbook {name}: {e}")),
+        };
+        (t0.elapsed().as_secs_f64(), failure)
     }
 
     /// The way back: the new role recorded, the demote then rejoin playbooks, an alert.
@@ -688,16 +717,7 @@ impl Task {
                 r.to_master, r.to_epoch
             );
             self.publish(site, run, "rejoining", text, None, None);
-            let t0 = Instant::now();
-            let mut quiet =
-                |_: &crate::config::playbook::Step, _: Option<&crate::playbook::StepRecord>| {};
-            let outcome = crate::playbook::run(&ctx, name, Some(&self.store), &mut quiet).await;
-            let took = t0.elapsed().as_secs_f64();
-            let failure = match outcome {
-                Ok(report) if report.ok => None,
-                Ok(report) => Some(report.failure().unwrap_or_else(|| format!("{name} failed"))),
-                Err(e) => Some(format!("playbook {name}: {e}")),
-            };
+            let (took, failure) = self.run_playbook(&ctx, name).await;
             if let Some(f) = failure {
                 r.failed = Some(f.clone());
                 run.rejoin = Some(r.clone());
@@ -1230,12 +1250,7 @@ impl Task {
                         master: self.me().to_owned(),
                         epoch: intent.to_epoch,
                     };
-                    let mut changes = vec![Change {
-                        name: read.lock_name.clone(),
-                        kind: Kind::Txt,
-                        expected: read.lock_values.clone(),
-                        new: vec![new_lock.to_string()],
-                    }];
+                    let mut changes = vec![read.lock_to(&new_lock)];
                     changes.extend(read.point_at(&site.records, intent.ip));
                     let result = match run.dns.as_ref() {
                         Some(d) => d.swap_all(&changes, site.ttl).await,
@@ -1359,29 +1374,16 @@ impl Task {
                 Some(intent.lost_since),
                 None,
             );
-            let t0 = Instant::now();
-            let mut quiet =
-                |_: &crate::config::playbook::Step, _: Option<&crate::playbook::StepRecord>| {};
-            let outcome = crate::playbook::run(&ctx, name, Some(&self.store), &mut quiet).await;
-            let took = t0.elapsed().as_secs_f64();
-            match outcome {
-                Ok(report) if report.ok => {
-                    done.push(format!("{name} ok ({took:.1} s)"));
-                    intent.promoted.push(name.clone());
-                    run.intent = Some(intent.clone());
-                    self.journal(site, run).await;
-                }
-                Ok(report) => {
-                    failure = Some(report.failure().unwrap_or_else(|| format!("{name} failed")));
-                    done.push(format!("{name} FAILED ({took:.1} s)"));
-                    break;
-                }
-                Err(e) => {
-                    failure = Some(format!("playbook {name}: {e}"));
-                    done.push(format!("{name} not run"));
-                    break;
-                }
+            let (took, failed) = self.run_playbook(&ctx, name).await;
+            if failed.is_some() {
+                failure = failed;
+                done.push(format!("{name} FAILED ({took:.1} s)"));
+                break;
             }
+            done.push(format!("{name} ok ({took:.1} s)"));
+            intent.promoted.push(name.clone());
+            run.intent = Some(intent.clone());
+            self.journal(site, run).await;
         }
         // The takeover has ended: one automatic failover until `orch ack`; an operator's
         // `orch promote --force` is a decision, not a failover: it leaves it armed.
@@ -1528,20 +1530,8 @@ impl Task {
                 }
             }
             view @ (MasterView::Ours | MasterView::Missing) => {
-                let expected = if view == MasterView::Ours {
-                    read.lock_values.clone()
-                } else {
-                    Vec::new()
-                };
-                changes.insert(
-                    0,
-                    Change {
-                        name: read.lock_name.clone(),
-                        kind: Kind::Txt,
-                        expected,
-                        new: vec![mine.to_string()],
-                    },
-                );
+                // Under its own lock record (or its absence), rewritten as it is.
+                changes.insert(0, read.lock_to(&mine));
                 let swap = match run.dns.as_ref() {
                     Some(d) => d.swap_all(&changes, site.ttl).await,
                     None => return,

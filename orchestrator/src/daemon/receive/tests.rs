@@ -113,24 +113,7 @@ async fn last_receive_event(store: &Store) -> agent::state::Event {
 async fn a_push_at_the_current_epoch_lands() {
     let bob = bob().await;
     std::fs::write(bob.src.join("index.html"), "hello").unwrap();
-    let (client, served) = serve(&bob, open(1)).await;
-    let src = bob.src.clone();
-    let sent = tokio::task::spawn_blocking(move || {
-        let excludes = Excludes::new(&[]).unwrap();
-        let source = Source {
-            root: &src,
-            excludes: &excludes,
-            manifest: None,
-            max_delete: Limit::Percent(50.0),
-            force: false,
-            dry_run: false,
-        };
-        send::push(client, &source, &Progress::default())
-    })
-    .await
-    .unwrap()
-    .unwrap();
-    served.await.unwrap();
+    let sent = push_all(&bob, 1).await;
     assert!(sent.refused.is_none(), "{:?}", sent.refused);
     assert_eq!(
         std::fs::read_to_string(bob.dst.join("index.html")).unwrap(),
@@ -153,7 +136,7 @@ async fn push_all(bob: &Bob, epoch: i64) -> send::Sent {
             excludes: &excludes,
             manifest: None,
             max_delete: Limit::Percent(50.0),
-            force: true,
+            force: false,
             dry_run: false,
         };
         send::push(client, &source, &Progress::default())
