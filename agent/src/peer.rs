@@ -166,6 +166,94 @@ impl HandedMail {
     }
 }
 
+/// At most this many lines in a handover answer, this long each, and this many
+/// database positions of this length.
+pub const MAX_LINES: usize = 256;
+pub const MAX_LINE: usize = 2000;
+pub const MAX_POSITIONS: usize = 64;
+pub const MAX_POSITION: usize = 4096;
+
+/// A step of a planned switchover (`orch promote SITE` on the site's standby), asked of
+/// the site's master. The master answers only while it is master of `site` at `epoch`
+/// (the asker's view), and runs its **own** playbooks from its own config.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Handover {
+    pub site: String,
+    /// The epoch under which the asker believes the receiver is master.
+    pub epoch: i64,
+    pub step: HandoverStep,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum HandoverStep {
+    /// Could it hand over: its playbooks valid, each job's final push as a dry run.
+    Check,
+    /// The final push of every job of the site to the asker.
+    Push,
+    /// Stop serving: the demote playbooks, pushes refused, then each database's final
+    /// replication position.
+    Demote,
+    /// The switchover stopped before the DNS swap: serve again (the promote playbooks).
+    Undo,
+    /// The asker holds the DNS lock at `to_epoch`: record it as master, run the rejoin
+    /// playbooks.
+    Rejoin { to_epoch: i64 },
+}
+
+/// What a handover step did, in lines; `ok` false when it failed (the lines say how).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct HandoverReply {
+    pub ok: bool,
+    pub lines: Vec<String>,
+    /// Database name → its final position (a WAL LSN, or a GTID position): after
+    /// [`HandoverStep::Demote`].
+    pub positions: BTreeMap<String, String>,
+}
+
+impl Handover {
+    pub fn check(&self) -> Result<(), String> {
+        if self.site.is_empty() || self.site.len() > MAX_NAME {
+            return Err("site name out of bounds".into());
+        }
+        let to = match self.step {
+            HandoverStep::Rejoin { to_epoch } => to_epoch,
+            _ => self.epoch,
+        };
+        if self.epoch < 0 || to < 0 {
+            return Err("a negative epoch".into());
+        }
+        Ok(())
+    }
+}
+
+impl HandoverReply {
+    /// Refuses an answer whose counts or lengths are out of bounds, or a position that
+    /// is not one (a WAL LSN or a GTID position: hex digits and `/-:,`).
+    pub fn check(&self) -> Result<(), String> {
+        if self.lines.len() > MAX_LINES || self.lines.iter().any(|l| l.len() > MAX_LINE) {
+            return Err(format!(
+                "more than {MAX_LINES} lines, or one over {MAX_LINE} bytes"
+            ));
+        }
+        if self.positions.len() > MAX_POSITIONS {
+            return Err(format!("more than {MAX_POSITIONS} positions"));
+        }
+        for (name, pos) in &self.positions {
+            let ok = !name.is_empty()
+                && name.len() <= MAX_NAME
+                && pos.len() <= MAX_POSITION
+                && pos.chars().all(|c| {
+                    c.is_ascii_hexdigit() || matches!(c, '/' | '-' | ':' | ',' | ' ' | '\n')
+                });
+            if !ok {
+                return Err("a database name or position out of bounds".into());
+            }
+        }
+        Ok(())
+    }
+}
+
 /// Free space under one of the receiver's own sync targets.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct TargetSpace {
@@ -188,6 +276,8 @@ pub enum Request {
     /// Receive a push: after this request the connection speaks the push protocol
     /// ([`crate::sync::wire`]) until the push ends.
     Push(crate::sync::wire::Open),
+    /// A step of a planned switchover of one of my sites to the peer.
+    Handover(Handover),
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -199,6 +289,7 @@ pub enum Response {
         new: bool,
     },
     Space(Vec<TargetSpace>),
+    Handover(HandoverReply),
     Error(String),
 }
 

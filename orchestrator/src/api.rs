@@ -40,6 +40,8 @@ pub enum Request {
         dry_run: bool,
         force: bool,
     },
+    /// The lines the switchover under way has printed so far (`Vec<String>`).
+    PromoteProgress,
 }
 
 #[derive(Debug, Serialize, Deserialize, PartialEq)]

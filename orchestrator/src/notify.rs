@@ -13,16 +13,20 @@ pub enum Event {
     Resolved,
     Failover,
     Recovered,
+    /// A planned switchover (`orch promote`) ended, done or stopped.
+    Switchover,
 }
 
 impl Event {
-    /// The word subjects and webhooks use: "ALERT", "RESOLVED", "FAILOVER", "RECOVERED".
+    /// The word subjects and webhooks use: "ALERT", "RESOLVED", "FAILOVER", "RECOVERED",
+    /// "SWITCHOVER".
     pub fn as_str(self) -> &'static str {
         match self {
             Event::Alert => "ALERT",
             Event::Resolved => "RESOLVED",
             Event::Failover => "FAILOVER",
             Event::Recovered => "RECOVERED",
+            Event::Switchover => "SWITCHOVER",
         }
     }
 }

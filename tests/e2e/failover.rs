@@ -323,7 +323,7 @@ path = {{ alice = "{a}", bob = "{b}" }}
         orch::run(&argv)
     }
 
-    fn mails(&self) -> Vec<Value> {
+    pub(crate) fn mails(&self) -> Vec<Value> {
         if !self.maildir.exists() {
             return Vec::new();
         }
@@ -331,7 +331,7 @@ path = {{ alice = "{a}", bob = "{b}" }}
     }
 
     /// Waits for a mail whose subject starts with `prefix`; returns its text part.
-    fn mail(&self, prefix: &str) -> String {
+    pub(crate) fn mail(&self, prefix: &str) -> String {
         eventually(
             &format!("a mail \"{prefix}…\""),
             Duration::from_secs(40),

@@ -19,4 +19,5 @@ mod playbook;
 mod push;
 mod recovery;
 mod report;
+mod switchover;
 mod tunnel;

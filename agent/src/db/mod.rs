@@ -347,6 +347,23 @@ pub async fn position(engine: Engine, side: &Endpoint, database: &str) -> Result
     }
 }
 
+/// The final position of a master that was just demoted: asked of the server, or, of a
+/// PostgreSQL primary the demote stopped, read from its control file in `data_dir`.
+pub async fn final_position(
+    engine: Engine,
+    side: &Endpoint,
+    database: &str,
+    data_dir: Option<&std::path::Path>,
+) -> Result<String, String> {
+    match (position(engine, side, database).await, engine, data_dir) {
+        (Ok(p), _, _) => Ok(p),
+        (Err(e), Engine::Postgres, Some(dir)) => postgres::stopped_position(dir)
+            .await
+            .map_err(|e2| format!("{e}; and {e2}")),
+        (Err(e), _, _) => Err(e),
+    }
+}
+
 /// Waits until `side` has applied everything up to `position`.
 pub async fn wait_for(
     engine: Engine,

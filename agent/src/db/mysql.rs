@@ -363,7 +363,10 @@ pub async fn caught_up(side: &Endpoint, database: &str) -> Result<bool, String> 
         .await
         .map_err(|e| format!("{what}: {e}"))?
     else {
-        return Err(format!("{what}: not a replica (no replica status)"));
+        // Replicating from nobody (a primary already: a promote playbook run again to
+        // undo a switchover's demote), nothing is left to apply.
+        let _ = conn.close().await;
+        return Ok(true);
     };
     let read = (
         text(&row, &["Source_Log_File", "Master_Log_File"]),

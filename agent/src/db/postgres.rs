@@ -349,6 +349,9 @@ pub struct Control {
     pub timeline: Option<u32>,
     pub wal_log_hints: bool,
     pub checksums: bool,
+    /// "Latest checkpoint location": of a cluster shut down cleanly, the last WAL record
+    /// it wrote.
+    pub checkpoint: Option<String>,
 }
 
 impl Control {
@@ -364,6 +367,7 @@ impl Control {
             timeline: field("Latest checkpoint's TimeLineID").and_then(|t| t.parse().ok()),
             wal_log_hints: field("wal_log_hints setting").as_deref() == Some("on"),
             checksums: field("Data page checksum version").is_some_and(|v| v != "0"),
+            checkpoint: field("Latest checkpoint location"),
         }
     }
 
@@ -371,6 +375,29 @@ impl Control {
     pub fn was_primary(&self) -> bool {
         !self.state.contains("recovery")
     }
+}
+
+/// The last position of the primary shut down cleanly in `data_dir` (its shutdown
+/// checkpoint, which a clean shutdown sends to the connected standbys before it ends):
+/// what a standby must have replayed to hold every commit.
+pub async fn stopped_position(data_dir: &std::path::Path) -> Result<String, String> {
+    let bin = bin_dir(data_dir)?;
+    let dir = data_dir.to_string_lossy().into_owned();
+    let control =
+        Control::parse(&as_owner(data_dir, &bin.join("pg_controldata"), &[&dir], &[]).await?);
+    if control.state != "shut down" {
+        return Err(format!(
+            "{} is not a primary shut down cleanly (its state: {})",
+            data_dir.display(),
+            control.state
+        ));
+    }
+    control.checkpoint.ok_or_else(|| {
+        format!(
+            "pg_controldata of {} names no checkpoint",
+            data_dir.display()
+        )
+    })
 }
 
 /// The server binaries of the PostgreSQL version whose data is in `data_dir`.

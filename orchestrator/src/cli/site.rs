@@ -305,8 +305,56 @@ pub(super) fn promote(loaded: &Loaded, site: &str, dry_run: bool, force: bool) -
         dry_run,
         force,
     };
-    // Promote playbooks may take minutes.
-    let text: String = super::call_within(loaded, &request, std::time::Duration::from_secs(3600))?;
-    println!("{text}");
-    Ok(())
+    // Each line of a switchover is printed as it comes: the agent is asked for them
+    // while the request runs (playbooks and the final push may take minutes).
+    let socket = loaded.me().state_dir.join(crate::api::SOCKET);
+    let rt = super::runtime()?;
+    let mut printed = 0usize;
+    let answer: std::result::Result<String, agent::control::ControlError> = rt.block_on(async {
+        let call =
+            agent::control::call(&socket, &request, std::time::Duration::from_secs(4 * 3600));
+        tokio::pin!(call);
+        let mut tick = tokio::time::interval(std::time::Duration::from_millis(300));
+        loop {
+            tokio::select! {
+                r = &mut call => return r,
+                _ = tick.tick() => {
+                    let lines: std::result::Result<Vec<String>, _> = agent::control::call(
+                        &socket,
+                        &crate::api::Request::PromoteProgress,
+                        std::time::Duration::from_secs(2),
+                    )
+                    .await;
+                    if let Ok(lines) = lines {
+                        for l in lines.iter().skip(printed) {
+                            println!("{l}");
+                        }
+                        printed = printed.max(lines.len());
+                    }
+                }
+            }
+        }
+    });
+    let rest = |text: &str| {
+        for l in text.lines().skip(printed) {
+            println!("{l}");
+        }
+    };
+    match answer {
+        Ok(text) => {
+            rest(&text);
+            Ok(())
+        }
+        Err(agent::control::ControlError::Refused(text)) => {
+            // What was not printed yet (the end: where it stopped, and why) is the error.
+            let rest: Vec<&str> = text.lines().skip(printed).collect();
+            let why = if rest.is_empty() {
+                format!("orch promote {}: not done (see above)", site.name)
+            } else {
+                rest.join("\n")
+            };
+            Err(super::Exit::failed(anyhow::anyhow!(why)))
+        }
+        Err(e) => Err(super::control_failed(loaded, e)),
+    }
 }

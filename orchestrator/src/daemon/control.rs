@@ -36,6 +36,8 @@ pub struct Api {
     pub failover: watch::Receiver<BTreeMap<String, FailoverStatus>>,
     /// `orch ack` requests to the failover task.
     pub acks: mpsc::Sender<failover::AskRequest>,
+    /// The lines of the switchover under way (the failover task writes them).
+    pub switchover: watch::Receiver<Vec<String>>,
 }
 
 /// How long `orch report --send` waits for the first delivery attempt.
@@ -88,12 +90,15 @@ impl control::Handler for Api {
                 dry_run,
                 force,
             } => {
-                if !force {
-                    return Err(format!(
-                        "the planned switchover (`orch promote {site}` without --force: final push, demote there, databases caught up, promote here) is not built yet; when {site}'s master is dead, `orch promote {site} --force` takes it over here (`--dry-run` shows how)"
-                    ));
-                }
-                self.ask(failover::Ask::Promote { site, dry_run }).await
+                self.ask(failover::Ask::Promote {
+                    site,
+                    dry_run,
+                    force,
+                })
+                .await
+            }
+            Request::PromoteProgress => {
+                serde_json::to_value(self.switchover.borrow().clone()).map_err(|e| e.to_string())
             }
         }
     }

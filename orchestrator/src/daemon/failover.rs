@@ -24,9 +24,12 @@
 //! What it sees and why it acts or not is published for `orch status`, recorded in the
 //! history when it changes, and alerted (holds that need a person, the takeover).
 
+mod switchover;
+
 use super::alerts::Alerter;
 use super::probes;
 use super::roles::Roles;
+use super::space;
 use crate::api::{FailoverStatus, Probe};
 use crate::cluster::failover::{data_guard, DataGuard, Decision, Event, Failover, Observation};
 use crate::cluster::lock::{self, Holder, Lock, MasterView, Resume};
@@ -83,7 +86,32 @@ pub struct Intent {
     /// failover logic.
     #[serde(default)]
     pub forced: bool,
+    /// The lock taken by a planned switchover (`orch promote` without `--force`): the
+    /// promote playbooks ran before the swap; the switchover itself reports.
+    #[serde(default)]
+    pub switchover: bool,
 }
+
+/// This node, master of a site, handing it over to its peer in a planned switchover:
+/// kept from the peer's demote request until the peer takes the lock (then this node
+/// rejoins), the peer asks to undo, or [`HANDOVER_EXPIRES`] passes without either
+/// (then it serves again on its own).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Handing {
+    pub to: String,
+    /// The epoch this node is master at; the peer's lock will be one more.
+    pub epoch: i64,
+    /// Unix ms of the demote request.
+    pub started: i64,
+    /// Demote playbooks that finished.
+    pub demoted: Vec<String>,
+}
+
+/// How long a demoted master waits for its peer to take the lock or undo before it
+/// serves again on its own (the peer dead in the middle of a switchover). The peer does
+/// not swap the DNS later than [`HANDOVER_SWAP_BY`] after the demote.
+pub const HANDOVER_EXPIRES: Duration = Duration::from_secs(20 * 60);
+pub const HANDOVER_SWAP_BY: Duration = Duration::from_secs(15 * 60);
 
 /// The old master's way back, kept in the state store from the moment it learns it was
 /// replaced until it is a standby again: the new role is recorded first (it never acts as
@@ -99,6 +127,10 @@ pub struct Rejoin {
     pub done: Vec<String>,
     /// The step that failed, with its output: the site stays fenced until `orch ack`.
     pub failed: Option<String>,
+    /// Replaced by a planned switchover it took part in (an operator's decision:
+    /// automatic failover stays armed).
+    #[serde(default)]
+    pub switchover: bool,
 }
 
 /// What the state store keeps of a site's change of hands under way.
@@ -107,6 +139,7 @@ pub struct Rejoin {
 pub enum Journal {
     Takeover(Intent),
     Rejoin(Rejoin),
+    Handing(Handing),
 }
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
@@ -123,9 +156,17 @@ pub enum Stage {
 pub enum Ask {
     /// `orch ack SITE`.
     Ack(String),
-    /// `orch promote SITE --force [--dry-run]`: take the site over now, the old master
-    /// taken to be dead: the guards skipped, the DNS lock still required.
-    Promote { site: String, dry_run: bool },
+    /// `orch promote SITE [--dry-run] [--force]`: a planned switchover to this node;
+    /// with `force`, take the site over now, the old master taken to be dead: the
+    /// guards skipped, the DNS lock still required.
+    Promote {
+        site: String,
+        dry_run: bool,
+        force: bool,
+    },
+    /// A step of a planned switchover, asked by the peer (this node is the site's
+    /// master); answered with a [`agent::peer::HandoverReply`] as JSON.
+    Handover(agent::peer::Handover),
 }
 
 /// A control request and where its answer goes: a text, or an error.
@@ -143,6 +184,8 @@ pub struct Task {
     pub status: watch::Sender<BTreeMap<String, FailoverStatus>>,
     /// Asks the dynamic DNS task to check this node's own name now.
     pub ddns_now: Arc<tokio::sync::Notify>,
+    /// The lines of the switchover under way, for `orch promote` to print as they come.
+    pub progress: watch::Sender<Vec<String>>,
 }
 
 /// One site's failover on this node.
@@ -166,6 +209,8 @@ struct SiteRun {
     failed_over_at: Option<i64>,
     /// The old master's way back, under way.
     rejoin: Option<Rejoin>,
+    /// A planned switchover to the peer, under way on the master's side.
+    handing: Option<Handing>,
     /// The master side: replaced, fenced or still master.
     recovery: Recovery,
     /// A failed rejoin was alerted (cleared once the rejoin succeeds).
@@ -309,11 +354,17 @@ pub async fn run(
                 None
             }
         });
-        let (intent, rejoin) = match journal {
-            Some(Journal::Takeover(i)) => (Some(i), None),
-            Some(Journal::Rejoin(r)) => (None, Some(r)),
-            None => (None, None),
+        let (intent, rejoin, handing) = match journal {
+            Some(Journal::Takeover(i)) => (Some(i), None, None),
+            Some(Journal::Rejoin(r)) => (None, Some(r), None),
+            Some(Journal::Handing(h)) => (None, None, Some(h)),
+            None => (None, None, None),
         };
+        if let Some(h) = &handing {
+            tracing::warn!(site = %site.name, to = %h.to, "Resuming a handover to the peer that was under way");
+            task.roles
+                .fence(&site.name, Some(format!("handing over to {}", h.to)));
+        }
         if let Some(r) = &rejoin {
             tracing::warn!(site = %site.name, to_master = %r.to_master, to_epoch = r.to_epoch, "Resuming a rejoin that was under way");
             // Until it is done, nothing is pushed from here.
@@ -338,6 +389,7 @@ pub async fn run(
                 next_master_check: Instant::now(),
                 intent,
                 rejoin,
+                handing,
                 recovery: Recovery::new(site.after),
                 rejoin_alerted: false,
                 failed_over_at: None,
@@ -360,9 +412,16 @@ pub async fn run(
             Some((ask, reply)) = acks.recv() => {
                 let answer = match ask {
                     Ask::Ack(site) => task.ack(&mut runs, &site).await,
-                    Ask::Promote { site, dry_run } => {
+                    Ask::Promote { site, dry_run, force: true } => {
                         task.force_promote(&mut runs, &site, dry_run).await
                     }
+                    Ask::Promote { site, dry_run, force: false } => {
+                        let answer = task.switchover(&mut runs, &site, dry_run).await;
+                        // `orch promote` prints the rest from the answer.
+                        task.progress.send_replace(Vec::new());
+                        answer
+                    }
+                    Ask::Handover(h) => task.handover(&mut runs, h).await,
                 };
                 let _ = reply.send(answer);
                 continue;
@@ -568,6 +627,10 @@ impl Task {
                 if fence_lifted {
                     self.unfence(site, run).await;
                 }
+                if run.handing.is_some() {
+                    self.still_handing(site, run).await;
+                    return;
+                }
                 match read {
                     Some(read) => self.keep_records(site, run, role, read).await,
                     None if dns == DnsSeen::Unreadable => {
@@ -609,13 +672,20 @@ impl Task {
     /// name and the tunnel, then demotes and rejoins.
     async fn replaced(&self, site: &Site, run: &mut SiteRun, l: &Lock, learned_from: &str) {
         tracing::warn!(site = %site.name, lock = %l, %learned_from, "Replaced as master: demoting and rejoining");
+        // A switchover's demote ran already: not again.
+        let handing = run.handing.take();
+        let switchover = handing.is_some();
+        let done = handing
+            .map(|h| h.demoted.iter().map(|n| format!("demote:{n}")).collect())
+            .unwrap_or_default();
         run.rejoin = Some(Rejoin {
             to_master: l.master.clone(),
             to_epoch: l.epoch,
             learned_from: learned_from.to_owned(),
             started: now_ms(),
-            done: Vec::new(),
+            done,
             failed: None,
+            switchover,
         });
         self.roles.fence(
             &site.name,
@@ -685,10 +755,17 @@ impl Task {
             self.publish(site, run, "fenced", text, None, None);
             return;
         }
-        // The peer took the site over without this node: the pair had its automatic
-        // failover.
-        run.armed = false;
-        run.machine.disarm();
+        if r.switchover {
+            // An operator's decision, which this node took part in: automatic failover
+            // stays (or is again) armed.
+            run.armed = true;
+            run.machine.ack();
+        } else {
+            // The peer took the site over without this node: the pair had its automatic
+            // failover.
+            run.armed = false;
+            run.machine.disarm();
+        }
         let self_ip = self.public_ip().await;
         let ctx = crate::playbook::Context {
             loaded: &self.loaded,
@@ -768,6 +845,25 @@ impl Task {
             site.name
         );
         tracing::warn!(site = %site.name, master = %r.to_master, epoch = r.to_epoch, "Rejoined as standby");
+        if r.switchover {
+            // The switchover's own report tells; automatic failover stays armed.
+            let text = format!(
+                "{} handed {} over to {} (switchover, epoch {}) and follows it; rejoin playbooks: {playbooks}",
+                self.me(),
+                site.name,
+                r.to_master,
+                r.to_epoch
+            );
+            self.history(&site.name, Outcome::Info, &text, None).await;
+            let text = format!(
+                "standby of {} since a switchover at {} (epoch {})",
+                r.to_master,
+                clock(now_ms()),
+                r.to_epoch
+            );
+            self.publish(site, run, "standby", text, None, None);
+            return;
+        }
         let first = detail.lines().next().unwrap_or_default().to_owned();
         self.history(&site.name, Outcome::Warn, &first, None).await;
         self.alerter.recovered(&site.name, &detail).await;
@@ -1048,6 +1144,7 @@ impl Task {
                     stage: Stage::Locking,
                     promoted: Vec::new(),
                     forced: false,
+                    switchover: false,
                 };
                 run.intent = Some(intent);
                 if !self.journal(site, run).await {
@@ -1174,10 +1271,11 @@ impl Task {
 
     /// Writes the intent (or its absence) and the armed flag; false if the store failed.
     async fn journal(&self, site: &Site, run: &SiteRun) -> bool {
-        let journal = match (&run.intent, &run.rejoin) {
-            (Some(i), _) => Some(Journal::Takeover(i.clone())),
-            (None, Some(r)) => Some(Journal::Rejoin(r.clone())),
-            (None, None) => None,
+        let journal = match (&run.intent, &run.rejoin, &run.handing) {
+            (Some(i), _, _) => Some(Journal::Takeover(i.clone())),
+            (None, Some(r), _) => Some(Journal::Rejoin(r.clone())),
+            (None, None, Some(h)) => Some(Journal::Handing(h.clone())),
+            (None, None, None) => None,
         };
         let text = journal.and_then(|j| serde_json::to_string(&j).ok());
         match self
@@ -1386,9 +1484,21 @@ impl Task {
             self.journal(site, run).await;
         }
         // The takeover has ended: one automatic failover until `orch ack`; an operator's
-        // `orch promote --force` is a decision, not a failover: it leaves it armed.
-        run.armed = intent.forced;
+        // `orch promote` is a decision, not a failover: it leaves it armed.
+        run.armed = intent.forced || intent.switchover;
         run.intent = None;
+        if intent.switchover {
+            run.machine.ack();
+            self.journal(site, run).await;
+            let text = format!(
+                "master since a switchover from {} at {} (epoch {})",
+                intent.from_master,
+                clock(now_ms()),
+                intent.to_epoch
+            );
+            self.publish(site, run, "master", text, None, None);
+            return;
+        }
         run.failed_over_at = Some(now_ms());
         run.machine.failed_over();
         self.journal(site, run).await;
@@ -1745,6 +1855,7 @@ impl Task {
             stage: Stage::Locking,
             promoted: Vec::new(),
             forced: true,
+            switchover: false,
         });
         if !self.journal(site, run).await {
             run.intent = None;
@@ -1925,6 +2036,7 @@ mod tests {
             stage: Stage::Locked,
             promoted: vec!["web-start".into()],
             forced: false,
+            switchover: false,
         };
         let text = serde_json::to_string(&i).unwrap();
         assert!(text.contains("\"stage\":\"locked\""), "{text}");

@@ -81,15 +81,6 @@ pub async fn run(loaded: Loaded) -> anyhow::Result<()> {
         store.clone(),
         roles.clone(),
     ));
-    let peering = Peering {
-        loaded: Arc::clone(&loaded),
-        store: store.clone(),
-        roles: roles.clone(),
-        receiver,
-        tunnel: tunnel.subscribe(),
-        view: view_tx,
-        mail_now: Arc::clone(&mail_now),
-    };
     let pid = std::process::id();
     record(
         &store,
@@ -129,7 +120,19 @@ pub async fn run(loaded: Loaded) -> anyhow::Result<()> {
         one: Arc::new(tokio::sync::Mutex::new(())),
     };
     let (failover_status, failover_view) = watch::channel(Default::default());
+    let (switchover_tx, switchover_view) = watch::channel(Vec::new());
     let (acks, ack_requests) = tokio::sync::mpsc::channel(4);
+    let peering = Peering {
+        loaded: Arc::clone(&loaded),
+        store: store.clone(),
+        roles: roles.clone(),
+        receiver,
+        tunnel: tunnel.subscribe(),
+        view: view_tx,
+        mail_now: Arc::clone(&mail_now),
+        pusher: pusher.clone(),
+        asks: acks.clone(),
+    };
     let api = Arc::new(control::Api {
         loaded: Arc::clone(&loaded),
         store: store.clone(),
@@ -142,6 +145,7 @@ pub async fn run(loaded: Loaded) -> anyhow::Result<()> {
         pusher: pusher.clone(),
         failover: failover_view,
         acks,
+        switchover: switchover_view,
     });
     // The tunnel runs on its own thread and stops with the supervisor's token.
     supervisor.spawn("tunnel", move |_stop| tunnel_thread.wait());
@@ -198,6 +202,7 @@ pub async fn run(loaded: Loaded) -> anyhow::Result<()> {
             tunnel: tunnel.clone(),
             status: failover_status,
             ddns_now,
+            progress: switchover_tx,
         };
         supervisor.spawn("failover", move |stop| {
             failover::run(task, ack_requests, stop)

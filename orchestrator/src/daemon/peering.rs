@@ -2,6 +2,8 @@
 //! the peer's heartbeats, mail and space requests, the peer's pushes (handed to
 //! [`Receiver`]), and the shared view of what the peer last said.
 
+use super::failover::{Ask, AskRequest};
+use super::push::Pusher;
 use super::receive::Receiver;
 use super::roles::Roles;
 use crate::cluster::peer::{PeerView, HEARTBEAT_EVERY};
@@ -28,6 +30,10 @@ pub struct Peering {
     pub view: watch::Sender<PeerView>,
     /// Wakes the mail task (a mail taken from the peer goes out at once).
     pub mail_now: Arc<tokio::sync::Notify>,
+    /// A switchover's final push (and its dry run) goes out through it.
+    pub pusher: Pusher,
+    /// The other switchover steps go to the failover task.
+    pub asks: tokio::sync::mpsc::Sender<AskRequest>,
 }
 
 impl Peering {
@@ -99,6 +105,7 @@ impl PeerHandler for Peering {
                 Err(e) => Response::Error(e.to_string()),
             },
             Request::Push(_) => Response::Error("a push is not a request".into()),
+            Request::Handover(h) => self.handover(h).await,
         }
     }
 
@@ -108,6 +115,78 @@ impl PeerHandler for Peering {
 }
 
 impl Peering {
+    /// A step of a switchover of one of this node's sites to the peer: the pushes here,
+    /// the rest in the failover task (which checks that this node is the site's master
+    /// at the epoch the peer names).
+    async fn handover(&self, h: peer::Handover) -> Response {
+        use agent::peer::{HandoverReply, HandoverStep};
+        if let Err(e) = h.check() {
+            return Response::Error(format!("handover refused: {e}"));
+        }
+        let ask = |h: peer::Handover| async move {
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            self.asks
+                .send((Ask::Handover(h), tx))
+                .await
+                .map_err(|_| "the failover task does not run".to_owned())?;
+            let text = rx
+                .await
+                .map_err(|_| "the failover task stopped".to_owned())??;
+            serde_json::from_str::<HandoverReply>(&text).map_err(|e| e.to_string())
+        };
+        let dry_run = match h.step {
+            HandoverStep::Check => true,
+            HandoverStep::Push => false,
+            _ => {
+                return match ask(h).await {
+                    Ok(r) => Response::Handover(r),
+                    Err(e) => Response::Error(e),
+                }
+            }
+        };
+        // The master's own checks first (the check step also answers whether it may
+        // hand over at all).
+        let check = peer::Handover {
+            step: HandoverStep::Check,
+            ..h.clone()
+        };
+        let mut reply = match ask(check).await {
+            Ok(r) => r,
+            Err(e) => return Response::Error(e),
+        };
+        if !dry_run {
+            reply.lines.clear();
+        }
+        let me = &self.loaded.me;
+        match self.pusher.push(&h.site, None, dry_run, false).await {
+            Ok(results) => {
+                for r in results {
+                    use crate::api::PushOutcome;
+                    let fine = matches!(r.outcome, PushOutcome::Ok | PushOutcome::DryRun);
+                    reply.ok &= fine;
+                    let word = if dry_run {
+                        "final push (dry run)"
+                    } else {
+                        "final push"
+                    };
+                    reply.lines.push(format!(
+                        "{me}: {word} of {}: {}{}",
+                        r.job,
+                        r.summary,
+                        if fine { "" } else { " — FAILED" }
+                    ));
+                }
+            }
+            Err(e) => {
+                reply.ok = false;
+                reply
+                    .lines
+                    .push(format!("{me}: final push: {}", agent::error_chain(&e)));
+            }
+        }
+        Response::Handover(reply)
+    }
+
     /// Takes a mail the peer could not send into our outbox; we send it from now on.
     async fn take_mail(&self, mail: peer::HandedMail) -> Response {
         let message = match mail.check() {

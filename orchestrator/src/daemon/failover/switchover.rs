@@ -1,0 +1,1202 @@
+//! The planned switchover (`orch promote SITE` on the site's standby; DESIGN §6).
+//!
+//! **Here, the standby** ([`Task::switchover`]): every pre-check printed with its verdict
+//! and figure (any failure stops before anything changes), then the steps, each printed
+//! as it runs with its duration: the final push of every job from the master, the
+//! master's demote playbooks (asked of its agent, which runs its own), the databases
+//! caught up to the master's final positions, the promote playbooks here, the DNS
+//! compare-and-swap (journaled like a takeover), the epoch in both stores, the master's
+//! rejoin playbooks, a report mail. A failure before the DNS swap is undone (the master
+//! serves again; this node follows it again if its promote playbooks ran); after it,
+//! nothing is undone.
+//!
+//! **There, the master** ([`Task::handover`]): answers only while it is master at the
+//! epoch the asker names; a demote makes it hand over ([`Handing`], journaled, pushes
+//! refused) until the lock names the peer (it rejoins, the demote not run again), the
+//! peer undoes, or [`HANDOVER_EXPIRES`] passes (it serves again on its own).
+
+use super::{
+    clock, now_ms, Handing, Intent, SiteRun, Stage, Task, HANDOVER_EXPIRES, HANDOVER_SWAP_BY,
+};
+use crate::cluster::lock::{self, Lock};
+use crate::cluster::roles::SiteRole;
+use crate::config::Site;
+use agent::peer::{Handover, HandoverReply, HandoverStep, Request, Response};
+use agent::state::Outcome;
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::time::Duration;
+use tokio::time::Instant;
+
+/// How long the master may take to answer a check.
+const CHECK_TIMEOUT: Duration = Duration::from_secs(120);
+/// How long the master may take for a step (its playbooks have their own timeouts).
+const STEP_TIMEOUT: Duration = Duration::from_secs(30 * 60);
+/// How long this node's databases may take to reach the master's final positions.
+const CATCH_UP: Duration = Duration::from_secs(120);
+/// The least free space a sync target here must have.
+const MIN_FREE: u64 = 64 << 20;
+
+/// A peer's text made inert for a terminal and a log: control characters escaped, at
+/// most a few hundred characters a line.
+fn inert(text: &str) -> String {
+    let mut out = String::new();
+    for c in text.chars() {
+        if out.len() >= 600 {
+            out.push('…');
+            break;
+        }
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// The lines of a switchover, published as they come.
+struct Said<'a> {
+    lines: Vec<String>,
+    progress: &'a tokio::sync::watch::Sender<Vec<String>>,
+}
+
+impl Said<'_> {
+    fn say(&mut self, line: impl Into<String>) {
+        let line = line.into();
+        tracing::info!(%line, "Switchover");
+        self.lines.push(line.clone());
+        self.progress.send_modify(|p| p.push(line));
+    }
+
+    fn text(&self) -> String {
+        self.lines.join("\n")
+    }
+}
+
+/// One pre-check: its verdict and its figure.
+fn check(said: &mut Said, failed: &mut Vec<String>, name: &str, result: Result<String, String>) {
+    match result {
+        Ok(figure) => said.say(format!("  ok    {name}: {figure}")),
+        Err(why) => {
+            said.say(format!("  FAIL  {name}: {why}"));
+            failed.push(name.to_owned());
+        }
+    }
+}
+
+fn secs(t: Instant) -> String {
+    format!("{:.1} s", t.elapsed().as_secs_f64())
+}
+
+impl Task {
+    /// Asks the peer's agent for a step of the switchover of `site` (master at `epoch`).
+    async fn ask_peer(
+        &self,
+        site: &str,
+        epoch: i64,
+        step: HandoverStep,
+        timeout: Duration,
+    ) -> Result<HandoverReply, String> {
+        let peer = self.loaded.peer();
+        let addr = SocketAddr::new(peer.tunnel_ip, self.loaded.config.cluster.control_port);
+        let request = Request::Handover(Handover {
+            site: site.to_owned(),
+            epoch,
+            step,
+        });
+        match agent::peer::call(addr, self.me(), &peer.name, &request, timeout).await {
+            Ok(Response::Handover(r)) => {
+                r.check()
+                    .map_err(|e| format!("{}'s answer refused: {e}", peer.name))?;
+                Ok(HandoverReply {
+                    lines: r.lines.iter().map(|l| inert(l)).collect(),
+                    ..r
+                })
+            }
+            Ok(_) => Err(format!("{} answered something else", peer.name)),
+            Err(e) => Err(inert(&agent::error_chain(&e))),
+        }
+    }
+
+    /// `orch promote SITE [--dry-run]` on the site's standby: the planned switchover.
+    pub(super) async fn switchover(
+        &self,
+        runs: &mut BTreeMap<String, SiteRun>,
+        name: &str,
+        dry_run: bool,
+    ) -> Result<String, String> {
+        let site = self
+            .loaded
+            .config
+            .site(name)
+            .ok_or_else(|| format!("no site `{name}` in the config"))?;
+        let run = runs
+            .get_mut(name)
+            .ok_or_else(|| format!("no failover state for `{name}`"))?;
+        let role = self.roles.get(name).map_err(|e| agent::error_chain(&e))?;
+        if role.is_master(self.me()) {
+            return Err(format!(
+                "{} is master of {name} already (epoch {}): nothing to do (to move it to {}, run `orch promote {name}` there)",
+                self.me(),
+                role.epoch,
+                self.peer()
+            ));
+        }
+        if run.intent.is_some() || run.rejoin.is_some() || run.handing.is_some() {
+            return Err(format!(
+                "{name} is changing hands already (see `orch status`); nothing was changed"
+            ));
+        }
+        self.progress.send_replace(Vec::new());
+        let mut said = Said {
+            lines: Vec::new(),
+            progress: &self.progress,
+        };
+        let peer = self.peer().to_owned();
+        said.say(format!(
+            "switchover of {name}: {} → {} (epoch {} → {}){}",
+            role.master,
+            self.me(),
+            role.epoch,
+            role.epoch + 1,
+            if dry_run { ", dry run" } else { "" }
+        ));
+        said.say("pre-checks:");
+        let mut failed = Vec::new();
+
+        // The tunnel and the peer's agent.
+        let stats = self.tunnel.stats();
+        let tunnel = if crate::cluster::peer::tunnel_up(&stats) {
+            Ok(format!(
+                "last handshake {} s ago, endpoint {}",
+                stats.since_handshake.map(|d| d.as_secs()).unwrap_or(0),
+                stats
+                    .endpoint
+                    .map(|e| e.to_string())
+                    .unwrap_or_else(|| "-".into())
+            ))
+        } else {
+            Err(
+                "down (no recent handshake): the peer must be reachable; if it is dead, `--force`"
+                    .into(),
+            )
+        };
+        check(&mut said, &mut failed, "tunnel up", tunnel);
+        let t0 = Instant::now();
+        let peer_check = self
+            .ask_peer(name, role.epoch, HandoverStep::Check, CHECK_TIMEOUT)
+            .await;
+        let (answers, peer_lines) = match peer_check {
+            Ok(r) if r.ok => (
+                Ok(format!(
+                    "{peer} answers ({}), master at epoch {}",
+                    secs(t0),
+                    role.epoch
+                )),
+                r.lines,
+            ),
+            Ok(r) => (
+                Err(format!("{peer} answers, but: {}", r.lines.join("; "))),
+                Vec::new(),
+            ),
+            Err(e) => (Err(e), Vec::new()),
+        };
+        check(&mut said, &mut failed, "peer agent answers", answers);
+        for l in peer_lines {
+            said.say(format!("        {l}"));
+        }
+
+        // The databases, checked now.
+        match crate::databases::targets(&self.loaded.config, site, &role) {
+            Ok(targets) => {
+                for t in targets {
+                    let report = agent::db::check(&t).await;
+                    let f = &report.figures;
+                    let lag = match (f.replay_lag_seconds, f.lag_bytes, f.seconds_behind) {
+                        (Some(s), Some(b), _) => format!("lag {s:.1} s, {b} bytes"),
+                        (_, _, Some(s)) => format!("{s} s behind"),
+                        _ => "lag unknown".to_owned(),
+                    };
+                    let result = if report.verdict == agent::db::Verdict::Healthy {
+                        Ok(format!(
+                            "{} replicating, {lag} (max_lag {} s)",
+                            t.name,
+                            t.max_lag.as_secs()
+                        ))
+                    } else {
+                        Err(format!(
+                            "{} {}: {}",
+                            t.name,
+                            report.verdict.as_str(),
+                            report.problems.join("; ")
+                        ))
+                    };
+                    check(&mut said, &mut failed, "database", result);
+                }
+            }
+            Err(e) => check(&mut said, &mut failed, "databases", Err(e.to_string())),
+        }
+
+        // The DNS lock and records.
+        let zone = self.provider(site, run).await;
+        let read = match &zone {
+            Some(zone) => self.read_dns(site, run, zone).await,
+            None => Err(format!(
+                "{name} has no DNS provider or records: a switchover moves them"
+            )),
+        };
+        let dns = match &read {
+            Ok(r) => lock::may_take(&r.holder, &role)
+                .map(|()| {
+                    let addrs: Vec<String> = r.addresses().iter().map(|a| a.to_string()).collect();
+                    format!(
+                        "{} holds {}, records → {}",
+                        r.lock_name,
+                        r.holder,
+                        if addrs.is_empty() {
+                            "nothing".to_owned()
+                        } else {
+                            addrs.join(", ")
+                        }
+                    )
+                })
+                .map_err(|e| format!("{e}: someone else moved {name}")),
+            Err(e) => Err(format!("the authoritative DNS: {e}")),
+        };
+        check(&mut said, &mut failed, "DNS lock names the master", dns);
+        let ip = self.public_ip().await;
+        check(
+            &mut said,
+            &mut failed,
+            "public address here",
+            ip.as_ref().map(|i| i.to_string()).map_err(Clone::clone),
+        );
+
+        // The playbooks here, and the room for the final push.
+        let ctx = crate::playbook::Context {
+            loaded: &self.loaded,
+            site,
+            epoch: Ok(role.epoch + 1),
+            self_public_ip: ip.clone(),
+            peer_public_ip: Err(format!("{peer}'s address is in the site's records")),
+        };
+        let mut plans = Vec::new();
+        let mut books = Ok(());
+        for (list, book) in site
+            .promote
+            .iter()
+            .map(|b| ("promote", b))
+            .chain(site.demote.iter().map(|b| ("demote", b)))
+            .chain(site.rejoin.iter().map(|b| ("rejoin", b)))
+        {
+            match crate::playbook::plan(&ctx, book) {
+                Ok(plan) if list == "promote" => plans.push((book.clone(), plan)),
+                Ok(_) => {}
+                Err(e) => books = Err(format!("{list} playbook {book}: {e}")),
+            }
+        }
+        check(
+            &mut said,
+            &mut failed,
+            &format!("playbooks valid on {}", self.me()),
+            books.map(|()| {
+                format!(
+                    "promote [{}], undo: demote [{}], rejoin [{}]",
+                    site.promote.join(", "),
+                    site.demote.join(", "),
+                    site.rejoin.join(", ")
+                )
+            }),
+        );
+        match super::space::target_spaces(&self.loaded, name) {
+            Ok(spaces) => {
+                for s in spaces {
+                    let figure = format!(
+                        "{} {}: {} free of {}",
+                        s.job,
+                        s.path,
+                        crate::units::bytes(s.free_bytes),
+                        crate::units::bytes(s.total_bytes)
+                    );
+                    let result = if s.free_bytes >= MIN_FREE {
+                        Ok(figure)
+                    } else {
+                        Err(format!(
+                            "{figure} (at least {} needed)",
+                            crate::units::bytes(MIN_FREE)
+                        ))
+                    };
+                    check(&mut said, &mut failed, "free space here", result);
+                }
+            }
+            Err(e) => check(
+                &mut said,
+                &mut failed,
+                "free space here",
+                Err(e.to_string()),
+            ),
+        }
+
+        let (read, ip) = match (read, ip) {
+            (Ok(read), Ok(ip)) if failed.is_empty() => (read, ip),
+            _ => {
+                said.say(format!(
+                    "{} pre-check(s) failed ({}): nothing was changed. Fix them, or, if {} is dead, `orch promote {name} --force`",
+                    failed.len().max(1),
+                    failed.join(", "),
+                    role.master
+                ));
+                return Err(said.text());
+            }
+        };
+
+        let new_lock = Lock {
+            master: self.me().to_owned(),
+            epoch: role.epoch + 1,
+        };
+        let dbs: Vec<&str> = site.databases.iter().map(|d| d.name.as_str()).collect();
+        said.say(if dry_run {
+            "steps it would run:"
+        } else {
+            "steps:"
+        });
+        if dry_run {
+            said.say(format!(
+                "  1. final push of every job from {} to here ({})",
+                role.master,
+                site.sync
+                    .iter()
+                    .map(|j| j.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ));
+            said.say(format!(
+                "  2. demote playbooks on {}, run by its agent: {}",
+                role.master,
+                site.demote.join(", ")
+            ));
+            said.say(format!(
+                "  3. databases caught up to {}'s final positions (within {} s): {}",
+                role.master,
+                CATCH_UP.as_secs(),
+                if dbs.is_empty() {
+                    "none".to_owned()
+                } else {
+                    dbs.join(", ")
+                }
+            ));
+            said.say("  4. promote playbooks here:");
+            for (book, plan) in &plans {
+                said.say(format!("       {book}:"));
+                for s in &plan.steps {
+                    said.say(format!(
+                        "         {} [{} on {}] {}",
+                        s.name, s.kind, s.on, s.does
+                    ));
+                }
+            }
+            said.say(format!(
+                "  5. DNS compare-and-swap: {} {} → \"{new_lock}\"",
+                read.lock_name, read.holder
+            ));
+            for c in read.point_at(&site.records, ip) {
+                said.say(format!(
+                    "       record {} {}: {:?} → {:?}",
+                    c.name, c.kind, c.expected, c.new
+                ));
+            }
+            said.say(format!(
+                "  6. epoch {} → {} in both state stores",
+                role.epoch, new_lock.epoch
+            ));
+            said.say(format!(
+                "  7. rejoin playbooks on {}, run by its agent: {}",
+                role.master,
+                site.rejoin.join(", ")
+            ));
+            said.say("  8. a report mail");
+            said.say("dry run: nothing was changed");
+            return Ok(said.text());
+        }
+        let started = Instant::now();
+
+        // 1. The final push.
+        let t = Instant::now();
+        said.say(format!("  1. final push from {}: running", role.master));
+        match self
+            .ask_peer(name, role.epoch, HandoverStep::Push, STEP_TIMEOUT)
+            .await
+        {
+            Ok(r) if r.ok => {
+                for l in &r.lines {
+                    said.say(format!("       {l}"));
+                }
+                said.say(format!("  1. final push: ok ({})", secs(t)));
+            }
+            Ok(r) => {
+                for l in &r.lines {
+                    said.say(format!("       {l}"));
+                }
+                return Err(self
+                    .stopped(
+                        &mut said,
+                        site,
+                        &role,
+                        1,
+                        "the final push failed",
+                        false,
+                        false,
+                    )
+                    .await);
+            }
+            Err(e) => {
+                return Err(self
+                    .stopped(
+                        &mut said,
+                        site,
+                        &role,
+                        1,
+                        &format!("the final push: {e}"),
+                        false,
+                        false,
+                    )
+                    .await);
+            }
+        }
+
+        // 2. The master's demote playbooks, its final positions.
+        let t = Instant::now();
+        said.say(format!("  2. demote playbooks on {}: running", role.master));
+        let positions = match self
+            .ask_peer(name, role.epoch, HandoverStep::Demote, STEP_TIMEOUT)
+            .await
+        {
+            Ok(r) => {
+                for l in &r.lines {
+                    said.say(format!("       {l}"));
+                }
+                if !r.ok {
+                    return Err(self
+                        .stopped(&mut said, site, &role, 2, "the demote failed", true, false)
+                        .await);
+                }
+                said.say(format!("  2. demote on {}: ok ({})", role.master, secs(t)));
+                r.positions
+            }
+            Err(e) => {
+                // It may have demoted before the answer was lost: undo.
+                return Err(self
+                    .stopped(
+                        &mut said,
+                        site,
+                        &role,
+                        2,
+                        &format!("the demote: {e}"),
+                        true,
+                        false,
+                    )
+                    .await);
+            }
+        };
+        let demoted_at = Instant::now();
+
+        // 3. The databases caught up.
+        let t = Instant::now();
+        for db in &site.databases {
+            let Some(position) = positions.get(&db.name) else {
+                let why = format!(
+                    "{} gave no final position for database {}",
+                    role.master, db.name
+                );
+                return Err(self
+                    .stopped(&mut said, site, &role, 3, &why, true, false)
+                    .await);
+            };
+            let waited = match crate::databases::endpoint(&self.loaded.config, db, self.me()) {
+                Ok(here) => {
+                    agent::db::wait_for(
+                        crate::databases::engine(db.kind),
+                        &here,
+                        &db.name,
+                        position,
+                        CATCH_UP,
+                    )
+                    .await
+                }
+                Err(e) => Err(e.to_string()),
+            };
+            match waited {
+                Ok(()) => said.say(format!(
+                    "       database {}: {} reached here",
+                    db.name, position
+                )),
+                Err(e) => {
+                    let why = format!("database {} not caught up: {e}", db.name);
+                    return Err(self
+                        .stopped(&mut said, site, &role, 3, &why, true, false)
+                        .await);
+                }
+            }
+        }
+        said.say(format!("  3. databases caught up: ok ({})", secs(t)));
+
+        // 4. The promote playbooks here.
+        let t = Instant::now();
+        for book in &site.promote {
+            said.say(format!("  4. promote playbook {book}: running"));
+            let (took, failure) = self.run_playbook(&ctx, book).await;
+            if let Some(f) = failure {
+                said.say(format!("       {}", f.lines().next().unwrap_or_default()));
+                let why = format!("promote playbook {book} failed");
+                return Err(self
+                    .stopped(&mut said, site, &role, 4, &why, true, true)
+                    .await);
+            }
+            said.say(format!("       {book} ok ({took:.1} s)"));
+        }
+        said.say(format!("  4. promote here: ok ({})", secs(t)));
+
+        // 5. The DNS compare-and-swap (journaled), 6. the epoch here.
+        let t = Instant::now();
+        if demoted_at.elapsed() > HANDOVER_SWAP_BY {
+            let why = format!(
+                "{} s since the demote: {} may be serving again on its own",
+                demoted_at.elapsed().as_secs(),
+                role.master
+            );
+            return Err(self
+                .stopped(&mut said, site, &role, 5, &why, true, true)
+                .await);
+        }
+        let read = match self
+            .read_dns(site, run, zone.as_deref().unwrap_or_default())
+            .await
+        {
+            Ok(r) => r,
+            Err(e) => {
+                let why = format!("the authoritative DNS: {e}");
+                return Err(self
+                    .stopped(&mut said, site, &role, 5, &why, true, true)
+                    .await);
+            }
+        };
+        run.intent = Some(Intent {
+            from_master: role.master.clone(),
+            from_epoch: role.epoch,
+            to_epoch: new_lock.epoch,
+            ip,
+            lost_since: now_ms(),
+            started: now_ms(),
+            seen: format!("switchover asked by `orch promote {name}`"),
+            stage: Stage::Locking,
+            promoted: site.promote.clone(),
+            forced: false,
+            switchover: true,
+        });
+        if !self.journal(site, run).await {
+            run.intent = None;
+            let why = "the state store could not record the switchover";
+            return Err(self
+                .stopped(&mut said, site, &role, 5, why, true, true)
+                .await);
+        }
+        run.fresh = true;
+        run.master_addresses.clear();
+        self.continue_takeover(site, run, Ok(read)).await;
+        let now = self.roles.get(name).map_err(|e| agent::error_chain(&e))?;
+        if run.intent.is_some() {
+            said.say(format!(
+                "  5. the DNS update did not answer clearly; the agent settles it (see `orch status`): {} may hold the lock or not",
+                self.me()
+            ));
+            return Err(said.text());
+        }
+        if !(now.is_master(self.me()) && now.epoch == new_lock.epoch) {
+            let why =
+                "the DNS compare-and-swap failed: the records or the lock changed under this node";
+            return Err(self
+                .stopped(&mut said, site, &role, 5, why, true, true)
+                .await);
+        }
+        said.say(format!(
+            "  5. DNS: \"{new_lock}\", records → {ip}: ok ({})",
+            secs(t)
+        ));
+        said.say(format!(
+            "  6. epoch {} here: ok; {} is master of {name}",
+            new_lock.epoch,
+            self.me()
+        ));
+
+        // 7. The old master follows.
+        let t = Instant::now();
+        said.say(format!("  7. rejoin playbooks on {}: running", role.master));
+        let rejoined = self
+            .ask_peer(
+                name,
+                role.epoch,
+                HandoverStep::Rejoin {
+                    to_epoch: new_lock.epoch,
+                },
+                STEP_TIMEOUT,
+            )
+            .await;
+        let mut trouble = None;
+        match rejoined {
+            Ok(r) => {
+                for l in &r.lines {
+                    said.say(format!("       {l}"));
+                }
+                if r.ok {
+                    said.say(format!(
+                        "  7. {} follows {}: ok ({})",
+                        role.master,
+                        self.me(),
+                        secs(t)
+                    ));
+                } else {
+                    trouble = Some(format!("{}'s rejoin failed", role.master));
+                }
+            }
+            Err(e) => trouble = Some(format!("{}'s rejoin: {e}", role.master)),
+        }
+        if let Some(why) = &trouble {
+            said.say(format!(
+                "  7. {why}. The site is on {} and stays there; {} is fenced until it is fixed and `orch ack {name}` is run there",
+                self.me(),
+                role.master
+            ));
+        }
+
+        // 8. The report.
+        said.say(format!(
+            "switchover of {name} done in {}: {} is master at epoch {}{}",
+            secs(started),
+            self.me(),
+            new_lock.epoch,
+            if trouble.is_some() {
+                format!(", but {} did not rejoin", role.master)
+            } else {
+                format!(", {} follows it", role.master)
+            }
+        ));
+        said.say(format!(
+            "automatic failover of {name} is armed (a switchover is an operator's decision, as `orch ack` is)"
+        ));
+        let outcome = if trouble.is_some() {
+            Outcome::Fail
+        } else {
+            Outcome::Info
+        };
+        let first = said.lines.last().cloned().unwrap_or_default();
+        self.history(name, outcome, &first, None).await;
+        self.alerter
+            .notice(name, crate::notify::Event::Switchover, &said.text())
+            .await;
+        said.say("  8. report mail queued");
+        match trouble {
+            None => Ok(said.text()),
+            Some(_) => Err(said.text()),
+        }
+    }
+
+    /// The switchover stopped at `step` (before the DNS swap): the master serves again
+    /// when it was asked to demote (`undo_there`); this node follows it again when its
+    /// promote playbooks ran (`undo_here`). Says where it stopped and what each node is.
+    #[allow(clippy::too_many_arguments)]
+    async fn stopped(
+        &self,
+        said: &mut Said<'_>,
+        site: &Site,
+        role: &SiteRole,
+        step: usize,
+        why: &str,
+        undo_there: bool,
+        undo_here: bool,
+    ) -> String {
+        let name = &site.name;
+        said.say(format!("  {step}. FAILED: {why}"));
+        let mut there = format!(
+            "{} is master (epoch {}), as before",
+            role.master, role.epoch
+        );
+        if undo_there {
+            said.say(format!(
+                "undo: {}'s promote playbooks (it serves again)",
+                role.master
+            ));
+            match self
+                .ask_peer(name, role.epoch, HandoverStep::Undo, STEP_TIMEOUT)
+                .await
+            {
+                Ok(r) => {
+                    for l in &r.lines {
+                        said.say(format!("       {l}"));
+                    }
+                    if !r.ok {
+                        there = format!(
+                            "{} is master (epoch {}) but its undo FAILED: its services may be down, fix them by hand",
+                            role.master, role.epoch
+                        );
+                    }
+                }
+                Err(e) => {
+                    there = format!(
+                        "{} could not be asked to undo ({e}): it serves again on its own within {} min of the demote",
+                        role.master,
+                        HANDOVER_EXPIRES.as_secs() / 60
+                    );
+                }
+            }
+        }
+        let mut here = format!("{} is standby, as before", self.me());
+        if undo_here {
+            said.say(format!(
+                "undo: demote and rejoin playbooks here ({} follows {} again)",
+                self.me(),
+                role.master
+            ));
+            let ctx = crate::playbook::Context {
+                loaded: &self.loaded,
+                site,
+                epoch: Ok(role.epoch),
+                self_public_ip: self.public_ip().await,
+                peer_public_ip: Err(format!(
+                    "{}'s address is in the site's records",
+                    role.master
+                )),
+            };
+            for book in site.demote.iter().chain(site.rejoin.iter()) {
+                let (took, failure) = self.run_playbook(&ctx, book).await;
+                match failure {
+                    None => said.say(format!("       {book} ok ({took:.1} s)")),
+                    Some(f) => {
+                        said.say(format!(
+                            "       {book} FAILED: {}",
+                            f.lines().next().unwrap_or_default()
+                        ));
+                        here = format!(
+                            "{} is standby, but its databases may not follow {}: playbook {book} failed; fix it by hand",
+                            self.me(),
+                            role.master
+                        );
+                        break;
+                    }
+                }
+            }
+        }
+        said.say(format!(
+            "switchover of {name} stopped at step {step}: {why}. Now: {there}; {here}. The DNS was not changed."
+        ));
+        let text = said.text();
+        self.history(
+            name,
+            Outcome::Fail,
+            &format!("switchover of {name} stopped at step {step}: {why}"),
+            None,
+        )
+        .await;
+        self.alerter
+            .notice(name, crate::notify::Event::Switchover, &text)
+            .await;
+        text
+    }
+
+    // ---- the master's side ------------------------------------------------------
+
+    /// A step of a switchover asked by the peer; the answer is a [`HandoverReply`] as
+    /// JSON. The push steps are the peering's; this answers the others.
+    pub(super) async fn handover(
+        &self,
+        runs: &mut BTreeMap<String, SiteRun>,
+        h: Handover,
+    ) -> Result<String, String> {
+        h.check()?;
+        let site = self
+            .loaded
+            .config
+            .site(&h.site)
+            .ok_or_else(|| format!("no site `{}` in {}'s config", h.site, self.me()))?;
+        let run = runs
+            .get_mut(&h.site)
+            .ok_or_else(|| format!("no failover state for `{}`", h.site))?;
+        let role = self
+            .roles
+            .get(&h.site)
+            .map_err(|e| agent::error_chain(&e))?;
+        let reply = match h.step {
+            HandoverStep::Check => {
+                self.may_hand_over(site, run, &role, h.epoch)?;
+                self.handover_check(site, &role)
+            }
+            HandoverStep::Demote => {
+                self.may_hand_over(site, run, &role, h.epoch)?;
+                self.hand_demote(site, run, &role).await
+            }
+            HandoverStep::Undo => self.hand_undo(site, run, "the peer asked").await,
+            HandoverStep::Rejoin { to_epoch } => self.hand_rejoin(site, run, &role, to_epoch).await,
+            HandoverStep::Push => return Err("a push is the peering's".into()),
+        };
+        serde_json::to_string(&reply).map_err(|e| e.to_string())
+    }
+
+    /// Whether the peer may ask this node to hand `site` over: this node is its master
+    /// at `epoch`, and nothing else is changing its hands.
+    pub(super) fn may_hand_over(
+        &self,
+        site: &Site,
+        run: &SiteRun,
+        role: &SiteRole,
+        epoch: i64,
+    ) -> Result<(), String> {
+        if !role.is_master(self.me()) || role.epoch != epoch {
+            return Err(format!(
+                "{} is not master of {} at epoch {epoch} (its store says: {} at epoch {})",
+                self.me(),
+                site.name,
+                role.master,
+                role.epoch
+            ));
+        }
+        if run.intent.is_some() || run.rejoin.is_some() {
+            return Err(format!(
+                "{} is changing hands already on {}",
+                site.name,
+                self.me()
+            ));
+        }
+        if let Some(why) = self.roles.fenced(&site.name) {
+            if run.handing.is_none() {
+                return Err(format!("{} is fenced on {}: {why}", site.name, self.me()));
+            }
+        }
+        Ok(())
+    }
+
+    fn handover_check(&self, site: &Site, role: &SiteRole) -> HandoverReply {
+        let ctx = crate::playbook::Context {
+            loaded: &self.loaded,
+            site,
+            epoch: Ok(role.epoch),
+            self_public_ip: Err("not needed to check".into()),
+            peer_public_ip: Err("not needed to check".into()),
+        };
+        let mut lines = Vec::new();
+        let mut ok = true;
+        for (list, book) in site
+            .demote
+            .iter()
+            .map(|b| ("demote", b))
+            .chain(site.promote.iter().map(|b| ("promote (undo)", b)))
+            .chain(site.rejoin.iter().map(|b| ("rejoin", b)))
+        {
+            match crate::playbook::plan(&ctx, book) {
+                Ok(plan) => lines.push(format!(
+                    "{}: {list} playbook {book} valid, {} step(s)",
+                    self.me(),
+                    plan.steps.len()
+                )),
+                Err(e) => {
+                    ok = false;
+                    lines.push(format!("{}: {list} playbook {book}: {e}", self.me()));
+                }
+            }
+        }
+        HandoverReply {
+            ok,
+            lines,
+            positions: BTreeMap::new(),
+        }
+    }
+
+    /// The demote: handing over from now on (journaled, pushes refused), the demote
+    /// playbooks, then each database's final position.
+    async fn hand_demote(&self, site: &Site, run: &mut SiteRun, role: &SiteRole) -> HandoverReply {
+        let peer = self.peer().to_owned();
+        if run.handing.is_none() {
+            run.handing = Some(Handing {
+                to: peer.clone(),
+                epoch: role.epoch,
+                started: now_ms(),
+                demoted: Vec::new(),
+            });
+        }
+        let fence = format!("handing over to {peer} (switchover)");
+        self.roles.fence(&site.name, Some(fence.clone()));
+        self.journal(site, run).await;
+        self.history(
+            &site.name,
+            Outcome::Warn,
+            &format!("{}: switchover to {peer} asked; demoting", site.name),
+            None,
+        )
+        .await;
+        self.publish(site, run, "handing-over", fence, None, None);
+        let ctx = crate::playbook::Context {
+            loaded: &self.loaded,
+            site,
+            epoch: Ok(role.epoch),
+            self_public_ip: self.public_ip().await,
+            peer_public_ip: Err(format!("{peer}'s address is not known here")),
+        };
+        let mut lines = Vec::new();
+        for book in &site.demote {
+            if run
+                .handing
+                .as_ref()
+                .is_some_and(|h| h.demoted.contains(book))
+            {
+                lines.push(format!("{}: {book} ok (before)", self.me()));
+                continue;
+            }
+            let (took, failure) = self.run_playbook(&ctx, book).await;
+            if let Some(f) = failure {
+                lines.push(format!("{}: demote playbook {book} FAILED: {f}", self.me()));
+                return HandoverReply {
+                    ok: false,
+                    lines,
+                    positions: BTreeMap::new(),
+                };
+            }
+            lines.push(format!("{}: {book} ok ({took:.1} s)", self.me()));
+            if let Some(h) = run.handing.as_mut() {
+                h.demoted.push(book.clone());
+            }
+            self.journal(site, run).await;
+        }
+        let mut positions = BTreeMap::new();
+        let mut ok = true;
+        for db in &site.databases {
+            let got = match crate::databases::endpoint(&self.loaded.config, db, self.me()) {
+                Ok(here) => {
+                    agent::db::final_position(
+                        crate::databases::engine(db.kind),
+                        &here,
+                        &db.name,
+                        db.data_dirs.get(self.me()).map(|p| p.as_path()),
+                    )
+                    .await
+                }
+                Err(e) => Err(e.to_string()),
+            };
+            match got {
+                Ok(p) => {
+                    lines.push(format!(
+                        "{}: database {} final position {p}",
+                        self.me(),
+                        db.name
+                    ));
+                    positions.insert(db.name.clone(), p);
+                }
+                Err(e) => {
+                    ok = false;
+                    lines.push(format!(
+                        "{}: database {}: final position unknown: {e}",
+                        self.me(),
+                        db.name
+                    ));
+                }
+            }
+        }
+        HandoverReply {
+            ok,
+            lines,
+            positions,
+        }
+    }
+
+    /// Serves again after a demote that did not lead to a swap: the promote playbooks
+    /// (they must be safe to run on a node that is master already), pushes allowed.
+    pub(super) async fn hand_undo(
+        &self,
+        site: &Site,
+        run: &mut SiteRun,
+        why: &str,
+    ) -> HandoverReply {
+        let Some(h) = run.handing.clone() else {
+            return HandoverReply {
+                ok: true,
+                lines: vec![format!("{}: nothing to undo (not handing over)", self.me())],
+                positions: BTreeMap::new(),
+            };
+        };
+        let ctx = crate::playbook::Context {
+            loaded: &self.loaded,
+            site,
+            epoch: Ok(h.epoch),
+            self_public_ip: self.public_ip().await,
+            peer_public_ip: Err(format!("{}'s address is not known here", h.to)),
+        };
+        let mut lines = Vec::new();
+        let mut ok = true;
+        for book in &site.promote {
+            let (took, failure) = self.run_playbook(&ctx, book).await;
+            match failure {
+                None => lines.push(format!("{}: {book} ok ({took:.1} s)", self.me())),
+                Some(f) => {
+                    ok = false;
+                    lines.push(format!(
+                        "{}: promote playbook {book} FAILED: {f}",
+                        self.me()
+                    ));
+                    break;
+                }
+            }
+        }
+        run.handing = None;
+        self.journal(site, run).await;
+        self.roles.fence(&site.name, None);
+        let text = if ok {
+            format!(
+                "{}: the switchover of {} to {} was undone ({why}); {} serves it again",
+                site.name,
+                site.name,
+                h.to,
+                self.me()
+            )
+        } else {
+            format!(
+                "{}: undoing the switchover to {} ({why}) FAILED: {} is master but its services may be down; fix them by hand",
+                site.name,
+                h.to,
+                self.me()
+            )
+        };
+        self.history(
+            &site.name,
+            if ok { Outcome::Warn } else { Outcome::Fail },
+            &text,
+            None,
+        )
+        .await;
+        if !ok {
+            let key = format!("switchover:{}:undo", site.name);
+            self.alerter
+                .raise(
+                    &key,
+                    Some(&site.name),
+                    &format!("{text}\n\n{}", lines.join("\n")),
+                )
+                .await;
+        }
+        self.publish(site, run, "master", text, None, None);
+        HandoverReply {
+            ok,
+            lines,
+            positions: BTreeMap::new(),
+        }
+    }
+
+    /// The peer holds the lock at `to_epoch`: this node records it and rejoins (its
+    /// demote already ran).
+    async fn hand_rejoin(
+        &self,
+        site: &Site,
+        run: &mut SiteRun,
+        role: &SiteRole,
+        to_epoch: i64,
+    ) -> HandoverReply {
+        let peer = self.peer().to_owned();
+        let answer = |ok: bool, line: String| HandoverReply {
+            ok,
+            lines: vec![line],
+            positions: BTreeMap::new(),
+        };
+        if let Some(r) = &run.rejoin {
+            return match &r.failed {
+                Some(f) => answer(false, format!("{}: rejoin FAILED: {f}", self.me())),
+                None => answer(false, format!("{}: rejoining now", self.me())),
+            };
+        }
+        if role.master == peer && role.epoch == to_epoch {
+            return answer(
+                true,
+                format!("{}: follows {peer} at epoch {to_epoch} already", self.me()),
+            );
+        }
+        let handing_at = run.handing.as_ref().map(|h| h.epoch);
+        if !(role.is_master(self.me())
+            && handing_at == Some(role.epoch)
+            && to_epoch == role.epoch + 1)
+        {
+            return answer(
+                false,
+                format!(
+                    "{}: not handing {} over at epoch {} (its store says {} at epoch {})",
+                    self.me(),
+                    site.name,
+                    to_epoch - 1,
+                    role.master,
+                    role.epoch
+                ),
+            );
+        }
+        let l = Lock {
+            master: peer,
+            epoch: to_epoch,
+        };
+        self.replaced(site, run, &l, "the switchover").await;
+        match &run.rejoin {
+            None => answer(
+                true,
+                format!(
+                    "{}: rejoin playbooks ok: follows {} at epoch {to_epoch}",
+                    self.me(),
+                    l.master
+                ),
+            ),
+            Some(r) => answer(
+                false,
+                format!(
+                    "{}: rejoin FAILED: {}",
+                    self.me(),
+                    r.failed.as_deref().unwrap_or("not finished")
+                ),
+            ),
+        }
+    }
+
+    /// The master's tick while it hands the site over: it waits for the peer's lock, and
+    /// serves again on its own once [`HANDOVER_EXPIRES`] has passed without it.
+    pub(super) async fn still_handing(&self, site: &Site, run: &mut SiteRun) {
+        let Some(h) = run.handing.clone() else {
+            return;
+        };
+        let fence = format!("handing over to {} (switchover)", h.to);
+        self.roles.fence(&site.name, Some(fence.clone()));
+        let waited = now_ms().saturating_sub(h.started);
+        if waited > HANDOVER_EXPIRES.as_millis() as i64 {
+            let why = format!(
+                "{} did not take the lock within {} min of the demote at {}",
+                h.to,
+                HANDOVER_EXPIRES.as_secs() / 60,
+                clock(h.started)
+            );
+            tracing::warn!(site = %site.name, %why, "Handover expired: serving again");
+            let reply = self.hand_undo(site, run, &why).await;
+            let key = format!("switchover:{}:expired", site.name);
+            self.alerter
+                .raise(
+                    &key,
+                    Some(&site.name),
+                    &format!(
+                        "{}: the switchover to {} stopped half-way ({why}); {} serves it again.\n\n{}",
+                        site.name,
+                        h.to,
+                        self.me(),
+                        reply.lines.join("\n")
+                    ),
+                )
+                .await;
+            return;
+        }
+        let text = format!(
+            "{fence}: demoted at {}, waiting for {} to take the lock (serves again on its own after {} min)",
+            clock(h.started),
+            h.to,
+            HANDOVER_EXPIRES.as_secs() / 60
+        );
+        self.publish(site, run, "handing-over", text, None, None);
+    }
+}
