@@ -278,7 +278,6 @@ fn peer_steps_run_the_peers_own_copy_over_ssh_and_only_what_its_config_names() {
     assert!(!out.contains("bob ran its own copy"), "{out}");
 }
 
-/// The stand-in for `systemctl start|stop postgresql` of one host (see the file's top).
 /// A `systemctl` stand-in in `bin` (see the file's top): `systemctl ACTION UNIT` runs the
 /// command given for `(ACTION, UNIT)`; anything else fails.
 fn systemctl_stand_in(bin: &Path, what: &str, units: &[(&str, String)]) {
@@ -294,26 +293,6 @@ fn systemctl_stand_in(bin: &Path, what: &str, units: &[(&str, String)]) {
     let path = bin.join("systemctl");
     std::fs::write(&path, script).unwrap();
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
-}
-
-fn systemctl_for_postgres(bin: &Path, data: &Path) {
-    let pg = format!(
-        "setpriv --reuid=postgres --regid=postgres --init-groups -- {} -D {}",
-        dbserver::pg_bin().join("pg_ctl").display(),
-        data.display()
-    );
-    let d = data.display();
-    systemctl_stand_in(
-        bin,
-        "PostgreSQL",
-        &[
-            ("stop postgresql", format!("{pg} -m fast -w -t 60 stop")),
-            (
-                "start postgresql",
-                format!("{pg} -w -t 60 -l {d}/startup.log start"),
-            ),
-        ],
-    );
 }
 
 #[test]
@@ -356,8 +335,8 @@ fn postgres_promote_demote_and_rejoin_with_pg_rewind_keep_the_old_data() {
     let pg_bob = servers.postgres_standby(&mut lab, &bob, "198.51.100.1", "198.51.100.2", REPL_PW);
     assert_eq!((&pg_alice, &pg_bob), (&a_data, &b_data));
     let (a_bin, b_bin) = (lab.dir().join("alice-bin"), lab.dir().join("bob-bin"));
-    systemctl_for_postgres(&a_bin, &a_data);
-    systemctl_for_postgres(&b_bin, &b_data);
+    dbserver::systemctl_for_postgres(&a_bin, &a_data);
+    dbserver::systemctl_for_postgres(&b_bin, &b_data);
     let (a_conf, b_conf) = (pair.config("alice"), pair.config("bob"));
     servers.psql_on(
         &lab,

@@ -206,31 +206,6 @@ fn find(dir: &std::path::Path, name: &str) -> Option<std::path::PathBuf> {
     None
 }
 
-/// A `systemctl` stand-in for `start|stop postgresql` of one host's real server (systemd
-/// does not run in a lab namespace; the playbooks' other steps are the real thing).
-fn systemctl_for_postgres(bin: &std::path::Path, data: &std::path::Path) {
-    use std::os::unix::fs::PermissionsExt;
-    let pg = format!(
-        "setpriv --reuid=postgres --regid=postgres --init-groups -- {} -D {}",
-        dbserver::pg_bin().join("pg_ctl").display(),
-        data.display()
-    );
-    let script = format!(
-        "#!/bin/sh\ncase \"$1 $2\" in\n\
-         'stop postgresql') exec {pg} -m fast -w -t 60 stop ;;\n\
-         'start postgresql') exec {pg} -w -t 60 -l {d}/startup.log start ;;\n\
-         *) echo \"systemctl stand-in: $*\" >&2; exit 1 ;;\nesac\n",
-        d = data.display()
-    );
-    std::fs::create_dir_all(bin).unwrap();
-    std::fs::write(bin.join("systemctl"), script).unwrap();
-    std::fs::set_permissions(
-        bin.join("systemctl"),
-        std::fs::Permissions::from_mode(0o755),
-    )
-    .unwrap();
-}
-
 /// Whether any file under `dir` holds `needle`.
 fn holds_bytes(dir: &std::path::Path, needle: &[u8]) -> bool {
     let mut todo = vec![dir.to_owned()];
@@ -295,8 +270,8 @@ fn postgres_follows_the_new_master_after_an_automatic_failover() {
         servers.postgres_standby(&mut fo.lab, &bob, "198.51.100.1", "198.51.100.2", REPL_PW);
     assert_eq!((&pg_alice, &pg_bob), (&a_data, &b_data));
     let dir = fo.lab.dir().to_owned();
-    systemctl_for_postgres(&dir.join("alice-bin"), &a_data);
-    systemctl_for_postgres(&dir.join("bob-bin"), &b_data);
+    dbserver::systemctl_for_postgres(&dir.join("alice-bin"), &a_data);
+    dbserver::systemctl_for_postgres(&dir.join("bob-bin"), &b_data);
     servers.psql_on(
         &fo.lab,
         &alice,

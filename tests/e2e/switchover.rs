@@ -4,8 +4,11 @@
 //! returns it; a failing promote step leaves the old master serving.
 
 use super::failover::{needs, Case, Fo};
+use orch_tests::dbserver::{self, Commit, Servers, Writer};
+use orch_tests::fixture::write_secret;
 use orch_tests::{eventually, orch};
-use std::time::Duration;
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
 
 const SITE: &str = "alice-web";
 const WITHIN: Duration = Duration::from_secs(60);
@@ -144,4 +147,243 @@ fn promote_switches_over_and_back_and_a_failed_step_is_undone() {
     // Alice is not fenced: her pushes go out again.
     let out = fo.orch("alice", &["push", SITE]);
     assert_eq!(orch::code(&out), 0, "{:?}\n{}", orch::text(&out), fo.logs());
+}
+
+/// Waits until the writer has committed `more` rows past what it had.
+fn writes_go_on(writer: &Writer, more: usize, fo: &Fo) {
+    let had = writer.committed().len();
+    eventually(&format!("{more} more rows committed"), WITHIN, || {
+        let now = writer.committed().len();
+        (now >= had + more)
+            .then_some(())
+            .ok_or_else(|| format!("{} rows after {had}\n{}", now, fo.logs()))
+    });
+}
+
+/// Every committed row is in `rows` (the numbers a server holds), none twice.
+fn none_lost(commits: &[Commit], rows: &str) {
+    let held: BTreeSet<u64> = rows.lines().filter_map(|l| l.trim().parse().ok()).collect();
+    let lost: Vec<u64> = commits
+        .iter()
+        .map(|c| c.n)
+        .filter(|n| !held.contains(n))
+        .collect();
+    assert!(
+        lost.is_empty(),
+        "{} of {} committed rows lost: {lost:?}",
+        lost.len(),
+        commits.len()
+    );
+    assert_eq!(rows.lines().count(), held.len(), "a row held twice");
+}
+
+/// One switchover of the site to `to` with the writer writing throughout: every row
+/// committed so far is on the new master; the longest write gap.
+fn switch(fo: &Fo, writer: &Writer, to: &str, epoch: i64, www: &str) -> Duration {
+    writes_go_on(writer, 20, fo);
+    let t = Instant::now();
+    let (code, out) = promote(fo, to, &[]);
+    assert_eq!(code, 0, "{out}\n{}", fo.logs());
+    eprintln!("switchover to {to} took {:?}:\n{out}", t.elapsed());
+    settled(fo, to, epoch, www);
+    writes_go_on(writer, 20, fo);
+    let commits = writer.committed();
+    let during: Vec<Commit> = commits.iter().filter(|c| c.at >= t).cloned().collect();
+    Writer::longest_gap(&during)
+}
+
+#[test]
+fn postgres_switchover_and_back_lose_no_committed_row() {
+    let test = "postgres_switchover_and_back_lose_no_committed_row";
+    let programs = dbserver::pg_programs();
+    if !needs(test)
+        || !orch_tests::prerequisites(
+            test,
+            true,
+            &programs.iter().map(String::as_str).collect::<Vec<_>>(),
+        )
+    {
+        return;
+    }
+    const ORCH_PW: &str = "orch-db-pw-5e1f";
+    const REPL_PW: &str = "repl-pw-77a0";
+    let mut servers = Servers::new();
+    let (a_data, b_data) = (servers.dir().join("pg-alice"), servers.dir().join("pg-bob"));
+    let password = servers.dir().join("db.pass");
+    write_secret(&password, ORCH_PW);
+    let mut fo = Fo::new(
+        test,
+        Case {
+            lists: "promote = [\"postgres-promote\"]\ndemote = [\"postgres-demote\"]\n\
+                    rejoin = [\"postgres-rejoin\"]\n",
+            extra: format!(
+                "\n[[sites.alice-web.database]]\nname = \"app\"\nkind = \"postgres\"\n\
+                 url = \"postgres://orch@{{node}}:5432/app\"\npassword_file = \"{}\"\n\
+                 interval = \"2s\"\nheartbeat = false\n\
+                 data_dir = {{ alice = \"{}\", bob = \"{}\" }}\n",
+                password.display(),
+                a_data.display(),
+                b_data.display()
+            ),
+            bin: true,
+            ..Case::default()
+        },
+    );
+    let (alice, bob) = (fo.alice.clone(), fo.bob.clone());
+    servers.postgres_primary(&mut fo.lab, &alice, "198.51.100.1", ORCH_PW, REPL_PW);
+    servers.postgres_standby(&mut fo.lab, &bob, "198.51.100.1", "198.51.100.2", REPL_PW);
+    let dir = fo.lab.dir().to_owned();
+    dbserver::systemctl_for_postgres(&dir.join("alice-bin"), &a_data);
+    dbserver::systemctl_for_postgres(&dir.join("bob-bin"), &b_data);
+    servers.psql_on(
+        &fo.lab,
+        &alice,
+        &a_data,
+        "app",
+        "CREATE TABLE t (n bigint PRIMARY KEY)",
+    );
+    eventually("bob's check of the database is healthy", WITHIN, || {
+        let s = orch::status_json(&fo.pair.config("bob"))?;
+        let db = &s["databases"][0];
+        (db["verdict"] == "healthy")
+            .then_some(())
+            .ok_or_else(|| format!("{db:#}"))
+    });
+
+    // The dry run changes nothing: the stores, the DNS, the databases' roles.
+    let before = (role(&fo, "alice"), role(&fo, "bob"), fo.www());
+    let (code, out) = promote(&fo, "bob", &["--dry-run"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("ok    database: app replicating"), "{out}");
+    assert!(
+        out.contains("3. databases caught up to alice's final positions (within 120 s): app"),
+        "{out}"
+    );
+    assert_eq!(before, (role(&fo, "alice"), role(&fo, "bob"), fo.www()));
+    fo.expect_lock("master=alice epoch=1").unwrap();
+    assert_eq!(
+        servers.psql(&fo.lab, &bob, &b_data, "SELECT pg_is_in_recovery()"),
+        "t"
+    );
+
+    let writer = Writer::start(vec![
+        servers.psql_argv(&a_data, "app"),
+        servers.psql_argv(&b_data, "app"),
+    ]);
+    let gap = switch(&fo, &writer, "bob", 2, "192.0.2.2");
+    eprintln!("PostgreSQL switchover: longest write gap {gap:?}");
+    // Every committed row is on bob; alice streams from bob.
+    none_lost(
+        &writer.committed(),
+        &servers.psql_on(&fo.lab, &bob, &b_data, "app", "SELECT n FROM t"),
+    );
+    let streaming = "SELECT pg_is_in_recovery() AND EXISTS (SELECT 1 FROM pg_stat_wal_receiver WHERE status = 'streaming')";
+    assert_eq!(servers.psql(&fo.lab, &alice, &a_data, streaming), "t");
+
+    // The switchback.
+    let gap = switch(&fo, &writer, "alice", 3, "192.0.2.1");
+    eprintln!("PostgreSQL switchback: longest write gap {gap:?}");
+    let commits = writer.stop();
+    none_lost(
+        &commits,
+        &servers.psql_on(&fo.lab, &alice, &a_data, "app", "SELECT n FROM t"),
+    );
+    assert_eq!(servers.psql(&fo.lab, &bob, &b_data, streaming), "t");
+    let last = commits.last().unwrap().n.to_string();
+    eventually("bob has every row", WITHIN, || {
+        let got = servers.try_psql_on(&fo.lab, &bob, &b_data, "app", "SELECT max(n) FROM t")?;
+        (got == last).then_some(()).ok_or(got)
+    });
+    drop(fo);
+    drop(servers);
+}
+
+#[test]
+fn mariadb_switchover_and_back_lose_no_committed_row() {
+    let test = "mariadb_switchover_and_back_lose_no_committed_row";
+    if !needs(test) || !orch_tests::prerequisites(test, true, dbserver::MARIADB_PROGRAMS) {
+        return;
+    }
+    const ORCH_PW: &str = "orch-db-pw-c41d";
+    const REPL_PW: &str = "repl-pw-9b0e";
+    // The application's user: read_only stops it (orch's own user may write regardless).
+    const APP_PW: &str = "app-pw-13f7";
+    let mut servers = Servers::new();
+    let password = servers.dir().join("db.pass");
+    write_secret(&password, ORCH_PW);
+    let mut fo = Fo::new(
+        test,
+        Case {
+            lists: "promote = [\"mariadb-promote\"]\ndemote = [\"mariadb-demote\"]\n\
+                    rejoin = [\"mariadb-rejoin\"]\n",
+            extra: format!(
+                "\n[[sites.alice-web.database]]\nname = \"app\"\nkind = \"mysql\"\n\
+                 url = \"mysql://orch@{{node}}:3306/app\"\npassword_file = \"{}\"\n\
+                 interval = \"2s\"\nheartbeat = false\n",
+                password.display(),
+            ),
+            ..Case::default()
+        },
+    );
+    let (alice, bob) = (fo.alice.clone(), fo.bob.clone());
+    let a_data = servers.mariadb_primary(&mut fo.lab, &alice, "198.51.100.1", ORCH_PW, REPL_PW);
+    let b_data =
+        servers.mariadb_replica(&mut fo.lab, &bob, "198.51.100.1", "198.51.100.2", REPL_PW);
+    servers.mariadb(
+        &fo.lab,
+        &alice,
+        &a_data,
+        &format!(
+            "CREATE TABLE app.t (n BIGINT PRIMARY KEY); \
+             CREATE USER 'app'@'localhost' IDENTIFIED BY '{APP_PW}'; \
+             GRANT SELECT, INSERT ON app.* TO 'app'@'localhost';"
+        ),
+    );
+    eventually("bob's check of the database is healthy", WITHIN, || {
+        let s = orch::status_json(&fo.pair.config("bob"))?;
+        let db = &s["databases"][0];
+        (db["verdict"] == "healthy")
+            .then_some(())
+            .ok_or_else(|| format!("{db:#}"))
+    });
+    let rows = |host, dir| servers.mariadb(&fo.lab, host, dir, "SELECT n FROM app.t");
+    let replicating = |host, dir| {
+        let got = servers.mariadb(
+            &fo.lab,
+            host,
+            dir,
+            "SELECT @@read_only, (SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE COMMAND = 'Slave_IO')",
+        );
+        assert_eq!(got, "1\t1", "read-only and replicating");
+    };
+
+    // The dry run changes nothing.
+    let (code, out) = promote(&fo, "bob", &["--dry-run"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("ok    database: app replicating"), "{out}");
+    fo.expect_lock("master=alice epoch=1").unwrap();
+    assert_eq!(role(&fo, "bob"), ("standby".into(), 1));
+    replicating(&bob, &b_data);
+
+    let writer = Writer::start(vec![
+        servers.mariadb_argv(&a_data, "app", "app", APP_PW),
+        servers.mariadb_argv(&b_data, "app", "app", APP_PW),
+    ]);
+    let gap = switch(&fo, &writer, "bob", 2, "192.0.2.2");
+    eprintln!("MariaDB switchover: longest write gap {gap:?}");
+    none_lost(&writer.committed(), &rows(&bob, &b_data));
+    replicating(&alice, &a_data);
+
+    let gap = switch(&fo, &writer, "alice", 3, "192.0.2.1");
+    eprintln!("MariaDB switchback: longest write gap {gap:?}");
+    let commits = writer.stop();
+    none_lost(&commits, &rows(&alice, &a_data));
+    replicating(&bob, &b_data);
+    let last = commits.last().unwrap().n.to_string();
+    eventually("bob has every row", WITHIN, || {
+        let got = servers.mariadb(&fo.lab, &bob, &b_data, "SELECT MAX(n) FROM app.t");
+        (got == last).then_some(()).ok_or(got)
+    });
+    drop(fo);
+    drop(servers);
 }

@@ -175,6 +175,28 @@ impl Servers {
         answer(lab.run(host, &argv), &format!("psql {sql}"))
     }
 
+    /// The command line that runs one SQL statement (appended) as the `postgres`
+    /// superuser in database `db` of the server in `dir`, over its unix socket, from any
+    /// network namespace.
+    pub fn psql_argv(&self, dir: &Path, db: &str) -> Vec<String> {
+        let psql = pg_bin().join("psql");
+        let sock = Self::socket_dir(dir);
+        Self::as_postgres(&[
+            psql.to_str().unwrap(),
+            "-h",
+            sock.to_str().unwrap(),
+            "-p",
+            "5432",
+            "-U",
+            "postgres",
+            "-d",
+            db,
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-Atc",
+        ])
+    }
+
     /// Where a server's unix socket lives: beside its data folder, not in it (pg_basebackup
     /// would copy the socket's lock file, naming the primary's live pid).
     fn socket_dir(dir: &Path) -> PathBuf {
@@ -375,6 +397,23 @@ impl Servers {
         )
     }
 
+    /// The command line that runs SQL (appended) as `user` in database `db` of the
+    /// MariaDB server in `dir`, over its unix socket, from any network namespace.
+    pub fn mariadb_argv(&self, dir: &Path, db: &str, user: &str, password: &str) -> Vec<String> {
+        vec![
+            "mariadb".into(),
+            "--no-defaults".into(),
+            format!("--socket={}", dir.join("mysqld.sock").display()),
+            format!("--database={db}"),
+            "-u".into(),
+            user.into(),
+            format!("-p{password}"),
+            "-N".into(),
+            "-B".into(),
+            "-e".into(),
+        ]
+    }
+
     fn start_mariadb(
         &mut self,
         lab: &mut Lab,
@@ -550,6 +589,130 @@ impl Drop for Servers {
                     }
                 }
             }
+        }
+    }
+}
+
+/// A `systemctl` stand-in in `bin` for `start|stop postgresql` of the server in `data`
+/// (systemd does not run in a lab namespace; the playbooks' other steps are the real
+/// thing). Like systemd's, `start` of a running server succeeds and changes nothing.
+pub fn systemctl_for_postgres(bin: &Path, data: &Path) {
+    let pg = format!(
+        "setpriv --reuid=postgres --regid=postgres --init-groups -- {} -D {}",
+        pg_bin().join("pg_ctl").display(),
+        data.display()
+    );
+    let script = format!(
+        "#!/bin/sh\n# lab stand-in for systemd: the Debian unit's start/stop of this host's PostgreSQL\n\
+         case \"$1 $2\" in\n\
+         'stop postgresql') exec {pg} -m fast -w -t 60 stop ;;\n\
+         'start postgresql') {pg} status >/dev/null 2>&1 && exit 0; exec {pg} -w -t 60 -l {d}/startup.log start ;;\n\
+         *) echo \"systemctl stand-in: $*\" >&2; exit 1 ;;\nesac\n",
+        d = data.display()
+    );
+    std::fs::create_dir_all(bin).unwrap();
+    std::fs::write(bin.join("systemctl"), script).unwrap();
+    std::fs::set_permissions(
+        bin.join("systemctl"),
+        std::fs::Permissions::from_mode(0o755),
+    )
+    .unwrap();
+}
+
+/// One row the [`Writer`] committed: its number, when, and on which target.
+#[derive(Debug, Clone)]
+pub struct Commit {
+    pub n: u64,
+    pub at: Instant,
+    pub target: usize,
+}
+
+/// A client committing numbered rows (`INSERT INTO t VALUES (n)`, n = 1, 2, …) to
+/// whichever of its targets accepts them, the one that last did first: the site's
+/// application, writing through a switchover. Bounded in rows and time.
+pub struct Writer {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    done: std::sync::Arc<std::sync::Mutex<Vec<Commit>>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Writer {
+    /// At most this many rows, for at most this long.
+    const MAX_ROWS: u64 = 200_000;
+    const MAX_TIME: Duration = Duration::from_secs(900);
+
+    /// `targets`: command lines to which the SQL is appended (see
+    /// [`Servers::psql_argv`], [`Servers::mariadb_argv`]).
+    pub fn start(targets: Vec<Vec<String>>) -> Writer {
+        use std::sync::atomic::Ordering;
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let done = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (s, d) = (stop.clone(), done.clone());
+        let thread = std::thread::spawn(move || {
+            let end = Instant::now() + Self::MAX_TIME;
+            let (mut n, mut current) = (1u64, 0usize);
+            while !s.load(Ordering::Relaxed) && n <= Self::MAX_ROWS && Instant::now() < end {
+                let order = [current, 1 - current.min(1)];
+                for &t in order.iter().take(targets.len()) {
+                    let argv = &targets[t];
+                    let ok = Command::new(&argv[0])
+                        .args(&argv[1..])
+                        .arg(format!("INSERT INTO t VALUES ({n})"))
+                        .stdin(std::process::Stdio::null())
+                        .stdout(std::process::Stdio::null())
+                        .stderr(std::process::Stdio::null())
+                        .status()
+                        .is_ok_and(|st| st.success());
+                    if ok {
+                        d.lock().unwrap().push(Commit {
+                            n,
+                            at: Instant::now(),
+                            target: t,
+                        });
+                        n += 1;
+                        current = t;
+                        break;
+                    }
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        });
+        Writer {
+            stop,
+            done,
+            thread: Some(thread),
+        }
+    }
+
+    /// The rows committed so far.
+    pub fn committed(&self) -> Vec<Commit> {
+        self.done.lock().unwrap().clone()
+    }
+
+    /// Stops it; every row it committed.
+    pub fn stop(mut self) -> Vec<Commit> {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+        self.committed()
+    }
+
+    /// The longest time between two commits among `commits` (the write unavailability).
+    pub fn longest_gap(commits: &[Commit]) -> Duration {
+        commits
+            .windows(2)
+            .map(|w| w[1].at.duration_since(w[0].at))
+            .max()
+            .unwrap_or_default()
+    }
+}
+
+impl Drop for Writer {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
         }
     }
 }
