@@ -11,6 +11,9 @@ use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 const SITE: &str = "alice-web";
+/// The `mark` promote playbook, failing on a node whose state dir holds `fail-promote`.
+const FAILS_WHEN_ASKED: &str = "[[step]]\nname = \"mark\"\n\
+    shell = \"test ! -e {state_dir}/fail-promote && echo {epoch} >> {state_dir}/promoted\"\n";
 const WITHIN: Duration = Duration::from_secs(60);
 
 /// `orch promote` on `node`: its exit code and its stdout + stderr.
@@ -56,8 +59,7 @@ fn promote_switches_over_and_back_and_a_failed_step_is_undone() {
     let fo = Fo::new(
         test,
         Case {
-            promote: "[[step]]\nname = \"mark\"\n\
-                      shell = \"test ! -e {state_dir}/fail-promote && echo {epoch} >> {state_dir}/promoted\"\n",
+            promote: FAILS_WHEN_ASKED,
             ..Case::default()
         },
     );
@@ -214,7 +216,9 @@ fn postgres_switchover_and_back_lose_no_committed_row() {
     let mut fo = Fo::new(
         test,
         Case {
-            lists: "promote = [\"postgres-promote\"]\ndemote = [\"postgres-demote\"]\n\
+            // `mark` after the database's promote: it fails where `fail-promote` is.
+            promote: FAILS_WHEN_ASKED,
+            lists: "promote = [\"postgres-promote\", \"mark\"]\ndemote = [\"postgres-demote\"]\n\
                     rejoin = [\"postgres-rejoin\"]\n",
             extra: format!(
                 "\n[[sites.alice-web.database]]\nname = \"app\"\nkind = \"postgres\"\n\
@@ -279,6 +283,19 @@ fn postgres_switchover_and_back_lose_no_committed_row() {
     );
     let streaming = "SELECT pg_is_in_recovery() AND EXISTS (SELECT 1 FROM pg_stat_wal_receiver WHERE status = 'streaming')";
     assert_eq!(servers.psql(&fo.lab, &alice, &a_data, streaming), "t");
+    // A clean switchover leaves nothing to rewind: no copy of alice's data was needed.
+    let kept = fo.pair.alice.join("state/diverged").join(SITE);
+    let copies: Vec<_> = std::fs::read_dir(&kept)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|stamp| stamp.path().join("pgdata-app"))
+        .filter(|p| p.exists())
+        .collect();
+    assert!(
+        copies.is_empty(),
+        "alice's data was copied aside: {copies:?}"
+    );
 
     // The switchback.
     let gap = switch(&fo, &writer, "alice", 3, "192.0.2.1");
@@ -293,6 +310,35 @@ fn postgres_switchover_and_back_lose_no_committed_row() {
     eventually("bob has every row", WITHIN, || {
         let got = servers.try_psql_on(&fo.lab, &bob, &b_data, "app", "SELECT max(n) FROM t")?;
         (got == last).then_some(()).ok_or(got)
+    });
+
+    // A promote step fails on bob after its database was promoted: alice's database is
+    // started again and serves, bob's is stopped, rewound and follows her again.
+    std::fs::write(fo.pair.bob.join("state/fail-promote"), "").unwrap();
+    let (code, out) = promote(&fo, "bob", &[]);
+    assert_eq!(code, 1, "{out}\n{}", fo.logs());
+    for line in [
+        "4. FAILED: promote playbook mark failed",
+        "undo: alice's promote playbooks (it serves again)",
+        "undo: demote and rejoin playbooks here (bob follows alice again)",
+        "postgres-rejoin ok",
+        "switchover of alice-web stopped at step 4",
+    ] {
+        assert!(out.contains(line), "{line}\n{out}");
+    }
+    settled(&fo, "alice", 3, "192.0.2.1");
+    let count = commits.len() + 1;
+    servers.psql_on(
+        &fo.lab,
+        &alice,
+        &a_data,
+        "app",
+        &format!("INSERT INTO t VALUES ({count}000000)"),
+    );
+    assert_eq!(servers.psql(&fo.lab, &bob, &b_data, streaming), "t");
+    eventually("bob follows alice's writes again", WITHIN, || {
+        let got = servers.try_psql_on(&fo.lab, &bob, &b_data, "app", "SELECT count(*) FROM t")?;
+        (got == count.to_string()).then_some(()).ok_or(got)
     });
     drop(fo);
     drop(servers);

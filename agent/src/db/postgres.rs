@@ -516,7 +516,40 @@ async fn rejoin_steps(
     let user = url.username().to_owned();
     let password = master.password.clone().unwrap_or_default();
     let mut done = Vec::new();
-    if control.was_primary() {
+    let rewind_target = format!("--target-pgdata={dir}");
+    let rewind_source = format!(
+        "--source-server=host={} port={} user={} dbname=postgres connect_timeout=10",
+        conninfo_value(&host),
+        port,
+        conninfo_value(&user)
+    );
+    let mut rewind = control.was_primary();
+    if rewind {
+        // A master promoted moments ago still shows its old timeline in its control file
+        // until its first checkpoint, and pg_rewind would then see nothing to rewind.
+        execute(master, "postgres", "CHECKPOINT")
+            .await
+            .map_err(|e| format!("a CHECKPOINT on {} before pg_rewind: {e}", master.node))?;
+        // A clean switchover leaves nothing to rewind (this server's history is a prefix of
+        // the master's): then neither the copy nor the rewind is needed.
+        let needless = (control.wal_log_hints || control.checksums)
+            && as_owner(
+                data_dir,
+                &bin.join("pg_rewind"),
+                &["--dry-run", &rewind_target, &rewind_source],
+                &[("PGPASSWORD", &password)],
+            )
+            .await
+            .is_ok_and(|out| out.contains("no rewind required"));
+        if needless {
+            rewind = false;
+            done.push(format!(
+                "no rewind needed: its history is a prefix of {}'s (a clean switchover)",
+                master.node
+            ));
+        }
+    }
+    if rewind {
         if !control.wal_log_hints && !control.checksums {
             return Err(format!(
                 "{} was a primary and needs pg_rewind, which needs wal_log_hints = on or data checksums (neither is on): \
@@ -567,29 +600,16 @@ async fn rejoin_steps(
             "the old data directory is kept in {}",
             keep_aside.display()
         ));
-        let source = format!(
-            "host={} port={} user={} dbname=postgres connect_timeout=10",
-            conninfo_value(&host),
-            port,
-            conninfo_value(&user)
-        );
-        // A master promoted moments ago still shows its old timeline in its control file
-        // until its first checkpoint, and pg_rewind would then see nothing to rewind.
-        execute(master, "postgres", "CHECKPOINT")
-            .await
-            .map_err(|e| format!("a CHECKPOINT on {} before pg_rewind: {e}", master.node))?;
         // pg_rewind copies the source's configuration files too: this server keeps its own.
         let own: Vec<(std::path::PathBuf, Vec<u8>)> = CONFIG_FILES
             .iter()
             .map(|f| data_dir.join(f))
             .filter_map(|p| std::fs::read(&p).ok().map(|b| (p, b)))
             .collect();
-        let target = format!("--target-pgdata={dir}");
-        let source = format!("--source-server={source}");
         let out = as_owner(
             data_dir,
             &bin.join("pg_rewind"),
-            &[&target, &source],
+            &[&rewind_target, &rewind_source],
             &[("PGPASSWORD", &password)],
         )
         .await?;
