@@ -510,6 +510,63 @@ pub async fn call(
 mod tests {
     use super::*;
 
+    #[test]
+    fn a_handover_answer_is_bounded_and_its_positions_are_positions() {
+        let good = HandoverReply {
+            ok: true,
+            lines: vec!["alice: web-stop ok (0.1 s)".into()],
+            positions: BTreeMap::from([
+                ("pg".to_owned(), "0/3023BA8".to_owned()),
+                ("my".to_owned(), "0-1-42,1-2-7".to_owned()),
+                (
+                    "mysql".to_owned(),
+                    "3E11FA47-71CA-11E1-9E33-C80AA9429562:1-5,\nAA:7".to_owned(),
+                ),
+            ]),
+        };
+        assert_eq!(good.check(), Ok(()));
+        let bad = |f: &dyn Fn(&mut HandoverReply)| {
+            let mut r = good.clone();
+            f(&mut r);
+            r.check().is_err()
+        };
+        assert!(bad(&|r| r.lines = vec![String::new(); MAX_LINES + 1]));
+        assert!(bad(&|r| r.lines = vec!["x".repeat(MAX_LINE + 1)]));
+        // A position is put into a statement by the asker: nothing but its alphabet.
+        assert!(bad(&|r| {
+            r.positions
+                .insert("pg".into(), "0/1'; DROP TABLE t; --".into());
+        }));
+        assert!(bad(&|r| {
+            r.positions
+                .insert("pg".into(), "1".repeat(MAX_POSITION + 1));
+        }));
+        assert!(bad(&|r| {
+            r.positions.insert(String::new(), "0/1".into());
+        }));
+        assert!(bad(&|r| {
+            for i in 0..=MAX_POSITIONS {
+                r.positions.insert(format!("db{i}"), "0/1".into());
+            }
+        }));
+        let step = |epoch, step| Handover {
+            site: "alice-web".into(),
+            epoch,
+            step,
+        };
+        assert_eq!(step(1, HandoverStep::Demote).check(), Ok(()));
+        assert!(step(-1, HandoverStep::Check).check().is_err());
+        assert!(step(1, HandoverStep::Rejoin { to_epoch: -2 })
+            .check()
+            .is_err());
+        assert!(Handover {
+            site: "s".repeat(MAX_NAME + 1),
+            ..step(1, HandoverStep::Undo)
+        }
+        .check()
+        .is_err());
+    }
+
     struct Echo;
     impl PeerHandler for Echo {
         async fn handle(&self, request: Request) -> Response {

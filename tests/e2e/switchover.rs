@@ -8,6 +8,7 @@ use orch_tests::dbserver::{self, Commit, Servers, Writer};
 use orch_tests::fixture::write_secret;
 use orch_tests::{eventually, orch};
 use std::collections::BTreeSet;
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 const SITE: &str = "alice-web";
@@ -73,7 +74,7 @@ fn promote_switches_over_and_back_and_a_failed_step_is_undone() {
         "ok    tunnel up: last handshake",
         "ok    peer agent answers: alice answers",
         "alice: demote playbook demoted valid, 1 step(s)",
-        "alice: final push (dry run) of www:",
+        "alice: final push of www (dry run): 1 change(s) of 1 entries",
         "ok    DNS lock names the master: _orch.alice-web.example.org holds \"master=alice epoch=1\", records → 192.0.2.1",
         "ok    public address here: 192.0.2.2",
         "ok    free space here: www",
@@ -181,17 +182,18 @@ fn none_lost(commits: &[Commit], rows: &str) {
 
 /// One switchover of the site to `to` with the writer writing throughout: every row
 /// committed so far is on the new master; the longest write gap.
-fn switch(fo: &Fo, writer: &Writer, to: &str, epoch: i64, www: &str) -> Duration {
+fn switch(fo: &Fo, writer: &Writer, to: &str, epoch: i64, www: &str) -> (Duration, Duration) {
     writes_go_on(writer, 20, fo);
     let t = Instant::now();
     let (code, out) = promote(fo, to, &[]);
+    let took = t.elapsed();
     assert_eq!(code, 0, "{out}\n{}", fo.logs());
-    eprintln!("switchover to {to} took {:?}:\n{out}", t.elapsed());
+    eprintln!("switchover to {to} took {took:?}:\n{out}");
     settled(fo, to, epoch, www);
     writes_go_on(writer, 20, fo);
     let commits = writer.committed();
     let during: Vec<Commit> = commits.iter().filter(|c| c.at >= t).cloned().collect();
-    Writer::longest_gap(&during)
+    (Writer::longest_gap(&during), took)
 }
 
 #[test]
@@ -207,52 +209,8 @@ fn postgres_switchover_and_back_lose_no_committed_row() {
     {
         return;
     }
-    const ORCH_PW: &str = "orch-db-pw-5e1f";
-    const REPL_PW: &str = "repl-pw-77a0";
-    let mut servers = Servers::new();
-    let (a_data, b_data) = (servers.dir().join("pg-alice"), servers.dir().join("pg-bob"));
-    let password = servers.dir().join("db.pass");
-    write_secret(&password, ORCH_PW);
-    let mut fo = Fo::new(
-        test,
-        Case {
-            // `mark` after the database's promote: it fails where `fail-promote` is.
-            promote: FAILS_WHEN_ASKED,
-            lists: "promote = [\"postgres-promote\", \"mark\"]\ndemote = [\"postgres-demote\"]\n\
-                    rejoin = [\"postgres-rejoin\"]\n",
-            extra: format!(
-                "\n[[sites.alice-web.database]]\nname = \"app\"\nkind = \"postgres\"\n\
-                 url = \"postgres://orch@{{node}}:5432/app\"\npassword_file = \"{}\"\n\
-                 interval = \"2s\"\nheartbeat = false\n\
-                 data_dir = {{ alice = \"{}\", bob = \"{}\" }}\n",
-                password.display(),
-                a_data.display(),
-                b_data.display()
-            ),
-            bin: true,
-            ..Case::default()
-        },
-    );
+    let (fo, servers, a_data, b_data) = postgres_pair(test);
     let (alice, bob) = (fo.alice.clone(), fo.bob.clone());
-    servers.postgres_primary(&mut fo.lab, &alice, "198.51.100.1", ORCH_PW, REPL_PW);
-    servers.postgres_standby(&mut fo.lab, &bob, "198.51.100.1", "198.51.100.2", REPL_PW);
-    let dir = fo.lab.dir().to_owned();
-    dbserver::systemctl_for_postgres(&dir.join("alice-bin"), &a_data);
-    dbserver::systemctl_for_postgres(&dir.join("bob-bin"), &b_data);
-    servers.psql_on(
-        &fo.lab,
-        &alice,
-        &a_data,
-        "app",
-        "CREATE TABLE t (n bigint PRIMARY KEY)",
-    );
-    eventually("bob's check of the database is healthy", WITHIN, || {
-        let s = orch::status_json(&fo.pair.config("bob"))?;
-        let db = &s["databases"][0];
-        (db["verdict"] == "healthy")
-            .then_some(())
-            .ok_or_else(|| format!("{db:#}"))
-    });
 
     // The dry run changes nothing: the stores, the DNS, the databases' roles.
     let before = (role(&fo, "alice"), role(&fo, "bob"), fo.www());
@@ -274,7 +232,7 @@ fn postgres_switchover_and_back_lose_no_committed_row() {
         servers.psql_argv(&a_data, "app"),
         servers.psql_argv(&b_data, "app"),
     ]);
-    let gap = switch(&fo, &writer, "bob", 2, "192.0.2.2");
+    let (gap, _) = switch(&fo, &writer, "bob", 2, "192.0.2.2");
     eprintln!("PostgreSQL switchover: longest write gap {gap:?}");
     // Every committed row is on bob; alice streams from bob.
     none_lost(
@@ -298,7 +256,7 @@ fn postgres_switchover_and_back_lose_no_committed_row() {
     );
 
     // The switchback.
-    let gap = switch(&fo, &writer, "alice", 3, "192.0.2.1");
+    let (gap, _) = switch(&fo, &writer, "alice", 3, "192.0.2.1");
     eprintln!("PostgreSQL switchback: longest write gap {gap:?}");
     let commits = writer.stop();
     none_lost(
@@ -350,10 +308,111 @@ fn mariadb_switchover_and_back_lose_no_committed_row() {
     if !needs(test) || !orch_tests::prerequisites(test, true, dbserver::MARIADB_PROGRAMS) {
         return;
     }
+    let (fo, servers, a_data, b_data) = mariadb_pair(test);
+    let (alice, bob) = (fo.alice.clone(), fo.bob.clone());
+    let rows = |host, dir| servers.mariadb(&fo.lab, host, dir, "SELECT n FROM app.t");
+    let replicating = |host, dir| {
+        let got = servers.mariadb(
+            &fo.lab,
+            host,
+            dir,
+            "SELECT @@read_only, (SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE COMMAND = 'Slave_IO')",
+        );
+        assert_eq!(got, "1\t1", "read-only and replicating");
+    };
+
+    // The dry run changes nothing.
+    let (code, out) = promote(&fo, "bob", &["--dry-run"]);
+    assert_eq!(code, 0, "{out}");
+    eprintln!("{out}");
+    assert!(out.contains("ok    database: app replicating"), "{out}");
+    fo.expect_lock("master=alice epoch=1").unwrap();
+    assert_eq!(role(&fo, "bob"), ("standby".into(), 1));
+    replicating(&bob, &b_data);
+
+    let writer = Writer::start(vec![
+        servers.mariadb_argv(&a_data, "app", "app", APP_PW),
+        servers.mariadb_argv(&b_data, "app", "app", APP_PW),
+    ]);
+    let (gap, _) = switch(&fo, &writer, "bob", 2, "192.0.2.2");
+    eprintln!("MariaDB switchover: longest write gap {gap:?}");
+    none_lost(&writer.committed(), &rows(&bob, &b_data));
+    replicating(&alice, &a_data);
+
+    let (gap, _) = switch(&fo, &writer, "alice", 3, "192.0.2.1");
+    eprintln!("MariaDB switchback: longest write gap {gap:?}");
+    let commits = writer.stop();
+    none_lost(&commits, &rows(&alice, &a_data));
+    replicating(&bob, &b_data);
+    let last = commits.last().unwrap().n.to_string();
+    eventually("bob has every row", WITHIN, || {
+        let got = servers.mariadb(&fo.lab, &bob, &b_data, "SELECT MAX(n) FROM app.t");
+        (got == last).then_some(()).ok_or(got)
+    });
+    drop(fo);
+    drop(servers);
+}
+
+/// A pair in the failover lab whose site has a PostgreSQL database: alice's primary
+/// streaming to bob's standby through the tunnel, table `t (n)` in database `app`, bob's
+/// check healthy. The site's promote list ends with [`FAILS_WHEN_ASKED`]. Returns the
+/// pair, the servers and the two data folders.
+fn postgres_pair(test: &str) -> (Fo, Servers, PathBuf, PathBuf) {
+    const ORCH_PW: &str = "orch-db-pw-5e1f";
+    const REPL_PW: &str = "repl-pw-77a0";
+    let mut servers = Servers::new();
+    let (a_data, b_data) = (servers.dir().join("pg-alice"), servers.dir().join("pg-bob"));
+    let password = servers.dir().join("db.pass");
+    write_secret(&password, ORCH_PW);
+    let mut fo = Fo::new(
+        test,
+        Case {
+            // `mark` after the database's promote: it fails where `fail-promote` is.
+            promote: FAILS_WHEN_ASKED,
+            lists: "promote = [\"postgres-promote\", \"mark\"]\ndemote = [\"postgres-demote\"]\n\
+                    rejoin = [\"postgres-rejoin\"]\n",
+            extra: format!(
+                "\n[[sites.alice-web.database]]\nname = \"app\"\nkind = \"postgres\"\n\
+                 url = \"postgres://orch@{{node}}:5432/app\"\npassword_file = \"{}\"\n\
+                 interval = \"2s\"\nheartbeat = false\n\
+                 data_dir = {{ alice = \"{}\", bob = \"{}\" }}\n",
+                password.display(),
+                a_data.display(),
+                b_data.display()
+            ),
+            bin: true,
+            ..Case::default()
+        },
+    );
+    let (alice, bob) = (fo.alice.clone(), fo.bob.clone());
+    servers.postgres_primary(&mut fo.lab, &alice, "198.51.100.1", ORCH_PW, REPL_PW);
+    servers.postgres_standby(&mut fo.lab, &bob, "198.51.100.1", "198.51.100.2", REPL_PW);
+    let dir = fo.lab.dir().to_owned();
+    dbserver::systemctl_for_postgres(&dir.join("alice-bin"), &a_data);
+    dbserver::systemctl_for_postgres(&dir.join("bob-bin"), &b_data);
+    servers.psql_on(
+        &fo.lab,
+        &alice,
+        &a_data,
+        "app",
+        "CREATE TABLE t (n bigint PRIMARY KEY)",
+    );
+    db_healthy(&fo);
+
+    (fo, servers, a_data, b_data)
+}
+
+/// The application's MariaDB user: read_only stops it (orch's own user, with SUPER, may
+/// write regardless).
+const APP_PW: &str = "app-pw-13f7";
+
+/// A pair in the failover lab whose site has a MariaDB database: alice's primary
+/// replicating to bob's read-only replica by GTID through the tunnel, table `app.t (n)`
+/// and user `app`, bob's check healthy. Returns the pair, the servers and the two data
+/// folders.
+fn mariadb_pair(test: &str) -> (Fo, Servers, PathBuf, PathBuf) {
     const ORCH_PW: &str = "orch-db-pw-c41d";
     const REPL_PW: &str = "repl-pw-9b0e";
-    // The application's user: read_only stops it (orch's own user may write regardless).
-    const APP_PW: &str = "app-pw-13f7";
     let mut servers = Servers::new();
     let password = servers.dir().join("db.pass");
     write_secret(&password, ORCH_PW);
@@ -385,6 +444,12 @@ fn mariadb_switchover_and_back_lose_no_committed_row() {
              GRANT SELECT, INSERT ON app.* TO 'app'@'localhost';"
         ),
     );
+    db_healthy(&fo);
+    (fo, servers, a_data, b_data)
+}
+
+/// Bob's check of the site's database is healthy.
+fn db_healthy(fo: &Fo) {
     eventually("bob's check of the database is healthy", WITHIN, || {
         let s = orch::status_json(&fo.pair.config("bob"))?;
         let db = &s["databases"][0];
@@ -392,44 +457,78 @@ fn mariadb_switchover_and_back_lose_no_committed_row() {
             .then_some(())
             .ok_or_else(|| format!("{db:#}"))
     });
-    let rows = |host, dir| servers.mariadb(&fo.lab, host, dir, "SELECT n FROM app.t");
-    let replicating = |host, dir| {
-        let got = servers.mariadb(
-            &fo.lab,
-            host,
-            dir,
-            "SELECT @@read_only, (SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE COMMAND = 'Slave_IO')",
+}
+
+/// `bench/failover`, the switchover part: on PostgreSQL and on MariaDB, a writer commits
+/// numbered rows while the site switches over RUNS times (default 3, alternately to bob
+/// and back); per run the longest gap between two commits and the whole `orch promote`.
+/// No committed row may be lost. Prints a markdown table.
+#[test]
+#[ignore = "a benchmark: bench/failover runs it"]
+fn bench_switchover() {
+    let test = "bench_switchover";
+    let programs = dbserver::pg_programs();
+    let mut needed: Vec<&str> = programs.iter().map(String::as_str).collect();
+    needed.extend_from_slice(dbserver::MARIADB_PROGRAMS);
+    if !needs(test) || !orch_tests::prerequisites(test, true, &needed) {
+        return;
+    }
+    let runs: i64 = std::env::var("RUNS")
+        .ok()
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(3);
+    let mut table = Vec::new();
+    for engine in ["PostgreSQL", "MariaDB"] {
+        let (fo, servers, a_data, b_data) = if engine == "PostgreSQL" {
+            postgres_pair(test)
+        } else {
+            mariadb_pair(test)
+        };
+        let argv = |dir: &PathBuf| {
+            if engine == "PostgreSQL" {
+                servers.psql_argv(dir, "app")
+            } else {
+                servers.mariadb_argv(dir, "app", "app", APP_PW)
+            }
+        };
+        let writer = Writer::start(vec![argv(&a_data), argv(&b_data)]);
+        for run in 0..runs {
+            let (to, www) = if run % 2 == 0 {
+                ("bob", "192.0.2.2")
+            } else {
+                ("alice", "192.0.2.1")
+            };
+            let (gap, took) = switch(&fo, &writer, to, run + 2, www);
+            table.push((engine, run + 1, to, gap, took));
+        }
+        let commits = writer.stop();
+        let (host, dir) = if runs % 2 == 1 {
+            (&fo.bob, &b_data)
+        } else {
+            (&fo.alice, &a_data)
+        };
+        let rows = if engine == "PostgreSQL" {
+            servers.psql_on(&fo.lab, host, dir, "app", "SELECT n FROM t")
+        } else {
+            servers.mariadb(&fo.lab, host, dir, "SELECT n FROM app.t")
+        };
+        none_lost(&commits, &rows);
+        eprintln!("{engine}: {} rows committed, none lost", commits.len());
+        drop(fo);
+        drop(servers);
+    }
+    println!("| database | run | to | write gap | `orch promote` | target (gap ≤ 10 s) |");
+    println!("|---|---|---|---|---|---|");
+    for (engine, run, to, gap, took) in &table {
+        println!(
+            "| {engine} | {run} | {to} | {:.2} s | {:.2} s | {} |",
+            gap.as_secs_f64(),
+            took.as_secs_f64(),
+            if gap.as_secs_f64() <= 10.0 {
+                "met"
+            } else {
+                "MISSED"
+            }
         );
-        assert_eq!(got, "1\t1", "read-only and replicating");
-    };
-
-    // The dry run changes nothing.
-    let (code, out) = promote(&fo, "bob", &["--dry-run"]);
-    assert_eq!(code, 0, "{out}");
-    assert!(out.contains("ok    database: app replicating"), "{out}");
-    fo.expect_lock("master=alice epoch=1").unwrap();
-    assert_eq!(role(&fo, "bob"), ("standby".into(), 1));
-    replicating(&bob, &b_data);
-
-    let writer = Writer::start(vec![
-        servers.mariadb_argv(&a_data, "app", "app", APP_PW),
-        servers.mariadb_argv(&b_data, "app", "app", APP_PW),
-    ]);
-    let gap = switch(&fo, &writer, "bob", 2, "192.0.2.2");
-    eprintln!("MariaDB switchover: longest write gap {gap:?}");
-    none_lost(&writer.committed(), &rows(&bob, &b_data));
-    replicating(&alice, &a_data);
-
-    let gap = switch(&fo, &writer, "alice", 3, "192.0.2.1");
-    eprintln!("MariaDB switchback: longest write gap {gap:?}");
-    let commits = writer.stop();
-    none_lost(&commits, &rows(&alice, &a_data));
-    replicating(&bob, &b_data);
-    let last = commits.last().unwrap().n.to_string();
-    eventually("bob has every row", WITHIN, || {
-        let got = servers.mariadb(&fo.lab, &bob, &b_data, "SELECT MAX(n) FROM app.t");
-        (got == last).then_some(()).ok_or(got)
-    });
-    drop(fo);
-    drop(servers);
+    }
 }

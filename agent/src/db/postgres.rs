@@ -710,12 +710,15 @@ mod control_tests {
     fn pg_controldata_is_read_by_label() {
         let text = "pg_control version number:            1300\n\
                     Database cluster state:               shut down\n\
+                    Latest checkpoint location:           0/3023BA8\n\
+                    Latest checkpoint's REDO location:    0/3023B30\n\
                     Latest checkpoint's TimeLineID:       1\n\
                     wal_log_hints setting:                on\n\
                     Data page checksum version:           0\n";
         let c = Control::parse(text);
         assert_eq!(c.state, "shut down");
         assert_eq!(c.timeline, Some(1));
+        assert_eq!(c.checkpoint.as_deref(), Some("0/3023BA8"));
         assert!(c.wal_log_hints && !c.checksums && c.was_primary());
         let standby =
             Control::parse("Database cluster state:               shut down in recovery\n");

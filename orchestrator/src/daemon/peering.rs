@@ -164,15 +164,13 @@ impl Peering {
                     use crate::api::PushOutcome;
                     let fine = matches!(r.outcome, PushOutcome::Ok | PushOutcome::DryRun);
                     reply.ok &= fine;
-                    let word = if dry_run {
-                        "final push (dry run)"
-                    } else {
-                        "final push"
+                    let (word, summary) = match r.summary.strip_prefix("dry run: ") {
+                        Some(rest) if dry_run => (" (dry run)", rest),
+                        _ => ("", r.summary.as_str()),
                     };
                     reply.lines.push(format!(
-                        "{me}: {word} of {}: {}{}",
+                        "{me}: final push of {}{word}: {summary}{}",
                         r.job,
-                        r.summary,
                         if fine { "" } else { " — FAILED" }
                     ));
                 }

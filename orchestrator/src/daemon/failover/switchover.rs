@@ -1200,3 +1200,20 @@ impl Task {
         self.publish(site, run, "handing-over", text, None, None);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::inert;
+
+    #[test]
+    fn a_peer_text_reaches_the_terminal_inert_and_short() {
+        assert_eq!(inert("alice: web-stop ok"), "alice: web-stop ok");
+        assert_eq!(
+            inert("x\u{1b}[2J\ry\n"),
+            "x\\u{1b}[2J\\ry\\n",
+            "escape sequences, returns and newlines are shown, not obeyed"
+        );
+        let long = inert(&"é".repeat(1000));
+        assert!(long.len() <= 610 && long.ends_with('…'), "{}", long.len());
+    }
+}
