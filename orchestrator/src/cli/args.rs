@@ -101,15 +101,17 @@ pub enum Command {
     /// Re-arm automatic failover of a site after one has happened (one automatic failover
     /// per site until then), and clear a "records moved by someone else" hold
     Ack { site: String },
-    /// Make this node master of a site. Today only with --force: the old master is taken to
-    /// be dead, the checks and steps that need it are skipped, the DNS lock is still
-    /// required (the planned switchover is not built yet)
+    /// Make this node master of a site, run on its standby: a planned switchover (checks,
+    /// final push from the master, its demote playbooks, databases caught up, promote here,
+    /// the DNS swap, the old master follows); undone when a step before the DNS swap fails.
+    /// With --force when the master is dead
     Promote {
         site: String,
         /// Print every check and step with the values it would use; change nothing
         #[arg(long)]
         dry_run: bool,
-        /// The old master is dead: skip what needs it (still takes the DNS lock)
+        /// The old master is dead: skip the checks and steps that need it (still takes the
+        /// DNS lock)
         #[arg(long)]
         force: bool,
     },
