@@ -71,7 +71,7 @@ fn promote_switches_over_and_back_and_a_failed_step_is_undone() {
     assert_eq!(code, 0, "{out}\n{}", fo.logs());
     for line in [
         "switchover of alice-web: alice → bob (epoch 1 → 2), dry run",
-        "ok    tunnel up: last handshake",
+        "ok    tunnel up: ",
         "ok    peer agent answers: alice answers",
         "alice: demote playbook demoted valid, 1 step(s)",
         "alice: final push of www (dry run): 1 change(s) of 1 entries",
@@ -531,4 +531,93 @@ fn bench_switchover() {
             }
         );
     }
+}
+
+/// A site without DNS (`bob-cloud` in the plain pair: a sync job, no records): the
+/// switchover moves the roles only, on both nodes, and the pushes follow.
+#[test]
+fn a_site_without_dns_switches_over_its_roles() {
+    let test = "a_site_without_dns_switches_over_its_roles";
+    if !orch_tests::prerequisites(test, true, &["ip", "ping"]) {
+        return;
+    }
+    let mut lab = orch_tests::lab::Lab::new(test);
+    let dir = lab.dir().to_owned();
+    let (a_www, b_www) = (dir.join("alice-files"), dir.join("bob-files"));
+    let pair = orch_tests::fixture::Pair::new(
+        &dir,
+        &format!(
+            "\n[[sites.bob-cloud.sync]]\nname = \"files\"\nschedule = \"0 3 * * *\"\n\
+             path = {{ alice = \"{}\", bob = \"{}\" }}\n",
+            a_www.display(),
+            b_www.display()
+        ),
+    );
+    std::fs::create_dir_all(&a_www).unwrap();
+    std::fs::create_dir_all(&b_www).unwrap();
+    std::fs::write(b_www.join("notes.txt"), "bob's notes\n").unwrap();
+    let alice = lab.host("alice", &["192.0.2.1/24"]);
+    let bob = lab.host("bob", &["192.0.2.2/24"]);
+    pair.spawn_agents(&mut lab, &[alice.clone(), bob.clone()]);
+    eventually("the tunnel comes up", WITHIN, || {
+        lab.ping(&alice, "198.51.100.2")
+    });
+    let run = |node: &str, args: &[&str]| {
+        let config = pair.config(node);
+        let mut argv = vec!["--config", config.to_str().unwrap()];
+        argv.extend_from_slice(args);
+        let out = orch::run(&argv);
+        let (stdout, stderr) = orch::text(&out);
+        (orch::code(&out), format!("{stdout}{stderr}"))
+    };
+    let site_role = |node: &str| {
+        let s = orch::status_json(&pair.config(node)).unwrap();
+        let site = s["sites"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|x| x["name"] == "bob-cloud")
+            .unwrap()
+            .clone();
+        (
+            site["role"].as_str().unwrap().to_owned(),
+            site["epoch"].as_i64().unwrap(),
+        )
+    };
+    eventually("alice's agent answers bob's", WITHIN, || {
+        let (code, out) = run("alice", &["promote", "bob-cloud", "--dry-run"]);
+        (code == 0).then_some(()).ok_or(out)
+    });
+    let (code, out) = run("alice", &["promote", "bob-cloud"]);
+    assert_eq!(code, 0, "{out}");
+    for line in [
+        "ok    DNS: none configured for bob-cloud (no dns or records): only the roles move",
+        "1. final push: ok",
+        "5. no DNS configured: nothing to swap",
+        "6. epoch 2 here: ok; alice is master of bob-cloud",
+        "7. bob follows alice: ok",
+    ] {
+        assert!(out.contains(line), "{line}\n{out}");
+    }
+    // The file pushed last is on alice; both stores agree; alice's pushes now go to bob.
+    assert_eq!(
+        std::fs::read_to_string(a_www.join("notes.txt")).unwrap(),
+        "bob's notes\n"
+    );
+    assert_eq!(site_role("alice"), ("master".into(), 2));
+    eventually("bob follows at epoch 2", WITHIN, || {
+        let r = site_role("bob");
+        (r == ("standby".to_owned(), 2))
+            .then_some(())
+            .ok_or_else(|| format!("{r:?}"))
+    });
+    std::fs::write(a_www.join("later.txt"), "alice's, later\n").unwrap();
+    let (code, out) = run("alice", &["push", "bob-cloud"]);
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(
+        std::fs::read_to_string(b_www.join("later.txt")).unwrap(),
+        "alice's, later\n"
+    );
+    let (code, out) = run("bob", &["push", "bob-cloud"]);
+    assert_eq!(code, 1, "bob is not master any more: {out}");
 }

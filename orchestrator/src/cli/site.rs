@@ -346,12 +346,17 @@ pub(super) fn promote(loaded: &Loaded, site: &str, dry_run: bool, force: bool) -
             Ok(())
         }
         Err(agent::control::ControlError::Refused(text)) => {
-            // What was not printed yet (the end: where it stopped, and why) is the error.
+            // What was not printed yet goes on; its last line (where it stopped, and why)
+            // is the error.
             let rest: Vec<&str> = text.lines().skip(printed).collect();
-            let why = if rest.is_empty() {
-                format!("orch promote {}: not done (see above)", site.name)
-            } else {
-                rest.join("\n")
+            let why = match rest.split_last() {
+                Some((last, before)) => {
+                    for l in before {
+                        println!("{l}");
+                    }
+                    (*last).to_owned()
+                }
+                None => format!("orch promote {}: not done (see above)", site.name),
             };
             Err(super::Exit::failed(anyhow::anyhow!(why)))
         }

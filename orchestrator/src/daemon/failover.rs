@@ -628,7 +628,9 @@ impl Task {
                     self.unfence(site, run).await;
                 }
                 if run.handing.is_some() {
-                    self.still_handing(site, run).await;
+                    let dns_says = read.as_ref().map(|r| &r.holder);
+                    self.still_handing(site, run, theirs.as_ref(), dns_says)
+                        .await;
                     return;
                 }
                 match read {

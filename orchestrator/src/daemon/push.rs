@@ -190,10 +190,25 @@ impl Pusher {
                 if dry_run && sent.refused.is_none() {
                     res.outcome = PushOutcome::DryRun;
                     res.changes = sent.steps.iter().take(DRY_RUN_LIST).map(describe).collect();
+                    // What it would send at most: new and changed files' content (a
+                    // delta sends less, a copy of a file the replica has nothing).
+                    let content: u64 = sent
+                        .steps
+                        .iter()
+                        .map(|s| match s {
+                            Step::File { how, size, .. }
+                                if !matches!(how, agent::sync::plan::How::Copy { .. }) =>
+                            {
+                                *size
+                            }
+                            _ => 0,
+                        })
+                        .sum();
                     res.summary = format!(
-                        "dry run: {} change(s) of {} entries, {} deletion(s); nothing was written",
+                        "dry run: {} change(s) of {} entries (up to {} of file content to send), {} deletion(s); nothing was written",
                         sent.steps.len(),
                         sent.files_total,
+                        crate::units::bytes(content),
                         sent.deletions
                     );
                     return res;

@@ -18,7 +18,7 @@
 use super::{
     clock, now_ms, Handing, Intent, SiteRun, Stage, Task, HANDOVER_EXPIRES, HANDOVER_SWAP_BY,
 };
-use crate::cluster::lock::{self, Lock};
+use crate::cluster::lock::{self, Holder, Lock};
 use crate::cluster::roles::SiteRole;
 use crate::config::Site;
 use agent::peer::{Handover, HandoverReply, HandoverStep, Request, Response};
@@ -165,16 +165,23 @@ impl Task {
         said.say("pre-checks:");
         let mut failed = Vec::new();
 
-        // The tunnel and the peer's agent.
+        // The tunnel and the peer's agent: a heartbeat first (a dead peer costs seconds,
+        // not the check's timeout), then the master's own checks.
+        let (probe, _) = self.probe_agent().await;
         let stats = self.tunnel.stats();
+        let endpoint = stats
+            .endpoint
+            .map(|e| e.to_string())
+            .unwrap_or_else(|| "-".into());
         let tunnel = if crate::cluster::peer::tunnel_up(&stats) {
             Ok(format!(
-                "last handshake {} s ago, endpoint {}",
-                stats.since_handshake.map(|d| d.as_secs()).unwrap_or(0),
-                stats
-                    .endpoint
-                    .map(|e| e.to_string())
-                    .unwrap_or_else(|| "-".into())
+                "last handshake {} s ago, endpoint {endpoint}",
+                stats.since_handshake.map(|d| d.as_secs()).unwrap_or(0)
+            ))
+        } else if probe.ok {
+            // The tunnel's figures lag a moment behind; an answer through it is proof.
+            Ok(format!(
+                "{peer}'s agent answers through it, endpoint {endpoint}"
             ))
         } else {
             Err(
@@ -184,9 +191,12 @@ impl Task {
         };
         check(&mut said, &mut failed, "tunnel up", tunnel);
         let t0 = Instant::now();
-        let peer_check = self
-            .ask_peer(name, role.epoch, HandoverStep::Check, CHECK_TIMEOUT)
-            .await;
+        let peer_check = if probe.ok {
+            self.ask_peer(name, role.epoch, HandoverStep::Check, CHECK_TIMEOUT)
+                .await
+        } else {
+            Err(format!("{peer}'s agent does not answer: {}", probe.detail))
+        };
         let (answers, peer_lines) = match peer_check {
             Ok(r) if r.ok => (
                 Ok(format!(
@@ -238,40 +248,56 @@ impl Task {
             Err(e) => check(&mut said, &mut failed, "databases", Err(e.to_string())),
         }
 
-        // The DNS lock and records.
-        let zone = self.provider(site, run).await;
-        let read = match &zone {
-            Some(zone) => self.read_dns(site, run, zone).await,
-            None => Err(format!(
-                "{name} has no DNS provider or records: a switchover moves them"
+        // The DNS lock and records; a site without them moves its roles only.
+        let has_dns = site.dns.is_some() && !site.records.is_empty();
+        let zone = if has_dns {
+            self.provider(site, run).await
+        } else {
+            None
+        };
+        let read = match (&zone, has_dns) {
+            (Some(zone), _) => Some(self.read_dns(site, run, zone).await),
+            (None, true) => Some(Err(
+                "the DNS provider cannot be used now (see `orch status`)".to_owned(),
             )),
+            (None, false) => None,
         };
-        let dns = match &read {
-            Ok(r) => lock::may_take(&r.holder, &role)
-                .map(|()| {
-                    let addrs: Vec<String> = r.addresses().iter().map(|a| a.to_string()).collect();
-                    format!(
-                        "{} holds {}, records → {}",
-                        r.lock_name,
-                        r.holder,
-                        if addrs.is_empty() {
-                            "nothing".to_owned()
-                        } else {
-                            addrs.join(", ")
-                        }
-                    )
-                })
-                .map_err(|e| format!("{e}: someone else moved {name}")),
-            Err(e) => Err(format!("the authoritative DNS: {e}")),
-        };
-        check(&mut said, &mut failed, "DNS lock names the master", dns);
+        match &read {
+            Some(read) => {
+                let dns = match read {
+                    Ok(r) => lock::may_take(&r.holder, &role)
+                        .map(|()| {
+                            let addrs: Vec<String> =
+                                r.addresses().iter().map(|a| a.to_string()).collect();
+                            format!(
+                                "{} holds {}, records → {}",
+                                r.lock_name,
+                                r.holder,
+                                if addrs.is_empty() {
+                                    "nothing".to_owned()
+                                } else {
+                                    addrs.join(", ")
+                                }
+                            )
+                        })
+                        .map_err(|e| format!("{e}: someone else moved {name}")),
+                    Err(e) => Err(format!("the authoritative DNS: {e}")),
+                };
+                check(&mut said, &mut failed, "DNS lock names the master", dns);
+            }
+            None => said.say(format!(
+                "  ok    DNS: none configured for {name} (no dns or records): only the roles move"
+            )),
+        }
         let ip = self.public_ip().await;
-        check(
-            &mut said,
-            &mut failed,
-            "public address here",
-            ip.as_ref().map(|i| i.to_string()).map_err(Clone::clone),
-        );
+        if has_dns {
+            check(
+                &mut said,
+                &mut failed,
+                "public address here",
+                ip.as_ref().map(|i| i.to_string()).map_err(Clone::clone),
+            );
+        }
 
         // The playbooks here, and the room for the final push.
         let ctx = crate::playbook::Context {
@@ -338,8 +364,9 @@ impl Task {
             ),
         }
 
-        let (read, ip) = match (read, ip) {
-            (Ok(read), Ok(ip)) if failed.is_empty() => (read, ip),
+        let dns = match (read, ip.clone()) {
+            (Some(Ok(read)), Ok(ip)) if failed.is_empty() => Some((read, ip)),
+            (None, _) if failed.is_empty() => None,
             _ => {
                 said.say(format!(
                     "{} pre-check(s) failed ({}): nothing was changed. Fix them, or, if {} is dead, `orch promote {name} --force`",
@@ -396,15 +423,20 @@ impl Task {
                     ));
                 }
             }
-            said.say(format!(
-                "  5. DNS compare-and-swap: {} {} → \"{new_lock}\"",
-                read.lock_name, read.holder
-            ));
-            for c in read.point_at(&site.records, ip) {
-                said.say(format!(
-                    "       record {} {}: {:?} → {:?}",
-                    c.name, c.kind, c.expected, c.new
-                ));
+            match &dns {
+                Some((read, ip)) => {
+                    said.say(format!(
+                        "  5. DNS compare-and-swap: {} {} → \"{new_lock}\"",
+                        read.lock_name, read.holder
+                    ));
+                    for c in read.point_at(&site.records, *ip) {
+                        said.say(format!(
+                            "       record {} {}: {:?} → {:?}",
+                            c.name, c.kind, c.expected, c.new
+                        ));
+                    }
+                }
+                None => said.say("  5. no DNS configured: nothing to swap"),
             }
             said.say(format!(
                 "  6. epoch {} → {} in both state stores",
@@ -569,60 +601,84 @@ impl Task {
                 .stopped(&mut said, site, &role, 5, &why, true, true)
                 .await);
         }
-        let read = match self
-            .read_dns(site, run, zone.as_deref().unwrap_or_default())
-            .await
-        {
-            Ok(r) => r,
-            Err(e) => {
-                let why = format!("the authoritative DNS: {e}");
+        if let Some((_, ip)) = dns {
+            let read = match self
+                .read_dns(site, run, zone.as_deref().unwrap_or_default())
+                .await
+            {
+                Ok(r) => r,
+                Err(e) => {
+                    let why = format!("the authoritative DNS: {e}");
+                    return Err(self
+                        .stopped(&mut said, site, &role, 5, &why, true, true)
+                        .await);
+                }
+            };
+            run.intent = Some(Intent {
+                from_master: role.master.clone(),
+                from_epoch: role.epoch,
+                to_epoch: new_lock.epoch,
+                ip,
+                lost_since: now_ms(),
+                started: now_ms(),
+                seen: format!("switchover asked by `orch promote {name}`"),
+                stage: Stage::Locking,
+                promoted: site.promote.clone(),
+                forced: false,
+                switchover: true,
+            });
+            if !self.journal(site, run).await {
+                run.intent = None;
+                let why = "the state store could not record the switchover";
+                return Err(self
+                    .stopped(&mut said, site, &role, 5, why, true, true)
+                    .await);
+            }
+            run.fresh = true;
+            run.master_addresses.clear();
+            self.continue_takeover(site, run, Ok(read)).await;
+            let now = self.roles.get(name).map_err(|e| agent::error_chain(&e))?;
+            if run.intent.is_some() {
+                said.say(format!(
+                    "  5. the DNS update did not answer clearly; the agent settles it (see `orch status`): {} may hold the lock or not",
+                    self.me()
+                ));
+                return Err(said.text());
+            }
+            if !(now.is_master(self.me()) && now.epoch == new_lock.epoch) {
+                let why =
+                    "the DNS compare-and-swap failed: the records or the lock changed under this node";
+                return Err(self
+                    .stopped(&mut said, site, &role, 5, why, true, true)
+                    .await);
+            }
+            said.say(format!(
+                "  5. DNS: \"{new_lock}\", records → {ip}: ok ({})",
+                secs(t)
+            ));
+        } else {
+            // No lock to take: the roles move, as both nodes agreed.
+            if let Err(e) = self.roles.advance(name, self.me(), new_lock.epoch).await {
+                let why = format!(
+                    "the new epoch cannot be recorded: {}",
+                    agent::error_chain(&e)
+                );
                 return Err(self
                     .stopped(&mut said, site, &role, 5, &why, true, true)
                     .await);
             }
-        };
-        run.intent = Some(Intent {
-            from_master: role.master.clone(),
-            from_epoch: role.epoch,
-            to_epoch: new_lock.epoch,
-            ip,
-            lost_since: now_ms(),
-            started: now_ms(),
-            seen: format!("switchover asked by `orch promote {name}`"),
-            stage: Stage::Locking,
-            promoted: site.promote.clone(),
-            forced: false,
-            switchover: true,
-        });
-        if !self.journal(site, run).await {
-            run.intent = None;
-            let why = "the state store could not record the switchover";
-            return Err(self
-                .stopped(&mut said, site, &role, 5, why, true, true)
-                .await);
+            run.armed = true;
+            run.machine.ack();
+            self.journal(site, run).await;
+            let text = format!(
+                "master since a switchover from {} at {} (epoch {})",
+                role.master,
+                clock(now_ms()),
+                new_lock.epoch
+            );
+            self.publish(site, run, "master", text, None, None);
+            said.say("  5. no DNS configured: nothing to swap");
         }
-        run.fresh = true;
-        run.master_addresses.clear();
-        self.continue_takeover(site, run, Ok(read)).await;
-        let now = self.roles.get(name).map_err(|e| agent::error_chain(&e))?;
-        if run.intent.is_some() {
-            said.say(format!(
-                "  5. the DNS update did not answer clearly; the agent settles it (see `orch status`): {} may hold the lock or not",
-                self.me()
-            ));
-            return Err(said.text());
-        }
-        if !(now.is_master(self.me()) && now.epoch == new_lock.epoch) {
-            let why =
-                "the DNS compare-and-swap failed: the records or the lock changed under this node";
-            return Err(self
-                .stopped(&mut said, site, &role, 5, why, true, true)
-                .await);
-        }
-        said.say(format!(
-            "  5. DNS: \"{new_lock}\", records → {ip}: ok ({})",
-            secs(t)
-        ));
         said.say(format!(
             "  6. epoch {} here: ok; {} is master of {name}",
             new_lock.epoch,
@@ -1159,14 +1215,30 @@ impl Task {
 
     /// The master's tick while it hands the site over: it waits for the peer's lock, and
     /// serves again on its own once [`HANDOVER_EXPIRES`] has passed without it.
-    pub(super) async fn still_handing(&self, site: &Site, run: &mut SiteRun) {
+    ///
+    /// It serves again only when it knows the peer did not take the site: the lock record
+    /// read now names this node at the handover's epoch, or the peer's agent says this
+    /// node is master at it. Otherwise (a site without DNS, the peer silent) it waits.
+    pub(super) async fn still_handing(
+        &self,
+        site: &Site,
+        run: &mut SiteRun,
+        peer_says: Option<&Lock>,
+        dns_says: Option<&Holder>,
+    ) {
         let Some(h) = run.handing.clone() else {
             return;
         };
         let fence = format!("handing over to {} (switchover)", h.to);
         self.roles.fence(&site.name, Some(fence.clone()));
+        let mine = Lock {
+            master: self.me().to_owned(),
+            epoch: h.epoch,
+        };
+        let still_mine =
+            peer_says == Some(&mine) || matches!(dns_says, Some(Holder::Held(l)) if *l == mine);
         let waited = now_ms().saturating_sub(h.started);
-        if waited > HANDOVER_EXPIRES.as_millis() as i64 {
+        if waited > HANDOVER_EXPIRES.as_millis() as i64 && still_mine {
             let why = format!(
                 "{} did not take the lock within {} min of the demote at {}",
                 h.to,
