@@ -19,6 +19,31 @@ pub fn unix_millis(t: std::time::SystemTime) -> i64 {
     }
 }
 
+/// How long a text from the peer may be where it is shown or logged (a refusal, a
+/// failure reason): longer ones are cut.
+pub const PEER_TEXT: usize = 600;
+
+/// A text from the peer (another person's machine) made inert for a terminal, a log, a
+/// mail subject or an HTTP header: control characters (escape sequences, line breaks)
+/// shown escaped instead of obeyed, and at most `max` bytes kept (cut at a character,
+/// marked with `…`).
+pub fn inert(text: &str, max: usize) -> String {
+    let mut out = String::with_capacity(text.len().min(max) + 4);
+    for c in text.chars() {
+        let piece: String = if c.is_control() {
+            c.escape_default().collect()
+        } else {
+            c.to_string()
+        };
+        if out.len() + piece.len() > max {
+            out.push('…');
+            break;
+        }
+        out.push_str(&piece);
+    }
+    out
+}
+
 /// An error with all its causes, `outer: inner: innermost`, for log fields (`tracing`
 /// shows only the outer message of a `%error`).
 pub fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
@@ -30,4 +55,19 @@ pub fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
         source = e.source();
     }
     out
+}
+
+#[cfg(test)]
+mod inert_tests {
+    use super::inert;
+
+    #[test]
+    fn a_peer_text_is_shown_not_obeyed_and_cut() {
+        assert_eq!(inert("plain words", 100), "plain words");
+        assert_eq!(inert("a\u{1b}[2J\r\nb", 100), "a\\u{1b}[2J\\r\\nb");
+        let cut = inert(&"é".repeat(100), 11);
+        assert_eq!(cut, format!("{}…", "é".repeat(5)));
+        // An escape is never cut in half.
+        assert_eq!(inert("ab\u{7}", 4), "ab…");
+    }
 }

@@ -496,7 +496,9 @@ pub async fn call(
         hello(&mut stream, me, peer).await?;
         write_frame(&mut stream, request).await?;
         match read_frame::<Response>(&mut stream).await? {
-            Some(Response::Error(message)) => Err(PeerError::Refused(message)),
+            Some(Response::Error(message)) => {
+                Err(PeerError::Refused(crate::inert(&message, crate::PEER_TEXT)))
+            }
             Some(response) => Ok(response),
             None => Err(PeerError::Malformed("closed without an answer".into())),
         }
@@ -622,6 +624,41 @@ mod tests {
             sites,
             observed_endpoint: None,
         }
+    }
+
+    /// A peer whose refusal is 10 KB of escape sequences and line breaks.
+    struct Hostile;
+    impl PeerHandler for Hostile {
+        async fn handle(&self, _request: Request) -> Response {
+            Response::Error(format!(
+                "\u{1b}[2J\u{1b}]0;owned\u{7}\r\n{}",
+                "x".repeat(10_000)
+            ))
+        }
+        async fn push(&self, _open: crate::sync::wire::Open, _stream: TcpStream) {}
+    }
+
+    #[tokio::test]
+    async fn a_refusal_from_the_peer_arrives_inert_and_bounded() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let stop = CancellationToken::new();
+        tokio::spawn(serve(
+            listener,
+            "bob".into(),
+            "alice".into(),
+            "127.0.0.1".parse().unwrap(),
+            Arc::new(Hostile),
+            stop.clone(),
+        ));
+        let got = beat_as(addr, "alice", "bob").await;
+        let Err(PeerError::Refused(text)) = got else {
+            panic!("{got:?}")
+        };
+        assert!(!text.chars().any(char::is_control), "{text:?}");
+        assert!(text.len() <= crate::PEER_TEXT + 3, "{} bytes", text.len());
+        assert!(text.starts_with("\\u{1b}[2J"), "{text:?}");
+        stop.cancel();
     }
 
     #[tokio::test]

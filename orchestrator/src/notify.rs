@@ -66,6 +66,15 @@ pub struct Webhook<'a> {
     pub at: i64,
 }
 
+/// The HTTP client for webhooks: it never follows a redirect (a token sent to the
+/// configured host must not travel on to another one; a 3xx is a failed delivery).
+pub fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap_or_default()
+}
+
 /// Posts to the `[notify]` webhook as its kind documents: ntfy (the message as the body,
 /// `Title`/`Priority`/`Tags` headers, bearer token), gotify (`POST /message` with a JSON
 /// body, `X-Gotify-Key`), or a generic JSON body (bearer token when given).
@@ -79,12 +88,13 @@ pub async fn post(
         None => None,
     };
     let resolved = hook.what == Event::Resolved;
-    let title = hook.subject.trim_start_matches("[orch] ");
+    // A header value: one line, bounded (the subject may quote the peer).
+    let title = agent::inert(hook.subject.trim_start_matches("[orch] "), 250);
     let request = match notify.kind {
         NotifyKind::Ntfy => {
             let mut r = http
                 .post(notify.url.clone())
-                .header("Title", title)
+                .header("Title", title.as_str())
                 .header("Priority", if resolved { "default" } else { "high" })
                 .header(
                     "Tags",
@@ -152,4 +162,71 @@ pub async fn post(
         status,
         body: body.chars().take(200).collect(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// A webhook that answers with a redirect to a second server: the second one never
+    /// hears from orch (with the token), and the delivery counts as failed.
+    #[tokio::test]
+    async fn a_webhook_redirect_is_not_followed() {
+        let elsewhere = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let elsewhere_addr = elsewhere.local_addr().unwrap();
+        let hook = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let hook_addr = hook.local_addr().unwrap();
+        tokio::spawn(async move {
+            while let Ok((mut s, _)) = hook.accept().await {
+                let mut buf = vec![0u8; 4096];
+                let _ = s.read(&mut buf).await;
+                let answer = format!(
+                    "HTTP/1.1 307 Temporary Redirect\r\nLocation: http://{elsewhere_addr}/stolen\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                );
+                let _ = s.write_all(answer.as_bytes()).await;
+            }
+        });
+        let reached = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let r = reached.clone();
+        tokio::spawn(async move {
+            if let Ok((mut s, _)) = elsewhere.accept().await {
+                r.store(true, std::sync::atomic::Ordering::SeqCst);
+                let _ = s
+                    .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+                    .await;
+            }
+        });
+        let notify = crate::config::Notify {
+            kind: crate::config::NotifyKind::Json,
+            url: format!("http://{hook_addr}/hook").parse().unwrap(),
+            token_file: None,
+        };
+        let hook = Webhook {
+            subject: "[orch] ALERT s: x",
+            text: "x",
+            what: Event::Alert,
+            site: Some("s"),
+            node: "alice",
+            cluster: "lab",
+            at: 0,
+        };
+        let got = post(&client(), &notify, &hook).await;
+        assert!(
+            matches!(got, Err(WebhookError::Status { status, .. }) if status.as_u16() == 307),
+            "{got:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        assert!(
+            !reached.load(std::sync::atomic::Ordering::SeqCst),
+            "the redirect was followed"
+        );
+    }
+
+    #[test]
+    fn an_ntfy_title_is_one_bounded_line() {
+        let title = agent::inert("ALERT s: refused: \r\nX-Evil: 1\u{1b}[2J", 250);
+        assert!(!title.chars().any(char::is_control), "{title}");
+        assert!(reqwest::header::HeaderValue::from_str(&title).is_ok());
+    }
 }

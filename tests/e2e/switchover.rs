@@ -57,7 +57,7 @@ fn promote_switches_over_and_back_and_a_failed_step_is_undone() {
         return;
     }
     // The promote playbook fails on a node whose state dir holds `fail-promote`.
-    let fo = Fo::new(
+    let mut fo = Fo::new(
         test,
         Case {
             promote: FAILS_WHEN_ASKED,
@@ -150,6 +150,15 @@ fn promote_switches_over_and_back_and_a_failed_step_is_undone() {
     // Alice is not fenced: her pushes go out again.
     let out = fo.orch("alice", &["push", SITE]);
     assert_eq!(orch::code(&out), 0, "{:?}\n{}", orch::text(&out), fo.logs());
+
+    // Switchovers re-armed automatic failover: alice's server dies, bob takes over.
+    std::fs::remove_file(fo.pair.bob.join("state/fail-promote")).unwrap();
+    fo.kill_alice();
+    eventually("bob fails the site over at epoch 4", WITHIN, || {
+        fo.expect_lock("master=bob epoch=4")
+            .map_err(|e| format!("{e}\n{}", fo.logs()))
+    });
+    assert_eq!(fo.www(), "192.0.2.2");
 }
 
 /// Waits until the writer has committed `more` rows past what it had.

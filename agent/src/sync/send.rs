@@ -137,7 +137,9 @@ pub fn push(stream: TcpStream, src: &Source, progress: &Progress) -> Result<Sent
                 owners,
                 last,
             } => (generation, full, entries, gone, owners, last),
-            ToSender::Error { message } => return Err(SendError::Refused(message)),
+            ToSender::Error { message } => {
+                return Err(SendError::Refused(crate::inert(&message, crate::PEER_TEXT)))
+            }
             _ => return bad("expected the replica's state"),
         };
         if first {
@@ -482,8 +484,18 @@ impl Transfer<'_> {
                 failed,
                 diverged,
                 diverged_dir,
-            } => Ok(Some((generation, failed, diverged, diverged_dir))),
-            ToSender::Error { message } => Err(SendError::Refused(message)),
+            } => {
+                // The receiver's words: inert before they reach a log, a report or a mail.
+                let failed = failed
+                    .into_iter()
+                    .map(|(path, reason)| (path, crate::inert(&reason, crate::PEER_TEXT)))
+                    .collect();
+                let diverged_dir = diverged_dir.map(|d| crate::inert(&d, crate::PEER_TEXT));
+                Ok(Some((generation, failed, diverged, diverged_dir)))
+            }
+            ToSender::Error { message } => {
+                Err(SendError::Refused(crate::inert(&message, crate::PEER_TEXT)))
+            }
             ToSender::State { .. } => bad("a state message in the middle of a push"),
         }
     }

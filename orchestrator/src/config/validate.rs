@@ -81,27 +81,74 @@ impl Checker {
 }
 
 /// A secret from its file, after [`check_secret_mode`]; the final line break removed.
+/// The file is opened without following a symlink and checked on the open file.
 pub fn read_secret_file(file: &Path) -> Result<String, String> {
-    check_secret_mode(file)?;
-    let text = std::fs::read_to_string(file).map_err(|e| format!("{}: {e}", file.display()))?;
+    use std::io::Read as _;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
+        .open(file)
+        .map_err(|e| secret_problem(file, e))?;
+    let meta = f
+        .metadata()
+        .map_err(|e| format!("{}: {e}", file.display()))?;
+    secret_meta_ok(file, &meta)?;
+    let mut text = String::new();
+    f.read_to_string(&mut text)
+        .map_err(|e| format!("{}: {e}", file.display()))?;
     Ok(text.trim_end_matches(['\n', '\r']).to_owned())
 }
 
-/// Refuses a secret file that is missing or readable by group or others.
+/// Refuses a secret file that is missing, a symlink, not owned by the agent's user (or
+/// root), or readable by group or others.
 pub fn check_secret_mode(file: &Path) -> Result<(), String> {
-    match std::fs::metadata(file) {
-        Err(e) => Err(format!(
+    match std::fs::symlink_metadata(file) {
+        Err(e) => Err(secret_problem(file, e)),
+        Ok(meta) => secret_meta_ok(file, &meta),
+    }
+}
+
+fn secret_problem(file: &Path, e: std::io::Error) -> String {
+    if e.raw_os_error() == Some(rustix::io::Errno::LOOP.raw_os_error()) {
+        format!(
+            "{} is a symlink: name the file itself in the config (a secret is read without following links)",
+            file.display()
+        )
+    } else {
+        format!(
             "{}: {e} (create it holding the secret, with mode 0600)",
             file.display()
-        )),
-        Ok(meta) if !meta.is_file() => Err(format!("{} is not a file", file.display())),
-        Ok(meta) if meta.permissions().mode() & 0o077 != 0 => Err(format!(
+        )
+    }
+}
+
+fn secret_meta_ok(file: &Path, meta: &std::fs::Metadata) -> Result<(), String> {
+    use std::os::unix::fs::MetadataExt;
+    let me = rustix::process::geteuid().as_raw();
+    if meta.file_type().is_symlink() {
+        Err(format!(
+            "{} is a symlink: name the file itself in the config (a secret is read without following links)",
+            file.display()
+        ))
+    } else if !meta.is_file() {
+        Err(format!("{} is not a file", file.display()))
+    } else if meta.uid() != me && meta.uid() != 0 {
+        Err(format!(
+            "{} is owned by uid {}, not by the agent's user (uid {me}) or root: whoever owns it can change the secret (run `chown {me} {}`)",
+            file.display(),
+            meta.uid(),
+            file.display()
+        ))
+    } else if meta.permissions().mode() & 0o077 != 0 {
+        Err(format!(
             "{} has mode {:04o}: group or others can read or change it (run `chmod 600 {}`)",
             file.display(),
             meta.permissions().mode() & 0o7777,
             file.display()
-        )),
-        Ok(_) => Ok(()),
+        ))
+    } else {
+        Ok(())
     }
 }
 
@@ -1364,6 +1411,38 @@ fn hostname(name: &str) -> Result<(), String> {
 mod tests {
     use super::*;
     use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn a_secret_is_read_only_from_its_own_file_owned_by_the_agent_or_root() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("tsig.secret");
+        std::fs::write(&file, "s3cret\n").unwrap();
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
+        assert_eq!(read_secret_file(&file).unwrap(), "s3cret");
+        assert_eq!(check_secret_mode(&file), Ok(()));
+        // A symlink to it, even a good one, is not followed.
+        let link = dir.path().join("link.secret");
+        std::os::unix::fs::symlink(&file, &link).unwrap();
+        for got in [read_secret_file(&link).map(|_| ()), check_secret_mode(&link)] {
+            let e = got.unwrap_err();
+            assert!(e.contains("is a symlink"), "{e}");
+        }
+        // Owned by someone else: whoever owns it can change the secret.
+        let me = rustix::process::geteuid().as_raw();
+        if me != 0 {
+            assert!(
+                std::env::var("CI").as_deref() != Ok("true"),
+                "CI runs this test as root (it gives a file to another user)"
+            );
+            eprintln!("SKIPPED: the owner part needs root (chown)");
+            return;
+        }
+        std::os::unix::fs::lchown(&file, Some(65534), None).unwrap();
+        for got in [read_secret_file(&file).map(|_| ()), check_secret_mode(&file)] {
+            let e = got.unwrap_err();
+            assert!(e.contains("is owned by uid 65534"), "{e}");
+        }
+    }
 
     /// A valid two-node config plus `extra`, checked as node alice.
     fn check(extra: &str) -> Result<Loaded, Vec<String>> {

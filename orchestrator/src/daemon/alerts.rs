@@ -117,7 +117,7 @@ impl Alerter {
             loaded,
             store,
             mailer,
-            http: reqwest::Client::new(),
+            http: crate::notify::client(),
         }
     }
 

@@ -211,7 +211,8 @@ impl Peering {
         .await
         {
             Ok(new) => {
-                tracing::info!(subject = %mail.subject, from = %peer, new, "Took a mail from the peer to send");
+                let subject = agent::inert(&mail.subject, 200);
+                tracing::info!(%subject, from = %peer, new, "Took a mail from the peer to send");
                 self.mail_now.notify_one();
                 Response::MailAccepted { new }
             }

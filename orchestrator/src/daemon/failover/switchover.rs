@@ -37,22 +37,9 @@ const CATCH_UP: Duration = Duration::from_secs(120);
 /// The least free space a sync target here must have.
 const MIN_FREE: u64 = 64 << 20;
 
-/// A peer's text made inert for a terminal and a log: control characters escaped, at
-/// most a few hundred characters a line.
+/// A peer's text made inert for a terminal and a log.
 fn inert(text: &str) -> String {
-    let mut out = String::new();
-    for c in text.chars() {
-        if out.len() >= 600 {
-            out.push('…');
-            break;
-        }
-        if c.is_control() {
-            out.extend(c.escape_default());
-        } else {
-            out.push(c);
-        }
-    }
-    out
+    agent::inert(text, agent::PEER_TEXT)
 }
 
 /// The lines of a switchover, published as they come.
@@ -1286,6 +1273,10 @@ mod tests {
             "escape sequences, returns and newlines are shown, not obeyed"
         );
         let long = inert(&"é".repeat(1000));
-        assert!(long.len() <= 610 && long.ends_with('…'), "{}", long.len());
+        assert!(
+            long.len() <= agent::PEER_TEXT + 3 && long.ends_with('…'),
+            "{}",
+            long.len()
+        );
     }
 }
