@@ -44,6 +44,11 @@ pub struct Target {
     /// Apply setuid bits, and setgid bits on files, as sent (the job's `keep_setuid`:
     /// "trust the peer with root"); otherwise they are dropped.
     pub keep_setuid: bool,
+    /// This node's own rules for the job, enforced whatever the sender says: at most this
+    /// many deletions unless the push is forced, and nothing written or deleted under an
+    /// excluded path (local-only files stay the receiver's).
+    pub max_delete: super::plan::Limit,
+    pub exclude: Vec<String>,
     /// Set from another thread when the session must end (a newer push of the same job
     /// supersedes it, or the site's role moved on): it stops at the next frame, before
     /// anything more is written or recorded.
@@ -237,6 +242,11 @@ struct Session<'a> {
     /// Directory metadata set during the push, set again at the end (a late rename into a
     /// directory moves its mtime).
     dir_metas: Vec<(String, Meta)>,
+    excludes: super::Excludes,
+    /// Entries the replica may lose in this push (`max_delete` of what it held), and how
+    /// many it lost so far; `None` when the push is forced.
+    may_delete: Option<u64>,
+    deleted: u64,
 }
 
 /// Serves one push on `stream` (after the peer RPC `push` request): lists the replica,
@@ -380,7 +390,21 @@ fn serve(
         });
     }
 
+    let excludes = super::Excludes::new(&target.exclude).map_err(RecvError::Local)?;
+    let held = now.len() as u64;
+    let may_delete = if open.force {
+        tracing::warn!(site = %open.site, job = %open.job, "A forced push (past max_delete) from the peer");
+        None
+    } else {
+        Some(match target.max_delete {
+            super::plan::Limit::Count(n) => n,
+            super::plan::Limit::Percent(pct) => (held as f64 * pct / 100.0).floor() as u64,
+        })
+    };
     let mut s = Session {
+        excludes,
+        may_delete,
+        deleted: 0,
         tree,
         target,
         owners,
@@ -534,6 +558,25 @@ impl Session<'_> {
     ) -> Result<(), RecvError> {
         if let Err(e) = check_path(step.path()) {
             return refused(e);
+        }
+        let is_dir = matches!(
+            step,
+            Step::Mkdir { .. }
+                | Step::Delete {
+                    kind: Kind::Dir,
+                    ..
+                }
+                | Step::Meta {
+                    kind: Kind::Dir,
+                    ..
+                }
+        );
+        if self.excludes.excluded(step.path(), is_dir) {
+            return refused(format!(
+                "{} is excluded from this job by {}'s own config: a push never writes or deletes there",
+                shown(step.path()),
+                "this node"
+            ));
         }
         if matches!(
             step,
@@ -819,6 +862,22 @@ impl Session<'_> {
                 }
             }
             Step::Delete { path, .. } => {
+                // Only what the replica holds counts (a step for a missing name is a no-op).
+                let exists = self
+                    .tree
+                    .at(&path)
+                    .ok()
+                    .and_then(|(dir, name)| lstat_at(&dir, name).ok().flatten())
+                    .is_some();
+                if exists {
+                    self.deleted += 1;
+                    if let Some(limit) = self.may_delete.filter(|l| self.deleted > *l) {
+                        return refused(format!(
+                            "the push deletes more than this node's max_delete allows ({limit} entries of what the replica held); \
+                             nothing more is deleted: push with --force if that is right"
+                        ));
+                    }
+                }
                 let r = (|| -> std::io::Result<()> {
                     let (dir, name) = self.tree.at(&path)?;
                     match lstat_at(&dir, name)? {

@@ -59,6 +59,7 @@ impl Pair {
             epoch: 1,
             generation: self.sent.as_ref().map(|m| m.generation.clone()),
             dry_run,
+            force,
         };
         let target = Target {
             root: self.dst.clone(),
@@ -67,6 +68,9 @@ impl Pair {
             epoch: 1,
             diverge: self.diverge,
             keep_setuid: self.keep_setuid,
+            // The receiver holds the job to the same rules as the sender (one config).
+            max_delete: Limit::Percent(50.0),
+            exclude: excludes.iter().map(|s| s.to_string()).collect(),
             stop: Arc::default(),
         };
         let keep = Arc::clone(&self.recv);
@@ -422,6 +426,7 @@ fn a_hostile_sender_cannot_leave_the_tree() {
                 epoch: 1,
                 generation: None,
                 dry_run: false,
+                force: false,
             };
             let target = Target {
                 root: d,
@@ -430,6 +435,8 @@ fn a_hostile_sender_cannot_leave_the_tree() {
                 epoch: 1,
                 diverge: false,
                 keep_setuid: false,
+                max_delete: Limit::Percent(50.0),
+                exclude: Vec::new(),
                 stop: Arc::default(),
             };
             recv::receive(stream, &open, &target, &mut |_| Ok(()))
@@ -454,6 +461,109 @@ fn a_hostile_sender_cannot_leave_the_tree() {
             "{why}: wrote outside"
         );
     }
+}
+
+/// A hostile sender that ignores the job's rules: it deletes more than `max_delete`
+/// allows, or an excluded (local-only) file. The receiver holds to its own config: the
+/// push is refused before the limit is passed, excluded files stay; `--force` in the
+/// protocol lets the deletions through.
+#[test]
+fn the_receiver_holds_a_push_to_its_own_max_delete_and_excludes() {
+    let run = |frames: Vec<u8>, force: bool, dst: &std::path::Path| {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let d = dst.to_owned();
+        let server = std::thread::spawn(move || {
+            let (stream, _) = listener.accept().unwrap();
+            let open = Open {
+                protocol: wire::SYNC_PROTOCOL,
+                site: "s".into(),
+                job: "j".into(),
+                epoch: 1,
+                generation: None,
+                dry_run: false,
+                force,
+            };
+            let target = Target {
+                root: d,
+                diverged_base: std::path::PathBuf::from("/nonexistent"),
+                manifest: None,
+                epoch: 1,
+                diverge: false,
+                keep_setuid: false,
+                max_delete: Limit::Count(3),
+                exclude: vec!["local/".into(), "*.key".into()],
+                stop: Arc::default(),
+            };
+            recv::receive(stream, &open, &target, &mut |_| Ok(()))
+        });
+        let mut c = TcpStream::connect(addr).unwrap();
+        let mut all = frames;
+        wire::write_msg(&mut all, &ToReceiver::Finish).unwrap();
+        let _ = std::io::Write::write_all(&mut c, &all);
+        server.join().unwrap()
+    };
+    let delete = |path: &str, kind: Kind| super::plan::Step::Delete {
+        path: path.into(),
+        kind,
+    };
+    let t = tempfile::tempdir().unwrap();
+    let dst = t.path().join("dst");
+    fs::create_dir_all(dst.join("local")).unwrap();
+    fs::write(dst.join("local/notes"), "mine").unwrap();
+    fs::write(dst.join("site.key"), "mine").unwrap();
+    for i in 0..10 {
+        fs::write(dst.join(format!("f{i}")), "x").unwrap();
+    }
+    // Ten deletions, the limit is three: refused at the fourth.
+    let mut frames = Vec::new();
+    for i in 0..10 {
+        frames.extend(step(0, delete(&format!("f{i}"), Kind::File)));
+    }
+    let got = run(frames.clone(), false, &dst);
+    let e = got.expect_err("more deletions than max_delete");
+    assert!(e.to_string().contains("max_delete"), "{e}");
+    let left = (0..10)
+        .filter(|i| dst.join(format!("f{i}")).exists())
+        .count();
+    assert_eq!(left, 7, "three deleted, then refused");
+    // Deletions of missing names do not count.
+    let mut again = Vec::new();
+    for i in 0..3 {
+        again.extend(step(0, delete(&format!("f{i}"), Kind::File)));
+    }
+    run(again, false, &dst).expect("no-op deletions");
+    // Excluded, local-only files: neither deleted nor written.
+    for (frames, what) in [
+        (step(0, delete("local/notes", Kind::File)), "local/notes"),
+        (step(0, delete("local", Kind::Dir)), "local"),
+        (step(0, delete("site.key", Kind::File)), "site.key"),
+        (
+            step(
+                1,
+                super::plan::Step::Symlink {
+                    path: "local/evil".into(),
+                    target: "/etc".into(),
+                    meta: Meta::default(),
+                },
+            ),
+            "local/evil",
+        ),
+    ] {
+        let e = run(frames, false, &dst).expect_err(what);
+        assert!(e.to_string().contains("is excluded"), "{what}: {e}");
+    }
+    assert_eq!(fs::read(dst.join("local/notes")).unwrap(), b"mine");
+    assert_eq!(fs::read(dst.join("site.key")).unwrap(), b"mine");
+    assert!(!dst.join("local/evil").exists());
+    // Forced, the deletions go through (the sender's operator said so).
+    run(frames, true, &dst).expect("forced");
+    assert_eq!(
+        (0..10)
+            .filter(|i| dst.join(format!("f{i}")).exists())
+            .count(),
+        0
+    );
 }
 
 fn step(id: u32, step: super::plan::Step) -> Vec<u8> {

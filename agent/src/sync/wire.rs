@@ -47,6 +47,10 @@ pub struct Open {
     pub generation: Option<String>,
     /// List what would change; the receiver changes nothing at all.
     pub dry_run: bool,
+    /// Pushed past `max_delete` by the sender's operator (`orch push --force`): the
+    /// receiver logs it; without it, the receiver holds deletions to its own limit.
+    #[serde(default)]
+    pub force: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -255,6 +255,16 @@ pub enum MaxDelete {
     Count(u64),
 }
 
+impl MaxDelete {
+    /// The push engine's form of it (sender and receiver both hold a push to it).
+    pub fn limit(self) -> agent::sync::plan::Limit {
+        match self {
+            MaxDelete::Percent(p) => agent::sync::plan::Limit::Percent(p),
+            MaxDelete::Count(n) => agent::sync::plan::Limit::Count(n),
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct Database {
     pub name: String,

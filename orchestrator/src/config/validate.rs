@@ -1423,7 +1423,10 @@ mod tests {
         // A symlink to it, even a good one, is not followed.
         let link = dir.path().join("link.secret");
         std::os::unix::fs::symlink(&file, &link).unwrap();
-        for got in [read_secret_file(&link).map(|_| ()), check_secret_mode(&link)] {
+        for got in [
+            read_secret_file(&link).map(|_| ()),
+            check_secret_mode(&link),
+        ] {
             let e = got.unwrap_err();
             assert!(e.contains("is a symlink"), "{e}");
         }
@@ -1438,7 +1441,10 @@ mod tests {
             return;
         }
         std::os::unix::fs::lchown(&file, Some(65534), None).unwrap();
-        for got in [read_secret_file(&file).map(|_| ()), check_secret_mode(&file)] {
+        for got in [
+            read_secret_file(&file).map(|_| ()),
+            check_secret_mode(&file),
+        ] {
             let e = got.unwrap_err();
             assert!(e.contains("is owned by uid 65534"), "{e}");
         }

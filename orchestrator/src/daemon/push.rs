@@ -9,9 +9,9 @@ use super::reports;
 use super::roles::{RoleError, Roles};
 use crate::api::{JobResult, ProgressView, PushOutcome};
 use crate::cluster::roles::SiteRole;
-use crate::config::{Loaded, MaxDelete, Site, SyncJob};
+use crate::config::{Loaded, Site, SyncJob};
 use agent::state::{NewEvent, Outcome, PushRun, Store};
-use agent::sync::plan::{Limit, Step};
+use agent::sync::plan::Step;
 use agent::sync::recv::Stop;
 use agent::sync::send::Progress;
 use agent::sync::wire::{self, Open};
@@ -336,6 +336,7 @@ impl Pusher {
             epoch: role.epoch,
             generation: manifest.as_ref().map(|m| m.generation.clone()),
             dry_run,
+            force,
         };
         let peer = self.loaded.peer();
         let addr =
@@ -345,10 +346,7 @@ impl Pusher {
             .map_err(|e| format!("{}: {}", peer.name, agent::error_chain(&e)))?;
         let stream = stream.into_std().map_err(|e| e.to_string())?;
         agent::sync::tune(&stream, IO_TIMEOUT).map_err(|e| e.to_string())?;
-        let max_delete = match job.max_delete {
-            MaxDelete::Percent(p) => Limit::Percent(p),
-            MaxDelete::Count(n) => Limit::Count(n),
-        };
+        let max_delete = job.max_delete.limit();
         let progress = Arc::clone(progress);
         let stop = Arc::new(Stop::default());
         let fence = match (self.roles.watch(&site.name), stream.try_clone()) {

@@ -304,6 +304,8 @@ impl Receiver {
             epoch: role.epoch,
             diverge,
             keep_setuid: job.keep_setuid,
+            max_delete: job.max_delete.limit(),
+            exclude: job.exclude.clone(),
             stop: Arc::default(),
         };
         Ok((target, role))

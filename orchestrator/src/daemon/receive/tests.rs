@@ -60,6 +60,7 @@ fn open(epoch: i64) -> Open {
         epoch,
         generation: None,
         dry_run: false,
+        force: false,
     }
 }
 
