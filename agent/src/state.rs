@@ -521,6 +521,20 @@ impl Store {
         Ok(())
     }
 
+    /// Of the messages `origin` wrote: how many are still pending, and how many were
+    /// queued at or after `since` (unix ms).
+    pub async fn outbox_from(&self, origin: &str, since: i64) -> Result<(i64, i64), StoreError> {
+        sqlx::query_as(
+            "SELECT coalesce(sum(state = 'pending'), 0), coalesce(sum(created_at >= ?2), 0)
+             FROM outbox WHERE origin = ?1",
+        )
+        .bind(origin)
+        .bind(since)
+        .fetch_one(&self.pool)
+        .await
+        .map_err(|e| self.db_err(e))
+    }
+
     /// How many messages are pending, sent and handed off.
     pub async fn outbox_counts(&self) -> Result<OutboxCounts, StoreError> {
         let rows: Vec<(String, i64)> =
@@ -880,6 +894,32 @@ mod tests {
         // A reader sees the data while the writer keeps it open.
         let reader = Store::open_read_only(dir.path()).await.unwrap();
         assert_eq!(reader.history(None, 100).await.unwrap().len(), 3);
+    }
+
+    #[tokio::test]
+    async fn outbox_counts_a_peers_messages() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).await.unwrap();
+        assert_eq!(store.outbox_from("bob", 0).await.unwrap(), (0, 0));
+        for (i, (origin, at)) in [("bob", 100), ("bob", 5_000), ("alice", 5_000)]
+            .into_iter()
+            .enumerate()
+        {
+            let id = format!("<{i}@orch>");
+            let mail = NewMail {
+                message_id: &id,
+                created_at: at,
+                origin,
+                site: None,
+                subject: "s",
+                message: b"Subject: s\r\n\r\nbody",
+            };
+            store.outbox_enqueue(&mail).await.unwrap();
+        }
+        assert_eq!(store.outbox_from("bob", 1_000).await.unwrap(), (2, 1));
+        let first = store.outbox_due(10_000, 1).await.unwrap();
+        store.outbox_done(first[0].id, false, 6_000).await.unwrap();
+        assert_eq!(store.outbox_from("bob", 0).await.unwrap(), (1, 2));
     }
 
     #[tokio::test]

@@ -36,6 +36,87 @@ pub struct Mailer {
     to: Vec<Mailbox>,
 }
 
+/// At most this many messages from the peer wait in this node's outbox, and at most
+/// this many are taken from it in an hour: a relay, not an open one.
+pub const RELAY_PENDING: i64 = 100;
+pub const RELAY_PER_HOUR: i64 = 60;
+
+/// Whether a message the peer hands over may be relayed: its `From` must be this
+/// cluster's `mail.from` (the peer writes with the same config), and the peer within its
+/// caps (`pending`: its messages waiting here; `last_hour`: taken in the last hour).
+pub fn relay_allowed(
+    message: &[u8],
+    from: &str,
+    pending: i64,
+    last_hour: i64,
+) -> Result<(), String> {
+    if pending >= RELAY_PENDING {
+        return Err(format!(
+            "{pending} of the peer's messages wait here already (at most {RELAY_PENDING})"
+        ));
+    }
+    if last_hour >= RELAY_PER_HOUR {
+        return Err(format!(
+            "{last_hour} messages taken from the peer in the last hour (at most {RELAY_PER_HOUR})"
+        ));
+    }
+    let want = mailbox(from)?;
+    let got = header_from(message).ok_or("the message has no From header")?;
+    let got = address_in(&got);
+    if !got.eq_ignore_ascii_case(want.email.as_ref()) {
+        return Err(format!(
+            "its From is `{}`, not this cluster's mail.from `{}`",
+            agent::inert(got, 100),
+            want.email
+        ));
+    }
+    Ok(())
+}
+
+/// The value of the message's `From` header (unfolded), from its header block only.
+fn header_from(message: &[u8]) -> Option<String> {
+    let text = String::from_utf8_lossy(message);
+    let head = text.split("\r\n\r\n").next()?.split("\n\n").next()?;
+    let mut value: Option<String> = None;
+    let mut found = None;
+    for line in head.lines() {
+        let line = line.trim_end_matches('\r');
+        if line.starts_with([' ', '\t']) {
+            if let Some(v) = value.as_mut() {
+                v.push(' ');
+                v.push_str(line.trim());
+            }
+            continue;
+        }
+        if let Some(v) = value.take() {
+            if found.is_some() {
+                return None; // two From headers: not one sender
+            }
+            found = Some(v);
+        }
+        if let Some((name, rest)) = line.split_once(':') {
+            if name.eq_ignore_ascii_case("from") {
+                value = Some(rest.trim().to_owned());
+            }
+        }
+    }
+    if let Some(v) = value {
+        if found.is_some() {
+            return None;
+        }
+        found = Some(v);
+    }
+    found
+}
+
+/// The address of a `From` value: inside `<…>` when there is one.
+fn address_in(value: &str) -> &str {
+    match (value.rfind('<'), value.rfind('>')) {
+        (Some(a), Some(b)) if a < b => value[a + 1..b].trim(),
+        _ => value.trim(),
+    }
+}
+
 fn mailbox(text: &str) -> Result<Mailbox, String> {
     text.parse()
         .map_err(|e| format!("`{text}` is not a mail address: {e}"))
@@ -338,6 +419,43 @@ pub async fn deliver_due(
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn a_relayed_message_keeps_our_from_and_the_caps() {
+        let msg = |from: &str| {
+            format!("From: {from}\r\nTo: ops@example.org\r\nSubject: x\r\n\r\nFrom: body@evil.example\r\n")
+                .into_bytes()
+        };
+        let ours = "orch@example.org";
+        assert_eq!(
+            relay_allowed(&msg("orch <orch@example.org>"), ours, 0, 0),
+            Ok(())
+        );
+        assert_eq!(relay_allowed(&msg("ORCH@example.org"), ours, 0, 0), Ok(()));
+        // Folded over two lines.
+        let folded = b"From: \"orch\"\r\n <orch@example.org>\r\nSubject: x\r\n\r\nhi".to_vec();
+        assert_eq!(relay_allowed(&folded, ours, 0, 0), Ok(()));
+        for bad in [
+            msg("Your Bank <security@bank.example>"),
+            b"Subject: no sender\r\n\r\nFrom: orch@example.org".to_vec(),
+            b"From: orch@example.org\r\nFrom: x@evil.example\r\n\r\n".to_vec(),
+        ] {
+            assert!(
+                relay_allowed(&bad, ours, 0, 0).is_err(),
+                "{}",
+                String::from_utf8_lossy(&bad)
+            );
+        }
+        let e = relay_allowed(&msg(ours), ours, RELAY_PENDING, 0).unwrap_err();
+        assert!(e.contains("wait here already"), "{e}");
+        let e = relay_allowed(&msg(ours), ours, 0, RELAY_PER_HOUR).unwrap_err();
+        assert!(e.contains("in the last hour"), "{e}");
+        assert_eq!(
+            relay_allowed(&msg(ours), ours, RELAY_PENDING - 1, RELAY_PER_HOUR - 1),
+            Ok(())
+        );
+    }
+
     use super::*;
 
     #[test]

@@ -132,6 +132,7 @@ pub async fn run(loaded: Loaded) -> anyhow::Result<()> {
         mail_now: Arc::clone(&mail_now),
         pusher: pusher.clone(),
         asks: acks.clone(),
+        alerter: alerter.clone(),
     };
     let api = Arc::new(control::Api {
         loaded: Arc::clone(&loaded),

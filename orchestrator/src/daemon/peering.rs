@@ -34,6 +34,8 @@ pub struct Peering {
     pub pusher: Pusher,
     /// The other switchover steps go to the failover task.
     pub asks: tokio::sync::mpsc::Sender<AskRequest>,
+    /// Says once when the peer's relayed mail goes past its caps.
+    pub alerter: super::alerts::Alerter,
 }
 
 impl Peering {
@@ -199,6 +201,31 @@ impl Peering {
             ));
         }
         let now = agent::unix_millis(std::time::SystemTime::now());
+        // A relay for the peer's own reports and alerts, not an open one.
+        let from = self
+            .loaded
+            .config
+            .mail
+            .from
+            .as_deref()
+            .unwrap_or("orch@localhost");
+        let allowed = match self.store.outbox_from(peer, now - 3_600_000).await {
+            Ok((pending, last_hour)) => {
+                crate::mail::relay_allowed(&message, from, pending, last_hour)
+            }
+            Err(e) => Err(format!(
+                "the outbox cannot be read: {}",
+                agent::error_chain(&e)
+            )),
+        };
+        let key = "mail:relay-refused";
+        if let Err(why) = allowed {
+            let text = format!("a mail {peer} handed over for sending was refused: {why}");
+            tracing::warn!(from = %peer, %why, "Relayed mail refused");
+            self.alerter.raise(key, None, &text).await;
+            return Response::Error(format!("mail refused: {why}"));
+        }
+        self.alerter.clear(key).await;
         match crate::mail::queue(
             &self.store,
             &mail.origin,
