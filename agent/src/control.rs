@@ -275,6 +275,63 @@ mod tests {
         }
     }
 
+    /// Garbage in, no panic: random and mutated lines through the frame reader and the
+    /// request decoder, 10 000 cases each.
+    mod fuzz {
+        use super::*;
+        use proptest::prelude::*;
+
+        fn read_all(bytes: &[u8]) {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .build()
+                .unwrap();
+            rt.block_on(async {
+                let mut input = bytes;
+                for _ in 0..16 {
+                    match read_frame(&mut input).await {
+                        Ok(Some(line)) => {
+                            assert!(line.len() <= MAX_FRAME);
+                            let _ = decode_request::<Ask>(&line);
+                            let _ = decode_request::<serde_json::Value>(&line);
+                        }
+                        _ => break,
+                    }
+                }
+            });
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig {
+                cases: 10_000,
+                failure_persistence: None,
+                ..ProptestConfig::default()
+            })]
+
+            #[test]
+            fn random_lines_are_refused_without_panic(
+                bytes in proptest::collection::vec(any::<u8>(), 0..2048),
+            ) {
+                read_all(&bytes);
+            }
+
+            #[test]
+            fn mutated_requests_are_refused_without_panic(
+                cut in any::<prop::sample::Index>(),
+                flips in proptest::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 0..8),
+            ) {
+                let mut b = serde_json::to_vec(&RequestFrame { v: PROTOCOL_VERSION, request: Ask::Echo("hi".into()) }).unwrap();
+                b.push(b'\n');
+                b.extend_from_slice(b"{\"v\":1,\"request\":\"fail\"}\n");
+                for (at, x) in flips {
+                    let i = at.index(b.len());
+                    b[i] ^= x;
+                }
+                let end = cut.index(b.len() + 1);
+                read_all(&b[..end]);
+            }
+        }
+    }
+
     async fn start(dir: &Path) -> (PathBuf, CancellationToken, tokio::task::JoinHandle<()>) {
         let path = dir.join("orch.sock");
         let listener = bind(&path).unwrap();

@@ -20,6 +20,8 @@ pub mod walk;
 pub mod wire;
 
 #[cfg(test)]
+mod fuzz;
+#[cfg(test)]
 mod tests_session;
 
 use serde::{Deserialize, Serialize};
@@ -112,6 +114,9 @@ pub struct Stamp {
     pub ino: u64,
 }
 
+/// The most JSON a manifest may decode to (about 4 million entries).
+pub const MAX_MANIFEST: u64 = 1 << 30;
+
 /// What one side knows of a tree after the last confirmed push: each entry with the
 /// stamp it had then. The sender's is of its source; the receiver's of its replica.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -134,8 +139,19 @@ impl Manifest {
         zstd::bulk::compress(&json, 3)
     }
 
+    /// Decodes what [`Manifest::encode`] wrote; at most [`MAX_MANIFEST`] bytes of JSON
+    /// (a corrupt or forged blob cannot make it allocate more).
     pub fn decode(blob: &[u8]) -> Result<Manifest, String> {
-        let json = zstd::stream::decode_all(blob).map_err(|e| e.to_string())?;
+        use std::io::Read as _;
+        let mut json = Vec::new();
+        zstd::stream::read::Decoder::new(blob)
+            .map_err(|e| e.to_string())?
+            .take(MAX_MANIFEST + 1)
+            .read_to_end(&mut json)
+            .map_err(|e| e.to_string())?;
+        if json.len() as u64 > MAX_MANIFEST {
+            return Err(format!("a manifest over {MAX_MANIFEST} bytes"));
+        }
         serde_json::from_slice(&json).map_err(|e| e.to_string())
     }
 }

@@ -1475,6 +1475,69 @@ mod tests {
         })
     }
 
+    /// Garbage in, no panic: random text and mutations of a full config (every section)
+    /// through the parser and the checks, 10 000 cases each; and the same for playbooks.
+    mod fuzz {
+        use super::*;
+        use proptest::prelude::*;
+
+        const FULL: &str = "[mail]\ntransport = \"smtp\"\nhost = \"127.0.0.1\"\nport = 2525\ntls = \"none\"\n\
+            from = \"orch@example.org\"\nto = [\"ops@example.org\"]\n\n\
+            [dns.lab]\nkind = \"rfc2136\"\nserver = \"192.0.2.53:53\"\nzone = \"example.org\"\n\
+            tsig_name = \"k\"\ntsig_algorithm = \"hmac-sha256\"\ntsig_secret_file = \"secret\"\n\n\
+            [sites.w]\nprimary = \"alice\"\nstandby = \"bob\"\ndns = \"lab\"\nrecords = [\"www.example.org\"]\n\
+            ttl = 60\nafter = \"60s\"\nwitnesses = [\"tcp:192.0.2.61:80\"]\npromote = [\"web-start\"]\n\
+            report = \"30 4 * * *\"\n\n\
+            [[sites.w.sync]]\nname = \"a\"\npath = { alice = \"/srv/a\", bob = \"/backup/a\" }\n\
+            schedule = \"0 3 * * *\"\nexclude = [\"cache/\"]\nmax_delete = \"25%\"\n\n\
+            [[sites.w.database]]\nname = \"db\"\nkind = \"postgres\"\nurl = \"postgres://orch@{node}/app\"\n";
+
+        proptest! {
+            #![proptest_config(ProptestConfig {
+                cases: 10_000,
+                failure_persistence: None,
+                ..ProptestConfig::default()
+            })]
+
+            #[test]
+            fn random_text_is_refused_without_panic(text in "\\PC{0,400}") {
+                let _ = check(&text);
+                let _ = crate::config::playbook::parse("p", Path::new("/p.toml"), &text);
+            }
+
+            #[test]
+            fn mutated_configs_are_checked_without_panic(
+                cut in any::<prop::sample::Index>(),
+                flips in proptest::collection::vec((any::<prop::sample::Index>(), any::<char>()), 0..6),
+            ) {
+                let mut chars: Vec<char> = FULL.chars().collect();
+                for (at, c) in flips {
+                    let i = at.index(chars.len());
+                    chars[i] = c;
+                }
+                let end = cut.index(chars.len() + 1);
+                let text: String = chars[..end].iter().collect();
+                let _ = check(&text);
+            }
+
+            #[test]
+            fn mutated_playbooks_are_checked_without_panic(
+                cut in any::<prop::sample::Index>(),
+                flips in proptest::collection::vec((any::<prop::sample::Index>(), any::<char>()), 0..6),
+            ) {
+                let book = include_str!("../../../playbooks/postgres-rejoin.toml");
+                let mut chars: Vec<char> = book.chars().collect();
+                for (at, c) in flips {
+                    let i = at.index(chars.len());
+                    chars[i] = c;
+                }
+                let end = cut.index(chars.len() + 1);
+                let text: String = chars[..end].iter().collect();
+                let _ = crate::config::playbook::parse("p", Path::new("/p.toml"), &text);
+            }
+        }
+    }
+
     fn problems(extra: &str) -> Vec<String> {
         check(extra).err().unwrap_or_default()
     }
