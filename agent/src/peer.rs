@@ -85,18 +85,31 @@ impl Heartbeat {
             .chain(self.sites.keys())
             .chain(self.sites.values().map(|c| &c.master));
         for name in names {
-            if name.is_empty() || name.len() > MAX_NAME {
-                return Err(format!(
-                    "a name of {} bytes (1 to {MAX_NAME} allowed)",
-                    name.len()
-                ));
-            }
+            check_name(name)?;
         }
         if self.sites.values().any(|c| c.epoch < 0) {
             return Err("a negative epoch".into());
         }
         Ok(())
     }
+}
+
+/// A node or site name from the peer: what a config may name (1 to [`MAX_NAME`]
+/// letters, digits, `-`, `_`, `.`), so that it is inert wherever it is shown.
+pub fn check_name(name: &str) -> Result<(), String> {
+    if name.is_empty() || name.len() > MAX_NAME {
+        return Err(format!(
+            "a name of {} bytes (1 to {MAX_NAME} allowed)",
+            name.len()
+        ));
+    }
+    if !name
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+    {
+        return Err("a name with characters other than letters, digits, -, _ and .".into());
+    }
+    Ok(())
 }
 
 /// The largest message the peer may hand over for sending (decoded).
@@ -134,15 +147,9 @@ impl HandedMail {
         if !id_ok {
             return Err("a message id must be 1 to 255 printable characters without <>".into());
         }
-        if self.origin.is_empty() || self.origin.len() > MAX_NAME {
-            return Err("origin name out of bounds".into());
-        }
-        if self
-            .site
-            .as_ref()
-            .is_some_and(|s| s.is_empty() || s.len() > MAX_NAME)
-        {
-            return Err("site name out of bounds".into());
+        check_name(&self.origin).map_err(|e| format!("origin: {e}"))?;
+        if let Some(site) = &self.site {
+            check_name(site).map_err(|e| format!("site: {e}"))?;
         }
         if self.subject.len() > MAX_SUBJECT {
             return Err(format!(
@@ -213,9 +220,7 @@ pub struct HandoverReply {
 
 impl Handover {
     pub fn check(&self) -> Result<(), String> {
-        if self.site.is_empty() || self.site.len() > MAX_NAME {
-            return Err("site name out of bounds".into());
-        }
+        check_name(&self.site).map_err(|e| format!("site: {e}"))?;
         let to = match self.step {
             HandoverStep::Rejoin { to_epoch } => to_epoch,
             _ => self.epoch,
@@ -298,10 +303,11 @@ pub fn check_space(spaces: &[TargetSpace]) -> Result<(), String> {
     if spaces.len() > MAX_TARGETS {
         return Err(format!("{} targets (limit {MAX_TARGETS})", spaces.len()));
     }
-    if spaces
-        .iter()
-        .any(|s| s.job.is_empty() || s.job.len() > MAX_NAME || s.path.len() > MAX_PATH)
-    {
+    if spaces.iter().any(|s| {
+        check_name(&s.job).is_err()
+            || s.path.len() > MAX_PATH
+            || s.path.chars().any(char::is_control)
+    }) {
         return Err("a job name or path out of bounds".into());
     }
     Ok(())
@@ -748,6 +754,39 @@ mod tests {
                 read_all(&b[..end]);
             }
         }
+    }
+
+    #[test]
+    fn names_from_the_peer_are_config_names() {
+        let mut h = beat();
+        assert_eq!(h.check(), Ok(()));
+        h.sites.insert(
+            "web\u{1b}[2J".into(),
+            SiteClaim {
+                master: "alice".into(),
+                epoch: 1,
+            },
+        );
+        assert!(h.check().is_err());
+        let mut h = beat();
+        h.node = "alice\r\nInjected: yes".into();
+        assert!(h.check().is_err());
+        let space = |job: &str, path: &str| TargetSpace {
+            job: job.into(),
+            path: path.into(),
+            free_bytes: 0,
+            total_bytes: 0,
+        };
+        assert_eq!(check_space(&[space("www", "/srv/www")]), Ok(()));
+        assert!(check_space(&[space("www", "/srv/\u{1b}]0;x\u{7}")]).is_err());
+        assert!(check_space(&[space("w w", "/srv")]).is_err());
+        assert!(Handover {
+            site: "web\n".into(),
+            epoch: 1,
+            step: HandoverStep::Check
+        }
+        .check()
+        .is_err());
     }
 
     /// A peer whose refusal is 10 KB of escape sequences and line breaks.
