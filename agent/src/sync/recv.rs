@@ -285,6 +285,13 @@ fn serve(
     save: &mut dyn FnMut(&Manifest) -> Result<(), String>,
     out: &mut BufWriter<TcpStream>,
 ) -> Result<Received, RecvError> {
+    // The replica's root itself is never a symlink: writes would land wherever it points.
+    if std::fs::symlink_metadata(&target.root).is_ok_and(|m| m.file_type().is_symlink()) {
+        return Err(RecvError::Local(format!(
+            "{} is a symlink: name the real directory in the job's path (a replica is written without following links)",
+            target.root.display()
+        )));
+    }
     if !open.dry_run {
         std::fs::create_dir_all(&target.root)
             .map_err(|e| RecvError::Local(io_err(&target.root.display().to_string(), e)))?;
@@ -306,9 +313,14 @@ fn serve(
         return Ok(Received::default());
     }
     let listing = super::walk::walk(&target.root, None).map_err(RecvError::Local)?;
-    let root = Arc::new(OwnedFd::from(File::open(&target.root).map_err(|e| {
-        RecvError::Local(io_err(&target.root.display().to_string(), e))
-    })?));
+    let root = Arc::new(
+        rustix::fs::open(
+            &target.root,
+            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(|e| RecvError::Local(io_err(&target.root.display().to_string(), e)))?,
+    );
     let mut tree = Tree {
         root,
         cache: HashMap::new(),

@@ -566,6 +566,54 @@ fn the_receiver_holds_a_push_to_its_own_max_delete_and_excludes() {
     );
 }
 
+/// The replica's root is a symlink (to somewhere else): nothing is written through it.
+#[test]
+fn a_replica_root_that_is_a_symlink_is_refused() {
+    let t = tempfile::tempdir().unwrap();
+    let elsewhere = t.path().join("etc");
+    fs::create_dir_all(&elsewhere).unwrap();
+    let root = t.path().join("replica");
+    std::os::unix::fs::symlink(&elsewhere, &root).unwrap();
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = std::thread::spawn(move || {
+        let (stream, _) = listener.accept().unwrap();
+        let open = Open {
+            protocol: wire::SYNC_PROTOCOL,
+            site: "s".into(),
+            job: "j".into(),
+            epoch: 1,
+            generation: None,
+            dry_run: false,
+            force: false,
+        };
+        let target = Target {
+            root,
+            diverged_base: std::path::PathBuf::from("/nonexistent"),
+            manifest: None,
+            epoch: 1,
+            diverge: false,
+            keep_setuid: false,
+            max_delete: Limit::Percent(50.0),
+            exclude: Vec::new(),
+            stop: Arc::default(),
+        };
+        recv::receive(stream, &open, &target, &mut |_| Ok(()))
+    });
+    let mut frames = step(
+        1,
+        super::plan::Step::Mkdir {
+            path: "cron.d".into(),
+        },
+    );
+    wire::write_msg(&mut frames, &ToReceiver::Finish).unwrap();
+    let mut c = TcpStream::connect(addr).unwrap();
+    let _ = std::io::Write::write_all(&mut c, &frames);
+    let e = server.join().unwrap().expect_err("a symlinked root");
+    assert!(e.to_string().contains("is a symlink"), "{e}");
+    assert_eq!(fs::read_dir(&elsewhere).unwrap().count(), 0, "written through");
+}
+
 fn step(id: u32, step: super::plan::Step) -> Vec<u8> {
     let mut b = Vec::new();
     wire::write_msg(
