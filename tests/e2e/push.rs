@@ -708,3 +708,55 @@ fn a_watched_tree_is_pushed_on_change() {
         "{status:#}"
     );
 }
+
+/// Both agents under a hard limit of 1024 open files (a small VPS, or a unit without
+/// `LimitNOFILE`): a push of 1 200 directories of one file each still succeeds.
+#[test]
+fn a_push_of_many_directories_fits_in_1024_open_files() {
+    let test = "a_push_of_many_directories_fits_in_1024_open_files";
+    if !prerequisites(test, true, &["ip", "prlimit", PYTHON]) {
+        return;
+    }
+    let mut lab = Lab::new(test);
+    let dir = lab.dir().to_owned();
+    let (src, dst) = (dir.join("alice-www"), dir.join("bob-www"));
+    for i in 0..1200 {
+        let d = src.join(format!("d{i:04}"));
+        std::fs::create_dir_all(&d).unwrap();
+        std::fs::write(d.join("index.html"), format!("page {i}\n")).unwrap();
+    }
+    let pair = Pair::new(
+        &dir,
+        &format!(
+            "\n[[sites.alice-web.sync]]\nname = \"www\"\nschedule = \"0 3 * * *\"\n\
+             path = {{ alice = \"{}\", bob = \"{}\" }}\n",
+            src.display(),
+            dst.display()
+        ),
+    );
+    let alice = lab.host("alice", &["192.0.2.1/24"]);
+    let bob = lab.host("bob", &["192.0.2.2/24"]);
+    for (host, node) in [(&alice, "alice"), (&bob, "bob")] {
+        let mut cmd = std::process::Command::new("prlimit");
+        cmd.arg("--nofile=1024:1024")
+            .arg("--")
+            .arg(orch::bin())
+            .arg("--config")
+            .arg(pair.config(node))
+            .arg("agent");
+        lab.spawn(host, &format!("agent-{node}"), cmd);
+    }
+    eventually("the agents see each other", Duration::from_secs(40), || {
+        let s = orch::status_json(&pair.config("alice"))?;
+        (s["peer"]["reachable"] == true)
+            .then_some(())
+            .ok_or_else(|| format!("{:#}", s["peer"]))
+    });
+    let out = orch_in(&lab, &alice, &pair.config("alice"), &["push", "alice-web"]);
+    let (o, e) = orch::text(&out);
+    assert_eq!(orch::code(&out), 0, "{o}{e}\nbob: {}", lab.log("agent-bob"));
+    let held = (0..1200)
+        .filter(|i| dst.join(format!("d{i:04}/index.html")).exists())
+        .count();
+    assert_eq!(held, 1200);
+}

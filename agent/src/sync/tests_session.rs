@@ -611,7 +611,11 @@ fn a_replica_root_that_is_a_symlink_is_refused() {
     let _ = std::io::Write::write_all(&mut c, &frames);
     let e = server.join().unwrap().expect_err("a symlinked root");
     assert!(e.to_string().contains("is a symlink"), "{e}");
-    assert_eq!(fs::read_dir(&elsewhere).unwrap().count(), 0, "written through");
+    assert_eq!(
+        fs::read_dir(&elsewhere).unwrap().count(),
+        0,
+        "written through"
+    );
 }
 
 fn step(id: u32, step: super::plan::Step) -> Vec<u8> {

@@ -49,6 +49,7 @@ use tunnel::device::TunnelHandle;
 const GRACE: Duration = Duration::from_secs(4);
 
 pub async fn run(loaded: Loaded) -> anyhow::Result<()> {
+    raise_open_files();
     // Before anything can answer: whoever sees the agent up may signal it at once.
     let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
     let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
@@ -265,6 +266,26 @@ pub async fn run(loaded: Loaded) -> anyhow::Result<()> {
     }
     tracing::info!("Agent stopped");
     Ok(())
+}
+
+/// Raises the open-file soft limit to the hard one (often 1 024 and 524 288): pushes of
+/// big trees hold many files and directories open. The unit sets `LimitNOFILE` too; the
+/// receiver stays under 1 024 either way.
+fn raise_open_files() {
+    use rustix::process::{getrlimit, setrlimit, Resource, Rlimit};
+    let now = getrlimit(Resource::Nofile);
+    if now.current < now.maximum || (now.current.is_some() && now.maximum.is_none()) {
+        let raised = Rlimit {
+            current: now.maximum,
+            maximum: now.maximum,
+        };
+        match setrlimit(Resource::Nofile, raised) {
+            Ok(()) => {
+                tracing::debug!(from = ?now.current, to = ?now.maximum, "Open-file limit raised")
+            }
+            Err(e) => tracing::warn!(error = %e, "The open-file limit could not be raised"),
+        }
+    }
 }
 
 async fn record(store: &Store, outcome: Outcome, summary: &str) {
