@@ -26,8 +26,12 @@ pub const MAX_SITES: usize = 256;
 pub const MAX_NAME: usize = 63;
 /// A connection that says nothing for this long is closed.
 const IDLE: Duration = Duration::from_secs(30);
-/// At most this many connections are served at once.
+/// At most this many connections are served at once, pushes aside.
 const MAX_CONNECTIONS: usize = 8;
+/// At most this many pushes are received at once. A push gives its connection slot back
+/// when it starts: however long pushes last (or a peer makes them last), requests are
+/// always served.
+const MAX_PUSHES: usize = 4;
 
 #[derive(Debug, thiserror::Error)]
 pub enum PeerError {
@@ -392,6 +396,7 @@ pub async fn serve<H: PeerHandler>(
     stop: CancellationToken,
 ) {
     let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let push_slots = Arc::new(Semaphore::new(MAX_PUSHES));
     let tracker = tokio_util::task::TaskTracker::new();
     loop {
         let (mut stream, from) = tokio::select! {
@@ -418,8 +423,9 @@ pub async fn serve<H: PeerHandler>(
         };
         let (handler, me, peer, stop) =
             (Arc::clone(&handler), me.clone(), peer.clone(), stop.clone());
+        let push_slots = Arc::clone(&push_slots);
         tracker.spawn(async move {
-            let _permit = permit;
+            let mut permit = Some(permit);
             let served = async move {
                 tokio::time::timeout(IDLE, hello(&mut stream, &me, &peer))
                     .await
@@ -443,6 +449,12 @@ pub async fn serve<H: PeerHandler>(
                             Ok(Err(e)) => return Err(e),
                         };
                     if let Request::Push(open) = request {
+                        let Ok(_push) = push_slots.try_acquire_owned() else {
+                            let refusal = format!("{MAX_PUSHES} pushes are being received already");
+                            let _ = write_frame(&mut stream, &Response::Error(refusal)).await;
+                            return Ok(());
+                        };
+                        permit.take();
                         handler.push(open, stream).await;
                         return Ok(());
                     }
@@ -787,6 +799,53 @@ mod tests {
         }
         .check()
         .is_err());
+    }
+
+    /// Pushes that never end (a slow or hostile sender) do not take the slots of the
+    /// requests: a heartbeat is answered while more pushes than slots hang.
+    #[tokio::test]
+    async fn hanging_pushes_leave_room_for_requests() {
+        struct Hang(CancellationToken);
+        impl PeerHandler for Hang {
+            async fn handle(&self, request: Request) -> Response {
+                Echo.handle(request).await
+            }
+            async fn push(&self, _open: crate::sync::wire::Open, _stream: TcpStream) {
+                self.0.cancelled().await;
+            }
+        }
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let stop = CancellationToken::new();
+        tokio::spawn(serve(
+            listener,
+            "bob".into(),
+            "alice".into(),
+            "127.0.0.1".parse().unwrap(),
+            Arc::new(Hang(stop.clone())),
+            stop.clone(),
+        ));
+        let open = crate::sync::wire::Open {
+            protocol: crate::sync::wire::SYNC_PROTOCOL,
+            site: "web".into(),
+            job: "www".into(),
+            epoch: 1,
+            generation: None,
+            dry_run: false,
+            force: false,
+        };
+        let mut held = Vec::new();
+        for _ in 0..MAX_CONNECTIONS + 2 {
+            let s = open_push(addr, "alice", "bob", &open, Duration::from_secs(5))
+                .await
+                .unwrap();
+            held.push(s);
+        }
+        // Let the server take them all in before the heartbeat.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let got = beat_as(addr, "alice", "bob").await;
+        assert!(matches!(got, Ok(Response::Heartbeat(_))), "{got:?}");
+        stop.cancel();
     }
 
     /// A peer whose refusal is 10 KB of escape sequences and line breaks.
