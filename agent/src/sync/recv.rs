@@ -255,6 +255,19 @@ struct Session<'a> {
     deleted: u64,
 }
 
+impl Drop for Session<'_> {
+    /// A session that ends before its finish (an error, the peer gone, stopped) removes
+    /// its temporary files now, not at the next push's walk.
+    fn drop(&mut self) {
+        for f in self.open.values() {
+            let _ = rustix::fs::unlinkat(f.dir.as_fd(), f.tmp.as_str(), AtFlags::empty());
+        }
+        for d in &self.pending {
+            let _ = rustix::fs::unlinkat(d.dir.as_fd(), d.tmp.as_str(), AtFlags::empty());
+        }
+    }
+}
+
 /// Serves one push on `stream` (after the peer RPC `push` request): lists the replica,
 /// applies the sender's steps and, at `finish`, makes them durable, calls `save` with the
 /// new receiver manifest and answers `done`.
@@ -539,9 +552,9 @@ fn serve(
         save(&m).map_err(RecvError::Local)?;
         generation = m.generation;
     }
-    let mut r = s.r;
+    let mut r = std::mem::take(&mut s.r);
     r.generation = generation.clone();
-    r.diverged_dir = s.diverged_dir;
+    r.diverged_dir = s.diverged_dir.take();
     wire::write_msg(
         out,
         &ToSender::Done {

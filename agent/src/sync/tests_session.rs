@@ -566,6 +566,66 @@ fn the_receiver_holds_a_push_to_its_own_max_delete_and_excludes() {
     );
 }
 
+/// A sender that vanishes in the middle of a file: its temporary file is gone as soon
+/// as the session ends, as are the temporaries of files complete but not yet renamed.
+#[test]
+fn an_aborted_session_leaves_no_temporary_files() {
+    let t = tempfile::tempdir().unwrap();
+    let dst = t.path().join("dst");
+    fs::create_dir_all(&dst).unwrap();
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let root = dst.clone();
+    let server = std::thread::spawn(move || {
+        let (stream, _) = listener.accept().unwrap();
+        let open = Open {
+            protocol: wire::SYNC_PROTOCOL,
+            site: "s".into(),
+            job: "j".into(),
+            epoch: 1,
+            generation: None,
+            dry_run: false,
+            force: false,
+        };
+        let target = Target {
+            root,
+            diverged_base: std::path::PathBuf::from("/nonexistent"),
+            manifest: None,
+            epoch: 1,
+            diverge: false,
+            keep_setuid: false,
+            max_delete: Limit::Percent(50.0),
+            exclude: Vec::new(),
+            stop: Arc::default(),
+        };
+        recv::receive(stream, &open, &target, &mut |_| Ok(()))
+    });
+    let file = |path: &str, body: &[u8]| super::plan::Step::File {
+        path: path.into(),
+        size: body.len() as u64,
+        hash: Hash(*blake3::hash(body).as_bytes()),
+        meta: Meta {
+            mode: 0o644,
+            ..Meta::default()
+        },
+        how: super::plan::How::Literal,
+    };
+    // One file whole (pending its rename), one half sent; then the sender is gone.
+    let mut frames = step(1, file("done.txt", b"whole"));
+    frames.extend(data(1, 0, b"whole"));
+    frames.extend(step(2, file("half.txt", b"0123456789")));
+    frames.extend(data(2, 0, b"01234"));
+    let mut c = TcpStream::connect(addr).unwrap();
+    std::io::Write::write_all(&mut c, &frames).unwrap();
+    drop(c);
+    assert!(server.join().unwrap().is_err(), "an unfinished push");
+    let left: Vec<String> = fs::read_dir(&dst)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(left.is_empty(), "left behind: {left:?}");
+}
+
 /// The replica's root is a symlink (to somewhere else): nothing is written through it.
 #[test]
 fn a_replica_root_that_is_a_symlink_is_refused() {
