@@ -33,6 +33,42 @@ const BATCH_FILES: usize = 1024;
 const BATCH_DIRS: usize = 128;
 const BATCH_BYTES: u64 = 256 << 20;
 
+/// The free space a received file must leave on the replica's filesystem (and on the
+/// state directory's): a peer's 20 GB of zeros, which cost it nothing on the wire, cannot
+/// fill this node's disk.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Reserve {
+    /// 5% of the filesystem, at most 2 GiB (the default).
+    Auto,
+    Percent(f64),
+    Bytes(u64),
+}
+
+impl Reserve {
+    /// The bytes to keep free on a filesystem of `total` bytes.
+    pub fn of(self, total: u64) -> u64 {
+        match self {
+            Reserve::Auto => (total / 20).min(2 << 30),
+            Reserve::Percent(p) => (total as f64 * p / 100.0) as u64,
+            Reserve::Bytes(b) => b,
+        }
+    }
+}
+
+/// Whether `size` more bytes fit on the filesystem of `fd` above its reserve.
+fn room(fd: impl AsFd, size: u64, reserve: Reserve, what: &str) -> std::io::Result<()> {
+    let s = rustix::fs::fstatvfs(fd)?;
+    let unit = s.f_frsize.max(1);
+    let free = s.f_bavail.saturating_mul(unit);
+    let keep = reserve.of(s.f_blocks.saturating_mul(unit));
+    if free < size.saturating_add(keep) {
+        return Err(std::io::Error::other(format!(
+            "not written: {size} bytes would leave less than the reserve of {keep} bytes free on {what} ({free} free)"
+        )));
+    }
+    Ok(())
+}
+
 /// Where and how this node keeps the replica of one job.
 pub struct Target {
     pub root: PathBuf,
@@ -53,6 +89,10 @@ pub struct Target {
     /// excluded path (local-only files stay the receiver's).
     pub max_delete: super::plan::Limit,
     pub exclude: Vec<String>,
+    /// The free space every received file leaves on the replica's filesystem; a push is
+    /// refused when the state directory (`state_dir`) has less than it free.
+    pub reserve: Reserve,
+    pub state_dir: Option<PathBuf>,
     /// Set from another thread when the session must end (a newer push of the same job
     /// supersedes it, or the site's role moved on): it stops at the next frame, before
     /// anything more is written or recorded.
@@ -422,6 +462,13 @@ fn serve(
     }
 
     let excludes = super::Excludes::new(&target.exclude).map_err(RecvError::Local)?;
+    // The state store must keep room to record this push.
+    if let Some(state) = &target.state_dir {
+        let fd = File::open(state)
+            .map_err(|e| RecvError::Local(io_err(&state.display().to_string(), e)))?;
+        room(&fd, 0, target.reserve, "the state directory's filesystem")
+            .map_err(|e| RecvError::Local(format!("refused: {e}")))?;
+    }
     let held = now.len() as u64;
     let may_delete = if open.force {
         tracing::warn!(site = %open.site, job = %open.job, "A forced push (past max_delete) from the peer");
@@ -656,6 +703,12 @@ impl Session<'_> {
                 }
                 let answers = !matches!(how, How::Literal);
                 let created = (|| -> std::io::Result<Incoming> {
+                    room(
+                        self.tree.root.as_fd(),
+                        size,
+                        self.target.reserve,
+                        "the replica's filesystem",
+                    )?;
                     let (dir, _) = self.tree.at(&path)?;
                     let tmp = temp_name();
                     let fd = rustix::fs::openat(

@@ -71,6 +71,8 @@ impl Pair {
             // The receiver holds the job to the same rules as the sender (one config).
             max_delete: Limit::Percent(50.0),
             exclude: excludes.iter().map(|s| s.to_string()).collect(),
+            reserve: recv::Reserve::Bytes(0),
+            state_dir: None,
             stop: Arc::default(),
         };
         let keep = Arc::clone(&self.recv);
@@ -437,6 +439,8 @@ fn a_hostile_sender_cannot_leave_the_tree() {
                 keep_setuid: false,
                 max_delete: Limit::Percent(50.0),
                 exclude: Vec::new(),
+                reserve: recv::Reserve::Bytes(0),
+                state_dir: None,
                 stop: Arc::default(),
             };
             recv::receive(stream, &open, &target, &mut |_| Ok(()))
@@ -493,6 +497,8 @@ fn the_receiver_holds_a_push_to_its_own_max_delete_and_excludes() {
                 keep_setuid: false,
                 max_delete: Limit::Count(3),
                 exclude: vec!["local/".into(), "*.key".into()],
+                reserve: recv::Reserve::Bytes(0),
+                state_dir: None,
                 stop: Arc::default(),
             };
             recv::receive(stream, &open, &target, &mut |_| Ok(()))
@@ -596,6 +602,8 @@ fn an_aborted_session_leaves_no_temporary_files() {
             keep_setuid: false,
             max_delete: Limit::Percent(50.0),
             exclude: Vec::new(),
+            reserve: recv::Reserve::Bytes(0),
+            state_dir: None,
             stop: Arc::default(),
         };
         recv::receive(stream, &open, &target, &mut |_| Ok(()))
@@ -624,6 +632,80 @@ fn an_aborted_session_leaves_no_temporary_files() {
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .collect();
     assert!(left.is_empty(), "left behind: {left:?}");
+}
+
+/// A file that would leave less than the reserve free (20 GB of zeros cost the sender
+/// nothing on the wire) is not written; the push goes on without it.
+#[test]
+fn a_file_that_would_cross_the_reserve_is_not_written() {
+    let t = tempfile::tempdir().unwrap();
+    let dst = t.path().join("dst");
+    fs::create_dir_all(&dst).unwrap();
+    let s = rustix::fs::statvfs(&dst).unwrap();
+    let free = s.f_bavail * s.f_frsize;
+    let reserve = 1u64 << 30;
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let root = dst.clone();
+    let state = t.path().to_owned();
+    let server = std::thread::spawn(move || {
+        let (stream, _) = listener.accept().unwrap();
+        let open = Open {
+            protocol: wire::SYNC_PROTOCOL,
+            site: "s".into(),
+            job: "j".into(),
+            epoch: 1,
+            generation: None,
+            dry_run: false,
+            force: false,
+        };
+        let target = Target {
+            root,
+            diverged_base: std::path::PathBuf::from("/nonexistent"),
+            manifest: None,
+            epoch: 1,
+            diverge: false,
+            keep_setuid: false,
+            max_delete: Limit::Percent(50.0),
+            exclude: Vec::new(),
+            reserve: recv::Reserve::Bytes(reserve),
+            state_dir: Some(state),
+            stop: Arc::default(),
+        };
+        recv::receive(stream, &open, &target, &mut |_| Ok(()))
+    });
+    let zeros = super::plan::Step::File {
+        path: "zeros".into(),
+        size: free.saturating_sub(reserve / 2),
+        hash: Hash([0; 32]),
+        meta: Meta {
+            mode: 0o644,
+            ..Meta::default()
+        },
+        how: super::plan::How::Literal,
+    };
+    let small = super::plan::Step::File {
+        path: "small".into(),
+        size: 2,
+        hash: Hash(*blake3::hash(b"ok").as_bytes()),
+        meta: Meta {
+            mode: 0o644,
+            ..Meta::default()
+        },
+        how: super::plan::How::Literal,
+    };
+    let mut frames = step(1, zeros);
+    frames.extend(step(2, small));
+    frames.extend(data(2, 0, b"ok"));
+    wire::write_msg(&mut frames, &ToReceiver::Finish).unwrap();
+    let c = TcpStream::connect(addr).unwrap();
+    std::io::Write::write_all(&mut &c, &frames).unwrap();
+    c.shutdown(std::net::Shutdown::Write).unwrap();
+    let got = server.join().unwrap().expect("the push goes on");
+    assert_eq!(got.failed.len(), 1, "{:?}", got.failed);
+    assert!(got.failed[0].1.contains("reserve"), "{:?}", got.failed);
+    assert!(!dst.join("zeros").exists());
+    assert_eq!(fs::read(dst.join("small")).unwrap(), b"ok");
 }
 
 /// The replica's root is a symlink (to somewhere else): nothing is written through it.
@@ -656,6 +738,8 @@ fn a_replica_root_that_is_a_symlink_is_refused() {
             keep_setuid: false,
             max_delete: Limit::Percent(50.0),
             exclude: Vec::new(),
+            reserve: recv::Reserve::Bytes(0),
+            state_dir: None,
             stop: Arc::default(),
         };
         recv::receive(stream, &open, &target, &mut |_| Ok(()))

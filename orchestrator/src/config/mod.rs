@@ -63,6 +63,9 @@ pub struct Node {
     pub state_dir: PathBuf,
     pub interface: String,
     pub listen_port: u16,
+    /// Free space every received file must leave on the replica's filesystem (and the
+    /// state directory must have): `"5%"`, `"2GiB"`; by default 5%, at most 2 GiB.
+    pub reserve: agent::sync::recv::Reserve,
 }
 
 /// `host:port`, where host is a name (re-resolved when the tunnel is suspect) or an address.

@@ -44,6 +44,7 @@ pub struct RawNode {
     pub state_dir: Option<String>,
     pub interface: Option<String>,
     pub listen_port: Option<u16>,
+    pub reserve: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

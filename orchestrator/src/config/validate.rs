@@ -475,6 +475,14 @@ fn check_node(
         (None, Some(cl)) => cl.listen_port,
         (None, None) => 51820,
     };
+    let reserve = match n.reserve.as_deref().map(parse_reserve) {
+        None => agent::sync::recv::Reserve::Auto,
+        Some(Ok(r)) => r,
+        Some(Err(e)) => {
+            c.err(&p.key("reserve"), e);
+            agent::sync::recv::Reserve::Auto
+        }
+    };
     Some(Node {
         name: name.to_owned(),
         public_key: public_key?,
@@ -487,7 +495,45 @@ fn check_node(
         state_dir: c.resolve(n.state_dir.as_deref().unwrap_or(DEFAULT_STATE_DIR)),
         interface,
         listen_port,
+        reserve,
     })
+}
+
+/// `reserve = "5%"` or a size (`"2GiB"`, `"500MB"`, `"0"`).
+fn parse_reserve(text: &str) -> Result<agent::sync::recv::Reserve, String> {
+    use agent::sync::recv::Reserve;
+    let t = text.trim();
+    if let Some(p) = t.strip_suffix('%') {
+        return match p.trim().parse::<f64>() {
+            Ok(v) if (0.0..=50.0).contains(&v) => Ok(Reserve::Percent(v)),
+            _ => Err(format!(
+                "reserve `{text}`: a percentage from 0 to 50, e.g. \"5%\""
+            )),
+        };
+    }
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let unit = match unit.trim() {
+        "" | "B" => 1u64,
+        "KB" => 1_000,
+        "MB" => 1_000_000,
+        "GB" => 1_000_000_000,
+        "TB" => 1_000_000_000_000,
+        "KiB" => 1 << 10,
+        "MiB" => 1 << 20,
+        "GiB" => 1 << 30,
+        "TiB" => 1 << 40,
+        _ => 0,
+    };
+    match num.parse::<u64>() {
+        Ok(n) if unit > 0 => n
+            .checked_mul(unit)
+            .map(Reserve::Bytes)
+            .ok_or_else(|| format!("reserve `{text}` is too large")),
+        _ => Err(format!(
+            "reserve `{text}`: a percentage (\"5%\") or a size (\"2GiB\", \"500MB\")"
+        )),
+    }
 }
 
 /// Decides which node this machine is, and checks that node's private key file.
@@ -1411,6 +1457,22 @@ fn hostname(name: &str) -> Result<(), String> {
 mod tests {
     use super::*;
     use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn a_nodes_reserve_is_a_percentage_or_a_size() {
+        use agent::sync::recv::Reserve;
+        assert_eq!(parse_reserve("5%"), Ok(Reserve::Percent(5.0)));
+        assert_eq!(parse_reserve("2GiB"), Ok(Reserve::Bytes(2 << 30)));
+        assert_eq!(parse_reserve("500 MB"), Ok(Reserve::Bytes(500_000_000)));
+        assert_eq!(parse_reserve("0"), Ok(Reserve::Bytes(0)));
+        for bad in ["", "80%", "-1%", "2 GiBs", "x", "99999999999TiB"] {
+            assert!(parse_reserve(bad).is_err(), "{bad}");
+        }
+        assert_eq!(Reserve::Auto.of(10 << 30), (10 << 30) / 20);
+        assert_eq!(Reserve::Auto.of(1 << 40), 2 << 30);
+        let loaded = check("").unwrap();
+        assert_eq!(loaded.me().reserve, Reserve::Auto);
+    }
 
     #[test]
     fn a_secret_is_read_only_from_its_own_file_owned_by_the_agent_or_root() {

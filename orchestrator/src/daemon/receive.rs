@@ -306,6 +306,8 @@ impl Receiver {
             keep_setuid: job.keep_setuid,
             max_delete: job.max_delete.limit(),
             exclude: job.exclude.clone(),
+            reserve: loaded.me().reserve,
+            state_dir: Some(loaded.me().state_dir.clone()),
             stop: Arc::default(),
         };
         Ok((target, role))
