@@ -19,7 +19,8 @@
 //!   **replaced** (a later epoch names the peer) → the new master recorded at once, its
 //!   own name and the tunnel re-pointed, then the demote and rejoin playbooks, journaled
 //!   like a takeover, and an alert.
-//! - `orch ack` and `orch promote --force` reach the task through [`Ask`].
+//! - `orch ack`, `orch promote` (the planned switchover, in `switchover`, or `--force`)
+//!   and the peer's switchover steps (this node its master) reach the task through [`Ask`].
 //!
 //! What it sees and why it acts or not is published for `orch status`, recorded in the
 //! history when it changes, and alerted (holds that need a person, the takeover).
