@@ -833,6 +833,7 @@ mod tests {
             generation: None,
             dry_run: false,
             force: false,
+            root_meta: None,
         };
         let mut held = Vec::new();
         for _ in 0..MAX_CONNECTIONS + 2 {

@@ -552,6 +552,14 @@ fn serve(
             }
         }
     }
+    // The replica's root as the source's (its mode, and owner when root receives).
+    if let Some(meta) = &open.root_meta {
+        if let Err(e) = check_meta(meta).map_err(|e| e.to_string()).and_then(|()| {
+            set_meta(&s.tree.root, meta, s.owners, s.target.keep_setuid).map_err(|e| e.to_string())
+        }) {
+            s.fail("", format!("the replica's root: {e}"));
+        }
+    }
     rustix::fs::syncfs(s.tree.root.as_fd())
         .map_err(|e| RecvError::Local(format!("syncfs: {e}")))?;
 

@@ -60,6 +60,7 @@ impl Pair {
             generation: self.sent.as_ref().map(|m| m.generation.clone()),
             dry_run,
             force,
+            root_meta: super::walk::root_meta(&self.src).ok(),
         };
         let target = Target {
             root: self.dst.clone(),
@@ -429,6 +430,7 @@ fn a_hostile_sender_cannot_leave_the_tree() {
                 generation: None,
                 dry_run: false,
                 force: false,
+                root_meta: None,
             };
             let target = Target {
                 root: d,
@@ -487,6 +489,7 @@ fn the_receiver_holds_a_push_to_its_own_max_delete_and_excludes() {
                 generation: None,
                 dry_run: false,
                 force,
+                root_meta: None,
             };
             let target = Target {
                 root: d,
@@ -592,6 +595,7 @@ fn an_aborted_session_leaves_no_temporary_files() {
             generation: None,
             dry_run: false,
             force: false,
+            root_meta: None,
         };
         let target = Target {
             root,
@@ -658,6 +662,7 @@ fn a_file_that_would_cross_the_reserve_is_not_written() {
             generation: None,
             dry_run: false,
             force: false,
+            root_meta: None,
         };
         let target = Target {
             root,
@@ -708,6 +713,21 @@ fn a_file_that_would_cross_the_reserve_is_not_written() {
     assert_eq!(fs::read(dst.join("small")).unwrap(), b"ok");
 }
 
+/// The replica's root takes the source root's mode (a web server must be able to enter
+/// it after a failover; created under the agent's umask it would be 0700), setuid never.
+#[test]
+fn the_replica_root_gets_the_source_roots_mode() {
+    let mut p = Pair::new();
+    fs::write(p.src.join("index.html"), "x").unwrap();
+    fs::set_permissions(&p.src, fs::Permissions::from_mode(0o751)).unwrap();
+    p.push_with(false, false, &[]);
+    assert_eq!(fs::metadata(&p.dst).unwrap().mode() & 0o7777, 0o751);
+    // Changed later: the next push carries it.
+    fs::set_permissions(&p.src, fs::Permissions::from_mode(0o4755)).unwrap();
+    p.push_with(false, false, &[]);
+    assert_eq!(fs::metadata(&p.dst).unwrap().mode() & 0o7777, 0o755);
+}
+
 /// The replica's root is a symlink (to somewhere else): nothing is written through it.
 #[test]
 fn a_replica_root_that_is_a_symlink_is_refused() {
@@ -728,6 +748,7 @@ fn a_replica_root_that_is_a_symlink_is_refused() {
             generation: None,
             dry_run: false,
             force: false,
+            root_meta: None,
         };
         let target = Target {
             root,

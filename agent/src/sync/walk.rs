@@ -20,6 +20,12 @@ pub struct Walked {
     pub temps: Vec<String>,
 }
 
+/// The metadata of a tree's root itself (which is not an entry), without following a
+/// symlink.
+pub fn root_meta(root: &Path) -> std::io::Result<Meta> {
+    Ok(meta_of(&std::fs::symlink_metadata(root)?).0)
+}
+
 fn meta_of(m: &std::fs::Metadata) -> (Meta, Stamp) {
     (
         Meta {

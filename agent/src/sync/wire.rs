@@ -51,6 +51,11 @@ pub struct Open {
     /// receiver logs it; without it, the receiver holds deletions to its own limit.
     #[serde(default)]
     pub force: bool,
+    /// The source root's own mode, owner and time: the replica's root gets them (under
+    /// the same rules as any directory), so that a web server can enter it after a
+    /// failover.
+    #[serde(default)]
+    pub root_meta: Option<super::Meta>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -337,6 +337,7 @@ impl Pusher {
             generation: manifest.as_ref().map(|m| m.generation.clone()),
             dry_run,
             force,
+            root_meta: agent::sync::walk::root_meta(&root).ok(),
         };
         let peer = self.loaded.peer();
         let addr =

@@ -61,6 +61,7 @@ fn open(epoch: i64) -> Open {
         generation: None,
         dry_run: false,
         force: false,
+        root_meta: None,
     }
 }
 
