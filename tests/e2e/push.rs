@@ -760,3 +760,44 @@ fn a_push_of_many_directories_fits_in_1024_open_files() {
         .count();
     assert_eq!(held, 1200);
 }
+
+/// A hostile sender trying to make the receiver hold much (tools/hostilepush.py memory):
+/// a delta of millions of tiny chunks is refused, 200 failures of 1 MiB reasons each are
+/// kept a few hundred bytes each; the receiving agent's peak RSS stays under 200 MB.
+#[test]
+fn a_hostile_sender_cannot_fill_the_receivers_memory() {
+    let Some(s) = setup("a_hostile_sender_cannot_fill_the_receivers_memory", "") else {
+        return;
+    };
+    std::fs::write(s.src.join("f"), b"x").unwrap();
+    s.push_ok(&[]);
+    let tool = format!("{}/tools/hostilepush.py", env!("CARGO_MANIFEST_DIR"));
+    let out = s.lab.run(
+        &s.alice,
+        &[PYTHON, &tool, "198.51.100.2:7440", "/nonexistent", "memory"],
+    );
+    let (stdout, stderr) = orch::text(&out);
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    assert!(
+        stdout.contains("huge-delta: refused") && stdout.contains("delta parameters out of bounds"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("long-failures: answered"), "{stdout}");
+    // The reasons reached the log cut and escaped.
+    let log = s.lab.log("agent-bob");
+    let failures = log.matches("Push: a file was not written").count();
+    assert!(failures >= 200, "{failures} failures logged");
+    let longest = log.lines().map(str::len).max().unwrap_or(0);
+    assert!(longest < 2000, "a log line of {longest} bytes");
+    let status = orch::status_json(&s.pair.config("bob")).unwrap();
+    let pid = status["agent"]["pid"].as_u64().unwrap();
+    let proc_status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let peak_kb: u64 = proc_status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap();
+    eprintln!("bob's agent peak RSS: {} MB", peak_kb / 1024);
+    assert!(peak_kb < 200 * 1024, "peak RSS {} MB", peak_kb / 1024);
+}

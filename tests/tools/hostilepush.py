@@ -3,7 +3,10 @@
 RPC and push protocol (agent/src/peer.rs, agent/src/sync/wire.rs) to bob's agent and tries
 to write outside the target. Prints one line per attempt: NAME: refused|not written|ACCEPTED.
 
-usage: hostilepush.py HOST:PORT OUTSIDE_DIR
+usage: hostilepush.py HOST:PORT OUTSIDE_DIR [memory]
+
+With `memory`, it tries to make the receiver hold much instead: a delta with tiny chunks
+announced for millions of records, and 200 files abandoned with 1 MiB reasons each.
 """
 import json
 import socket
@@ -49,6 +52,9 @@ def data(file_id, offset, payload):
 def read_msg(s):
     n, kind, flags = struct.unpack(">IBB", read_exact(s, 6))
     body = read_exact(s, n)
+    if kind == 1 and flags == 1:
+        # A compressed message (a long answer): this tool does not read zstd.
+        return {"t": "compressed", "bytes": n}
     if kind != 1 or flags != 0:
         raise ValueError(f"frame kind {kind} flags {flags} (this tool reads plain messages only)")
     return json.loads(body)
@@ -79,9 +85,13 @@ def attempt(name, site="alice-web", job="www", epoch=1, frames=b""):
             if m["t"] == "error":
                 print(f"{name}: refused ({m['message']})")
                 return
+            if m["t"] == "compressed":
+                print(f"{name}: answered ({m['bytes']} bytes compressed)")
+                return
             if m["t"] == "done":
                 if m["failed"]:
-                    print(f"{name}: not written ({m['failed']})")
+                    print(f"{name}: not written ({len(m['failed'])} failed; the longest reason "
+                          f"{max(len(r) for _, r in m['failed'])} bytes)")
                 else:
                     print(f"{name}: ACCEPTED")
                 return
@@ -90,6 +100,19 @@ def attempt(name, site="alice-web", job="www", epoch=1, frames=b""):
     finally:
         s.close()
 
+
+if len(sys.argv) > 3 and sys.argv[3] == "memory":
+    tiny = {"min": 64, "avg": 256, "max": 1024}
+    attempt("huge-delta", frames=msg({
+        "t": "step", "id": 1,
+        "step": {"op": "file", "path": "big", "size": 1 << 30, "hash": HASH_X, "meta": META,
+                 "how": {"delta": {"basis": "f"}}},
+        "delta": {"params": tiny, "chunks": 4_000_000}}))
+    long = b""
+    for i in range(1, 201):
+        long += msg(file_step(i, f"long{i}")) + msg({"t": "abandon", "id": i, "reason": "x" * (1 << 20)})
+    attempt("long-failures", frames=long)
+    sys.exit(0)
 
 attempt("dotdot", frames=msg(file_step(1, "../pwned")) + data(1, 0, b"x"))
 attempt("absolute", frames=msg(file_step(1, OUTSIDE + "/pwned")) + data(1, 0, b"x"))

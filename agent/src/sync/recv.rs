@@ -31,6 +31,11 @@ const BATCH_FILES: usize = 1024;
 /// until the batch is renamed: with the files in flight and the directory cache, the
 /// receiver stays well under 1 024 open files).
 const BATCH_DIRS: usize = 128;
+/// At most this many chunk records announced and not yet checked, all open files
+/// together (20 bytes each on the wire, about as much here).
+const MAX_SESSION_CHUNKS: u64 = 1 << 22;
+/// A failure reason is kept (and logged) up to this many bytes.
+const MAX_REASON: usize = 300;
 const BATCH_BYTES: u64 = 256 << 20;
 
 /// The free space a received file must leave on the replica's filesystem (and on the
@@ -289,6 +294,8 @@ struct Session<'a> {
     /// directory moves its mtime).
     dir_metas: Vec<(String, Meta)>,
     excludes: super::Excludes,
+    /// Chunk records announced by the files whose lists are still arriving.
+    listed: u64,
     /// Entries the replica may lose in this push (`max_delete` of what it held), and how
     /// many it lost so far; `None` when the push is forced.
     may_delete: Option<u64>,
@@ -481,6 +488,7 @@ fn serve(
     };
     let mut s = Session {
         excludes,
+        listed: 0,
         may_delete,
         deleted: 0,
         tree,
@@ -529,6 +537,9 @@ fn serve(
                 }
                 ToReceiver::Abandon { id, reason } => {
                     if let Some(f) = s.open.remove(&id) {
+                        if let Phase::ChunkList { expected, .. } = &f.phase {
+                            s.listed = s.listed.saturating_sub(u64::from(*expected));
+                        }
                         let _ =
                             rustix::fs::unlinkat(f.dir.as_fd(), f.tmp.as_str(), AtFlags::empty());
                         s.fail(&f.path, format!("not sent: {reason}"));
@@ -625,6 +636,8 @@ fn serve(
 
 impl Session<'_> {
     fn fail(&mut self, path: &str, why: String) {
+        // The reason may quote the peer: bounded and inert, as kept and as logged.
+        let why = crate::inert(&why, MAX_REASON);
         tracing::warn!(path = %shown(path), error = %why, "Push: a file was not written");
         if self.r.failed.len() < 10_000 {
             self.r.failed.push((path.to_owned(), why));
@@ -816,8 +829,11 @@ impl Session<'_> {
                         let Some(head) = delta else {
                             return refused("a delta without its chunk count");
                         };
-                        let most = size / u64::from(head.params.min.max(1)) + 2;
-                        if !head.params.valid()
+                        // The chunking is the receiver's own for this size, not the
+                        // sender's choice: tiny chunks over a big basis would cost memory.
+                        let own = super::chunk::Params::for_size(size);
+                        let most = size / u64::from(own.min.max(1)) + 2;
+                        if head.params != own
                             || head.chunks > wire::MAX_WIRE_CHUNKS
                             || u64::from(head.chunks) > most
                             || (head.chunks == 0) != (size == 0)
@@ -825,6 +841,12 @@ impl Session<'_> {
                             return refused(format!(
                                 "{}: delta parameters out of bounds",
                                 shown(&path)
+                            ));
+                        }
+                        self.listed += u64::from(head.chunks);
+                        if self.listed > MAX_SESSION_CHUNKS {
+                            return refused(format!(
+                                "over {MAX_SESSION_CHUNKS} chunk records announced at once"
                             ));
                         }
                         f.phase = Phase::ChunkList {
@@ -1241,6 +1263,7 @@ impl Session<'_> {
             self.open.insert(id, f);
             return Ok(());
         }
+        self.listed = self.listed.saturating_sub(u64::from(*expected));
         let (params, list, basis) = (*params, std::mem::take(list), std::mem::take(basis));
         let total: u64 = list.iter().map(|(l, _)| u64::from(*l)).sum();
         if total != f.size || list.iter().any(|(l, _)| *l == 0 || *l > params.max) {
@@ -1249,7 +1272,12 @@ impl Session<'_> {
         // Chunk our copy with the sender's parameters; reuse what matches.
         let wanted: HashSet<[u8; 16]> = list.iter().map(|(_, h)| *h).collect();
         let mut have: HashMap<[u8; 16], (u64, u32)> = HashMap::new();
-        let base = self.tree.open_file(&basis).ok();
+        // A basis far bigger than the file is not chunked (its chunk list would cost
+        // memory for nothing): the file is sent whole.
+        let base = self.tree.open_file(&basis).ok().filter(|b| {
+            b.metadata()
+                .is_ok_and(|m| m.len() <= f.size.saturating_mul(8).saturating_add(64 << 20))
+        });
         if let Some(b) = &base {
             if let Ok((found, _, _)) = chunk::chunks(b, params) {
                 for c in found {

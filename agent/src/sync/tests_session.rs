@@ -713,6 +713,158 @@ fn a_file_that_would_cross_the_reserve_is_not_written() {
     assert_eq!(fs::read(dst.join("small")).unwrap(), b"ok");
 }
 
+/// A receiver for one hostile session: `frames` then finish; the session's end.
+fn receive_frames(frames: Vec<u8>) -> Result<recv::Received, recv::RecvError> {
+    let t = tempfile::tempdir().unwrap();
+    let dst = t.path().join("dst");
+    fs::create_dir_all(&dst).unwrap();
+    fs::write(dst.join("basis"), vec![7u8; 1 << 16]).unwrap();
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = std::thread::spawn(move || {
+        let (stream, _) = listener.accept().unwrap();
+        let open = Open {
+            protocol: wire::SYNC_PROTOCOL,
+            site: "s".into(),
+            job: "j".into(),
+            epoch: 1,
+            generation: None,
+            dry_run: false,
+            force: false,
+            root_meta: None,
+        };
+        let target = Target {
+            root: dst,
+            diverged_base: std::path::PathBuf::from("/nonexistent"),
+            manifest: None,
+            epoch: 1,
+            diverge: false,
+            keep_setuid: false,
+            max_delete: Limit::Percent(50.0),
+            exclude: Vec::new(),
+            reserve: recv::Reserve::Bytes(0),
+            state_dir: None,
+            stop: Arc::default(),
+        };
+        let r = recv::receive(stream, &open, &target, &mut |_| Ok(()));
+        drop(t);
+        r
+    });
+    let mut all = frames;
+    wire::write_msg(&mut all, &ToReceiver::Finish).unwrap();
+    let c = TcpStream::connect(addr).unwrap();
+    // The receiver may refuse before reading it all.
+    let writer = std::thread::spawn(move || {
+        let _ = std::io::Write::write_all(&mut &c, &all);
+        let _ = c.shutdown(std::net::Shutdown::Write);
+        // Drain what it answers so that it never blocks on a full socket.
+        let _ = std::io::copy(&mut &c, &mut std::io::sink());
+    });
+    let got = server.join().unwrap();
+    let _ = writer.join();
+    got
+}
+
+fn delta_step(
+    id: u32,
+    path: &str,
+    size: u64,
+    params: super::chunk::Params,
+    chunks: u32,
+) -> Vec<u8> {
+    let mut b = Vec::new();
+    wire::write_msg(
+        &mut b,
+        &ToReceiver::Step {
+            id,
+            step: super::plan::Step::File {
+                path: path.into(),
+                size,
+                hash: Hash([1; 32]),
+                meta: Meta {
+                    mode: 0o644,
+                    ..Meta::default()
+                },
+                how: super::plan::How::Delta {
+                    basis: "basis".into(),
+                },
+            },
+            delta: Some(wire::DeltaHead { params, chunks }),
+        },
+    )
+    .unwrap();
+    b
+}
+
+/// Bounded memory whatever the peer announces: chunking parameters other than the
+/// receiver's own for the size, more chunk records at once than a session may hold, and
+/// long failure reasons are refused or cut.
+#[test]
+fn a_hostile_sender_cannot_make_the_receiver_hold_much() {
+    use super::chunk::Params;
+    // Tiny chunks for a 1 MiB file: not this node's parameters.
+    let size = 1 << 20;
+    let tiny = Params {
+        min: 64,
+        avg: 256,
+        max: 1024,
+    };
+    let e = receive_frames(delta_step(1, "f", size, tiny, 4096)).unwrap_err();
+    assert!(
+        e.to_string().contains("delta parameters out of bounds"),
+        "{e}"
+    );
+
+    // Files as big as the disk allows, each announcing all the chunks it may: past the
+    // session's bound, refused before a single record is sent.
+    let t = tempfile::tempdir().unwrap();
+    let st = rustix::fs::statvfs(t.path()).unwrap();
+    let big = (st.f_bavail * st.f_frsize / 2).max(1 << 30);
+    let own = Params::for_size(big);
+    let most = (big / u64::from(own.min) + 2).min(u64::from(wire::MAX_WIRE_CHUNKS)) as u32;
+    let mut frames = Vec::new();
+    for id in 1..=((1u64 << 22) / u64::from(most) + 2) as u32 {
+        frames.extend(delta_step(id, &format!("big{id}"), big, own, most));
+    }
+    let e = receive_frames(frames).unwrap_err();
+    assert!(
+        e.to_string().contains("chunk records announced at once"),
+        "{e}"
+    );
+
+    // Failure reasons from the peer: kept (and logged) a few hundred bytes each.
+    let mut frames = Vec::new();
+    for id in 1..=40u32 {
+        frames.extend(step(
+            id,
+            super::plan::Step::File {
+                path: format!("f{id}"),
+                size: 1,
+                hash: Hash([1; 32]),
+                meta: Meta {
+                    mode: 0o644,
+                    ..Meta::default()
+                },
+                how: super::plan::How::Literal,
+            },
+        ));
+        wire::write_msg(
+            &mut frames,
+            &ToReceiver::Abandon {
+                id,
+                reason: "\u{1b}[31m".repeat(1 << 14),
+            },
+        )
+        .unwrap();
+    }
+    let r = receive_frames(frames).expect("abandoned files are failures, not errors");
+    assert_eq!(r.failed.len(), 40);
+    for (_, why) in &r.failed {
+        assert!(why.len() <= 303, "{} bytes", why.len());
+        assert!(!why.chars().any(char::is_control), "{why:?}");
+    }
+}
+
 /// The replica's root takes the source root's mode (a web server must be able to enter
 /// it after a failover; created under the agent's umask it would be 0700), setuid never.
 #[test]
