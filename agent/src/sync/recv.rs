@@ -296,6 +296,11 @@ struct Session<'a> {
     excludes: super::Excludes,
     /// Chunk records announced by the files whose lists are still arriving.
     listed: u64,
+    /// Content was written in this push, and since then a deletion came: the plan's
+    /// order is type-change deletions, content, then deletions, so no content may follow
+    /// (a push that dies midway never leaves a replica emptied before it was filled).
+    content_seen: bool,
+    deleting: bool,
     /// Entries the replica may lose in this push (`max_delete` of what it held), and how
     /// many it lost so far; `None` when the push is forced.
     may_delete: Option<u64>,
@@ -489,6 +494,8 @@ fn serve(
     let mut s = Session {
         excludes,
         listed: 0,
+        content_seen: false,
+        deleting: false,
         may_delete,
         deleted: 0,
         tree,
@@ -671,6 +678,17 @@ impl Session<'_> {
                     ..
                 }
         );
+        match &step {
+            Step::Delete { .. } => self.deleting = self.content_seen,
+            Step::Meta { .. } => {}
+            _ if self.deleting => {
+                return refused(format!(
+                    "{}: content after deletions (deletions come last in a push)",
+                    shown(step.path())
+                ))
+            }
+            _ => self.content_seen = true,
+        }
         if self.excludes.excluded(step.path(), is_dir) {
             return refused(format!(
                 "{} is excluded from this job by {}'s own config: a push never writes or deletes there",

@@ -865,6 +865,55 @@ fn a_hostile_sender_cannot_make_the_receiver_hold_much() {
     }
 }
 
+/// Deletions come after content (a type change's deletion aside, which comes first): a
+/// sender that deletes, then writes, is refused at the first write after a deletion.
+#[test]
+fn content_after_deletions_is_refused() {
+    let file = |path: &str| super::plan::Step::File {
+        path: path.into(),
+        size: 1,
+        hash: Hash(*blake3::hash(b"x").as_bytes()),
+        meta: Meta {
+            mode: 0o644,
+            ..Meta::default()
+        },
+        how: super::plan::How::Literal,
+    };
+    let delete = |path: &str| super::plan::Step::Delete {
+        path: path.into(),
+        kind: Kind::File,
+    };
+    // The plan's own order: a type change's deletion, content, deletions, metadata.
+    let mut ok = step(0, delete("was-a-file"));
+    ok.extend(step(
+        0,
+        super::plan::Step::Mkdir {
+            path: "was-a-file".into(),
+        },
+    ));
+    ok.extend(step(1, file("a")));
+    ok.extend(data(1, 0, b"x"));
+    ok.extend(step(0, delete("gone")));
+    ok.extend(step(
+        0,
+        super::plan::Step::Meta {
+            path: "was-a-file".into(),
+            kind: Kind::Dir,
+            meta: Meta {
+                mode: 0o755,
+                ..Meta::default()
+            },
+        },
+    ));
+    receive_frames(ok).expect("the plan's order");
+    let mut bad = step(1, file("a"));
+    bad.extend(data(1, 0, b"x"));
+    bad.extend(step(0, delete("gone")));
+    bad.extend(step(2, file("b")));
+    let e = receive_frames(bad).unwrap_err();
+    assert!(e.to_string().contains("content after deletions"), "{e}");
+}
+
 /// The replica's root takes the source root's mode (a web server must be able to enter
 /// it after a failover; created under the agent's umask it would be 0700), setuid never.
 #[test]
