@@ -102,6 +102,32 @@ pub struct Target {
     /// supersedes it, or the site's role moved on): it stops at the next frame, before
     /// anything more is written or recorded.
     pub stop: Arc<Stop>,
+    /// The longest a session may go without a complete frame (a sender trickling a byte
+    /// at a time would reset a socket timeout forever, holding a push slot).
+    pub idle: std::time::Duration,
+}
+
+/// The session's input: reading fails once [`Target::idle`] has passed since the last
+/// complete frame.
+struct Idle<R> {
+    inner: R,
+    since: tokio::time::Instant,
+    limit: std::time::Duration,
+}
+
+impl<R: Read> Read for Idle<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if self.since.elapsed() > self.limit {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                format!(
+                    "no complete frame from the sender for {} s",
+                    self.limit.as_secs()
+                ),
+            ));
+        }
+        self.inner.read(buf)
+    }
 }
 
 /// Why a running session must stop; set once, by whoever ends it.
@@ -519,7 +545,14 @@ fn serve(
         diverged_dir: None,
         dir_metas: Vec::new(),
     };
-    let mut input = BufReader::with_capacity(256 << 10, stream);
+    let mut input = BufReader::with_capacity(
+        256 << 10,
+        Idle {
+            inner: stream,
+            since: tokio::time::Instant::now(),
+            limit: target.idle,
+        },
+    );
     let mut hashes: HashMap<String, Hash> = HashMap::new();
     let mut finishing = false;
     loop {
@@ -530,6 +563,7 @@ fn serve(
             return Err(RecvError::Local(reason.to_owned()));
         }
         let frame = wire::read_frame(&mut input)?;
+        input.get_mut().since = tokio::time::Instant::now();
         match frame {
             Frame::Msg(_) => match frame.msg::<ToReceiver>()? {
                 ToReceiver::Step { id, step, delta } => {

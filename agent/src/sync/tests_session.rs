@@ -74,6 +74,7 @@ impl Pair {
             exclude: excludes.iter().map(|s| s.to_string()).collect(),
             reserve: recv::Reserve::Bytes(0),
             state_dir: None,
+            idle: std::time::Duration::from_secs(60),
             stop: Arc::default(),
         };
         let keep = Arc::clone(&self.recv);
@@ -443,6 +444,7 @@ fn a_hostile_sender_cannot_leave_the_tree() {
                 exclude: Vec::new(),
                 reserve: recv::Reserve::Bytes(0),
                 state_dir: None,
+                idle: std::time::Duration::from_secs(60),
                 stop: Arc::default(),
             };
             recv::receive(stream, &open, &target, &mut |_| Ok(()))
@@ -502,6 +504,7 @@ fn the_receiver_holds_a_push_to_its_own_max_delete_and_excludes() {
                 exclude: vec!["local/".into(), "*.key".into()],
                 reserve: recv::Reserve::Bytes(0),
                 state_dir: None,
+                idle: std::time::Duration::from_secs(60),
                 stop: Arc::default(),
             };
             recv::receive(stream, &open, &target, &mut |_| Ok(()))
@@ -608,6 +611,7 @@ fn an_aborted_session_leaves_no_temporary_files() {
             exclude: Vec::new(),
             reserve: recv::Reserve::Bytes(0),
             state_dir: None,
+            idle: std::time::Duration::from_secs(60),
             stop: Arc::default(),
         };
         recv::receive(stream, &open, &target, &mut |_| Ok(()))
@@ -675,6 +679,7 @@ fn a_file_that_would_cross_the_reserve_is_not_written() {
             exclude: Vec::new(),
             reserve: recv::Reserve::Bytes(reserve),
             state_dir: Some(state),
+            idle: std::time::Duration::from_secs(60),
             stop: Arc::default(),
         };
         recv::receive(stream, &open, &target, &mut |_| Ok(()))
@@ -744,6 +749,7 @@ fn receive_frames(frames: Vec<u8>) -> Result<recv::Received, recv::RecvError> {
             exclude: Vec::new(),
             reserve: recv::Reserve::Bytes(0),
             state_dir: None,
+            idle: std::time::Duration::from_secs(60),
             stop: Arc::default(),
         };
         let r = recv::receive(stream, &open, &target, &mut |_| Ok(()));
@@ -865,6 +871,63 @@ fn a_hostile_sender_cannot_make_the_receiver_hold_much() {
     }
 }
 
+/// A sender that trickles a byte at a time (each read well within the socket's timeout)
+/// is cut off once no frame has completed for the session's idle limit.
+#[test]
+fn a_trickling_sender_is_cut_off() {
+    let t = tempfile::tempdir().unwrap();
+    let dst = t.path().join("dst");
+    fs::create_dir_all(&dst).unwrap();
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = std::thread::spawn(move || {
+        let (stream, _) = listener.accept().unwrap();
+        let open = Open {
+            protocol: wire::SYNC_PROTOCOL,
+            site: "s".into(),
+            job: "j".into(),
+            epoch: 1,
+            generation: None,
+            dry_run: false,
+            force: false,
+            root_meta: None,
+        };
+        let target = Target {
+            root: dst,
+            diverged_base: std::path::PathBuf::from("/nonexistent"),
+            manifest: None,
+            epoch: 1,
+            diverge: false,
+            keep_setuid: false,
+            max_delete: Limit::Percent(50.0),
+            exclude: Vec::new(),
+            reserve: recv::Reserve::Bytes(0),
+            state_dir: None,
+            idle: std::time::Duration::from_secs(1),
+            stop: Arc::default(),
+        };
+        recv::receive(stream, &open, &target, &mut |_| Ok(()))
+    });
+    let frame = step(1, super::plan::Step::Mkdir { path: "d".into() });
+    let c = TcpStream::connect(addr).unwrap();
+    // A byte every 200 ms, for at most 5 s (the frame would take longer than that).
+    let trickle = std::thread::spawn(move || {
+        for b in frame.iter().cycle().take(25) {
+            if std::io::Write::write_all(&mut &c, &[*b]).is_err() {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(200));
+        }
+    });
+    let e = server.join().unwrap().expect_err("cut off");
+    let e = crate::error_chain(&e);
+    assert!(
+        e.contains("no complete frame from the sender for 1 s"),
+        "{e}"
+    );
+    let _ = trickle.join();
+}
+
 /// Deletions come after content (a type change's deletion aside, which comes first): a
 /// sender that deletes, then writes, is refused at the first write after a deletion.
 #[test]
@@ -962,6 +1025,7 @@ fn a_replica_root_that_is_a_symlink_is_refused() {
             exclude: Vec::new(),
             reserve: recv::Reserve::Bytes(0),
             state_dir: None,
+            idle: std::time::Duration::from_secs(60),
             stop: Arc::default(),
         };
         recv::receive(stream, &open, &target, &mut |_| Ok(()))

@@ -308,6 +308,7 @@ impl Receiver {
             exclude: job.exclude.clone(),
             reserve: loaded.me().reserve,
             state_dir: Some(loaded.me().state_dir.clone()),
+            idle: IO_TIMEOUT,
             stop: Arc::default(),
         };
         Ok((target, role))
