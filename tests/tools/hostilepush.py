@@ -6,7 +6,7 @@ to write outside the target. Prints one line per attempt: NAME: refused|not writ
 usage: hostilepush.py HOST:PORT OUTSIDE_DIR [memory]
 
 With `memory`, it tries to make the receiver hold much instead: a delta with tiny chunks
-announced for millions of records, and 200 files abandoned with 1 MiB reasons each.
+announced for millions of records, and 10 000 files abandoned with 20 KiB reasons each.
 """
 import json
 import socket
@@ -108,9 +108,9 @@ if len(sys.argv) > 3 and sys.argv[3] == "memory":
         "step": {"op": "file", "path": "big", "size": 1 << 30, "hash": HASH_X, "meta": META,
                  "how": {"delta": {"basis": "f"}}},
         "delta": {"params": tiny, "chunks": 4_000_000}}))
-    long = b""
-    for i in range(1, 201):
-        long += msg(file_step(i, f"long{i}")) + msg({"t": "abandon", "id": i, "reason": "x" * (1 << 20)})
+    reason = "x" * (20 << 10)
+    long = b"".join(msg(file_step(i, f"long{i}")) + msg({"t": "abandon", "id": i, "reason": reason})
+                    for i in range(1, 10_001))
     attempt("long-failures", frames=long)
     sys.exit(0)
 
