@@ -127,6 +127,42 @@ fn promote_switches_over_and_back_and_a_failed_step_is_undone() {
     assert_eq!(fo.noted("bob", "demoted"), ["2"]);
     assert_eq!(fo.noted("bob", "rejoined"), ["3"]);
 
+    // The peer's word alone does not make a master step down: asked to demote, then
+    // to rejoin a lock bob never took, alice refuses to rejoin (the lock record names
+    // her) and serves again when asked to undo.
+    let tool = format!("{}/tools/handover.py", env!("CARGO_MANIFEST_DIR"));
+    let out = fo.lab.run(
+        &fo.bob,
+        &[
+            "/usr/bin/python3",
+            &tool,
+            "198.51.100.1:7440",
+            "bob",
+            SITE,
+            "3",
+            "demote",
+            "rejoin:4",
+            "undo",
+        ],
+    );
+    let (stdout, stderr) = orch::text(&out);
+    assert!(out.status.success(), "{stdout}{stderr}");
+    let answers: Vec<&str> = stdout.lines().collect();
+    assert_eq!(answers.len(), 3, "{stdout}");
+    assert!(answers[0].contains("\"ok\": true"), "{stdout}");
+    assert!(
+        answers[1].contains("\"ok\": false") && answers[1].contains("not stepping down"),
+        "{stdout}"
+    );
+    assert!(answers[2].contains("\"ok\": true"), "{stdout}");
+    settled(&fo, "alice", 3, "192.0.2.1");
+    assert_eq!(fo.noted("alice", "demoted"), ["1", "3"]);
+    assert_eq!(
+        fo.promoted("alice"),
+        ["3", "3"],
+        "her promote ran again to undo"
+    );
+
     // A promote step that fails on bob: the switchover stops before the DNS, alice
     // serves again (her promote playbooks ran to undo the demote), bob follows her.
     std::fs::write(fo.pair.bob.join("state/fail-promote"), "").unwrap();
@@ -141,10 +177,10 @@ fn promote_switches_over_and_back_and_a_failed_step_is_undone() {
         assert!(out.contains(line), "{line}\n{out}");
     }
     settled(&fo, "alice", 3, "192.0.2.1");
-    assert_eq!(fo.noted("alice", "demoted"), ["1", "3"]);
+    assert_eq!(fo.noted("alice", "demoted"), ["1", "3", "3"]);
     assert_eq!(
         fo.promoted("alice"),
-        ["3", "3"],
+        ["3", "3", "3"],
         "her promote ran again to undo"
     );
     // Alice is not fenced: her pushes go out again.

@@ -1179,6 +1179,37 @@ impl Task {
             master: peer,
             epoch: to_epoch,
         };
+        // The DNS record is the lock: a site that has one steps down only when it names
+        // the peer at the new epoch (the peer's word alone does not move it).
+        let has_dns = site.dns.is_some() && !site.records.is_empty();
+        if has_dns {
+            let read = match self.provider(site, run).await {
+                Some(zone) => self.read_dns(site, run, &zone).await,
+                None => Err("the DNS provider cannot be used now".to_owned()),
+            };
+            match read {
+                Ok(r) if r.holder == Holder::Held(l.clone()) => {}
+                Ok(r) => {
+                    return answer(
+                        false,
+                        format!(
+                            "{}: the lock record holds {}, not \"{l}\": not stepping down",
+                            self.me(),
+                            r.holder
+                        ),
+                    )
+                }
+                Err(e) => {
+                    return answer(
+                        false,
+                        format!(
+                            "{}: the lock record cannot be read ({e}): not stepping down now (it will once it reads the lock)",
+                            self.me()
+                        ),
+                    )
+                }
+            }
+        }
         self.replaced(site, run, &l, "the switchover").await;
         match &run.rejoin {
             None => answer(
