@@ -418,37 +418,7 @@ fn a_hostile_sender_cannot_leave_the_tree() {
         ),
     ];
     for (frames, why) in attempts {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let addr = listener.local_addr().unwrap();
-        let d = dst.clone();
-        let server = std::thread::spawn(move || {
-            let (stream, _) = listener.accept().unwrap();
-            let open = Open {
-                protocol: wire::SYNC_PROTOCOL,
-                site: "s".into(),
-                job: "j".into(),
-                epoch: 1,
-                generation: None,
-                dry_run: false,
-                force: false,
-                root_meta: None,
-            };
-            let target = Target {
-                root: d,
-                diverged_base: std::path::PathBuf::from("/nonexistent"),
-                manifest: None,
-                epoch: 1,
-                diverge: false,
-                keep_setuid: false,
-                max_delete: Limit::Percent(50.0),
-                exclude: Vec::new(),
-                reserve: recv::Reserve::Bytes(0),
-                state_dir: None,
-                idle: std::time::Duration::from_secs(60),
-                stop: Arc::default(),
-            };
-            recv::receive(stream, &open, &target, &mut |_| Ok(()))
-        });
+        let (addr, server) = serve_one(hostile_open(), hostile_target(&dst));
         let mut c = TcpStream::connect(addr).unwrap();
         std::io::Write::write_all(&mut c, &frames).unwrap();
         let mut fin = Vec::new();
@@ -478,37 +448,17 @@ fn a_hostile_sender_cannot_leave_the_tree() {
 #[test]
 fn the_receiver_holds_a_push_to_its_own_max_delete_and_excludes() {
     let run = |frames: Vec<u8>, force: bool, dst: &std::path::Path| {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let addr = listener.local_addr().unwrap();
-        let d = dst.to_owned();
-        let server = std::thread::spawn(move || {
-            let (stream, _) = listener.accept().unwrap();
-            let open = Open {
-                protocol: wire::SYNC_PROTOCOL,
-                site: "s".into(),
-                job: "j".into(),
-                epoch: 1,
-                generation: None,
-                dry_run: false,
+        let (addr, server) = serve_one(
+            Open {
                 force,
-                root_meta: None,
-            };
-            let target = Target {
-                root: d,
-                diverged_base: std::path::PathBuf::from("/nonexistent"),
-                manifest: None,
-                epoch: 1,
-                diverge: false,
-                keep_setuid: false,
+                ..hostile_open()
+            },
+            Target {
                 max_delete: Limit::Count(3),
                 exclude: vec!["local/".into(), "*.key".into()],
-                reserve: recv::Reserve::Bytes(0),
-                state_dir: None,
-                idle: std::time::Duration::from_secs(60),
-                stop: Arc::default(),
-            };
-            recv::receive(stream, &open, &target, &mut |_| Ok(()))
-        });
+                ..hostile_target(dst)
+            },
+        );
         let mut c = TcpStream::connect(addr).unwrap();
         let mut all = frames;
         wire::write_msg(&mut all, &ToReceiver::Finish).unwrap();
@@ -585,37 +535,7 @@ fn an_aborted_session_leaves_no_temporary_files() {
     let t = tempfile::tempdir().unwrap();
     let dst = t.path().join("dst");
     fs::create_dir_all(&dst).unwrap();
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap();
-    let root = dst.clone();
-    let server = std::thread::spawn(move || {
-        let (stream, _) = listener.accept().unwrap();
-        let open = Open {
-            protocol: wire::SYNC_PROTOCOL,
-            site: "s".into(),
-            job: "j".into(),
-            epoch: 1,
-            generation: None,
-            dry_run: false,
-            force: false,
-            root_meta: None,
-        };
-        let target = Target {
-            root,
-            diverged_base: std::path::PathBuf::from("/nonexistent"),
-            manifest: None,
-            epoch: 1,
-            diverge: false,
-            keep_setuid: false,
-            max_delete: Limit::Percent(50.0),
-            exclude: Vec::new(),
-            reserve: recv::Reserve::Bytes(0),
-            state_dir: None,
-            idle: std::time::Duration::from_secs(60),
-            stop: Arc::default(),
-        };
-        recv::receive(stream, &open, &target, &mut |_| Ok(()))
-    });
+    let (addr, server) = serve_one(hostile_open(), hostile_target(&dst));
     let file = |path: &str, body: &[u8]| super::plan::Step::File {
         path: path.into(),
         size: body.len() as u64,
@@ -652,38 +572,14 @@ fn a_file_that_would_cross_the_reserve_is_not_written() {
     let s = rustix::fs::statvfs(&dst).unwrap();
     let free = s.f_bavail * s.f_frsize;
     let reserve = 1u64 << 30;
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap();
-    let root = dst.clone();
-    let state = t.path().to_owned();
-    let server = std::thread::spawn(move || {
-        let (stream, _) = listener.accept().unwrap();
-        let open = Open {
-            protocol: wire::SYNC_PROTOCOL,
-            site: "s".into(),
-            job: "j".into(),
-            epoch: 1,
-            generation: None,
-            dry_run: false,
-            force: false,
-            root_meta: None,
-        };
-        let target = Target {
-            root,
-            diverged_base: std::path::PathBuf::from("/nonexistent"),
-            manifest: None,
-            epoch: 1,
-            diverge: false,
-            keep_setuid: false,
-            max_delete: Limit::Percent(50.0),
-            exclude: Vec::new(),
+    let (addr, server) = serve_one(
+        hostile_open(),
+        Target {
             reserve: recv::Reserve::Bytes(reserve),
-            state_dir: Some(state),
-            idle: std::time::Duration::from_secs(60),
-            stop: Arc::default(),
-        };
-        recv::receive(stream, &open, &target, &mut |_| Ok(()))
-    });
+            state_dir: Some(t.path().to_owned()),
+            ..hostile_target(&dst)
+        },
+    );
     let zeros = super::plan::Step::File {
         path: "zeros".into(),
         size: free.saturating_sub(reserve / 2),
@@ -724,38 +620,7 @@ fn receive_frames(frames: Vec<u8>) -> Result<recv::Received, recv::RecvError> {
     let dst = t.path().join("dst");
     fs::create_dir_all(&dst).unwrap();
     fs::write(dst.join("basis"), vec![7u8; 1 << 16]).unwrap();
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap();
-    let server = std::thread::spawn(move || {
-        let (stream, _) = listener.accept().unwrap();
-        let open = Open {
-            protocol: wire::SYNC_PROTOCOL,
-            site: "s".into(),
-            job: "j".into(),
-            epoch: 1,
-            generation: None,
-            dry_run: false,
-            force: false,
-            root_meta: None,
-        };
-        let target = Target {
-            root: dst,
-            diverged_base: std::path::PathBuf::from("/nonexistent"),
-            manifest: None,
-            epoch: 1,
-            diverge: false,
-            keep_setuid: false,
-            max_delete: Limit::Percent(50.0),
-            exclude: Vec::new(),
-            reserve: recv::Reserve::Bytes(0),
-            state_dir: None,
-            idle: std::time::Duration::from_secs(60),
-            stop: Arc::default(),
-        };
-        let r = recv::receive(stream, &open, &target, &mut |_| Ok(()));
-        drop(t);
-        r
-    });
+    let (addr, server) = serve_one(hostile_open(), hostile_target(&dst));
     let mut all = frames;
     wire::write_msg(&mut all, &ToReceiver::Finish).unwrap();
     let c = TcpStream::connect(addr).unwrap();
@@ -878,36 +743,13 @@ fn a_trickling_sender_is_cut_off() {
     let t = tempfile::tempdir().unwrap();
     let dst = t.path().join("dst");
     fs::create_dir_all(&dst).unwrap();
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap();
-    let server = std::thread::spawn(move || {
-        let (stream, _) = listener.accept().unwrap();
-        let open = Open {
-            protocol: wire::SYNC_PROTOCOL,
-            site: "s".into(),
-            job: "j".into(),
-            epoch: 1,
-            generation: None,
-            dry_run: false,
-            force: false,
-            root_meta: None,
-        };
-        let target = Target {
-            root: dst,
-            diverged_base: std::path::PathBuf::from("/nonexistent"),
-            manifest: None,
-            epoch: 1,
-            diverge: false,
-            keep_setuid: false,
-            max_delete: Limit::Percent(50.0),
-            exclude: Vec::new(),
-            reserve: recv::Reserve::Bytes(0),
-            state_dir: None,
+    let (addr, server) = serve_one(
+        hostile_open(),
+        Target {
             idle: std::time::Duration::from_secs(1),
-            stop: Arc::default(),
-        };
-        recv::receive(stream, &open, &target, &mut |_| Ok(()))
-    });
+            ..hostile_target(&dst)
+        },
+    );
     let frame = step(1, super::plan::Step::Mkdir { path: "d".into() });
     let c = TcpStream::connect(addr).unwrap();
     // A byte every 200 ms, for at most 5 s (the frame would take longer than that).
@@ -1000,36 +842,7 @@ fn a_replica_root_that_is_a_symlink_is_refused() {
     fs::create_dir_all(&elsewhere).unwrap();
     let root = t.path().join("replica");
     std::os::unix::fs::symlink(&elsewhere, &root).unwrap();
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap();
-    let server = std::thread::spawn(move || {
-        let (stream, _) = listener.accept().unwrap();
-        let open = Open {
-            protocol: wire::SYNC_PROTOCOL,
-            site: "s".into(),
-            job: "j".into(),
-            epoch: 1,
-            generation: None,
-            dry_run: false,
-            force: false,
-            root_meta: None,
-        };
-        let target = Target {
-            root,
-            diverged_base: std::path::PathBuf::from("/nonexistent"),
-            manifest: None,
-            epoch: 1,
-            diverge: false,
-            keep_setuid: false,
-            max_delete: Limit::Percent(50.0),
-            exclude: Vec::new(),
-            reserve: recv::Reserve::Bytes(0),
-            state_dir: None,
-            idle: std::time::Duration::from_secs(60),
-            stop: Arc::default(),
-        };
-        recv::receive(stream, &open, &target, &mut |_| Ok(()))
-    });
+    let (addr, server) = serve_one(hostile_open(), hostile_target(&root));
     let mut frames = step(
         1,
         super::plan::Step::Mkdir {
@@ -1046,6 +859,56 @@ fn a_replica_root_that_is_a_symlink_is_refused() {
         0,
         "written through"
     );
+}
+
+/// The push a hostile-sender test opens: site `s`, job `j`, epoch 1.
+fn hostile_open() -> Open {
+    Open {
+        protocol: wire::SYNC_PROTOCOL,
+        site: "s".into(),
+        job: "j".into(),
+        epoch: 1,
+        generation: None,
+        dry_run: false,
+        force: false,
+        root_meta: None,
+    }
+}
+
+/// The receiving end of a hostile-sender test: a replica in `root` with the job's
+/// defaults (no reserve, no state dir).
+fn hostile_target(root: &Path) -> Target {
+    Target {
+        root: root.to_owned(),
+        diverged_base: std::path::PathBuf::from("/nonexistent"),
+        manifest: None,
+        epoch: 1,
+        diverge: false,
+        keep_setuid: false,
+        max_delete: Limit::Percent(50.0),
+        exclude: Vec::new(),
+        reserve: recv::Reserve::Bytes(0),
+        state_dir: None,
+        idle: std::time::Duration::from_secs(60),
+        stop: Arc::default(),
+    }
+}
+
+/// Serves one push session on a fresh loopback port: its address, and the session's end.
+fn serve_one(
+    open: Open,
+    target: Target,
+) -> (
+    std::net::SocketAddr,
+    std::thread::JoinHandle<Result<recv::Received, recv::RecvError>>,
+) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = std::thread::spawn(move || {
+        let (stream, _) = listener.accept().unwrap();
+        recv::receive(stream, &open, &target, &mut |_| Ok(()))
+    });
+    (addr, server)
 }
 
 fn step(id: u32, step: super::plan::Step) -> Vec<u8> {

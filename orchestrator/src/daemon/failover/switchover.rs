@@ -106,6 +106,30 @@ impl Task {
         }
     }
 
+    /// A step of the switchover asked of the peer, its lines printed: its answer when it
+    /// went well, else why not (`what` failed, or could not be asked).
+    async fn peer_step(
+        &self,
+        said: &mut Said<'_>,
+        site: &str,
+        epoch: i64,
+        step: HandoverStep,
+        what: &str,
+    ) -> Result<HandoverReply, String> {
+        let r = self
+            .ask_peer(site, epoch, step, STEP_TIMEOUT)
+            .await
+            .map_err(|e| format!("{what}: {e}"))?;
+        for l in &r.lines {
+            said.say(format!("       {l}"));
+        }
+        if r.ok {
+            Ok(r)
+        } else {
+            Err(format!("{what} failed"))
+        }
+    }
+
     /// `orch promote SITE [--dry-run]` on the site's standby: the planned switchover.
     pub(super) async fn switchover(
         &self,
@@ -443,81 +467,44 @@ impl Task {
         // 1. The final push.
         let t = Instant::now();
         said.say(format!("  1. final push from {}: running", role.master));
-        match self
-            .ask_peer(name, role.epoch, HandoverStep::Push, STEP_TIMEOUT)
-            .await
-        {
-            Ok(r) if r.ok => {
-                for l in &r.lines {
-                    said.say(format!("       {l}"));
-                }
-                said.say(format!("  1. final push: ok ({})", secs(t)));
-            }
-            Ok(r) => {
-                for l in &r.lines {
-                    said.say(format!("       {l}"));
-                }
-                return Err(self
-                    .stopped(
-                        &mut said,
-                        site,
-                        &role,
-                        1,
-                        "the final push failed",
-                        false,
-                        false,
-                    )
-                    .await);
-            }
-            Err(e) => {
-                return Err(self
-                    .stopped(
-                        &mut said,
-                        site,
-                        &role,
-                        1,
-                        &format!("the final push: {e}"),
-                        false,
-                        false,
-                    )
-                    .await);
-            }
+        let pushed = self
+            .peer_step(
+                &mut said,
+                name,
+                role.epoch,
+                HandoverStep::Push,
+                "the final push",
+            )
+            .await;
+        if let Err(why) = pushed {
+            return Err(self
+                .stopped(&mut said, site, &role, 1, &why, false, false)
+                .await);
         }
+        said.say(format!("  1. final push: ok ({})", secs(t)));
 
         // 2. The master's demote playbooks, its final positions.
         let t = Instant::now();
         said.say(format!("  2. demote playbooks on {}: running", role.master));
-        let positions = match self
-            .ask_peer(name, role.epoch, HandoverStep::Demote, STEP_TIMEOUT)
-            .await
-        {
-            Ok(r) => {
-                for l in &r.lines {
-                    said.say(format!("       {l}"));
-                }
-                if !r.ok {
-                    return Err(self
-                        .stopped(&mut said, site, &role, 2, "the demote failed", true, false)
-                        .await);
-                }
-                said.say(format!("  2. demote on {}: ok ({})", role.master, secs(t)));
-                r.positions
-            }
-            Err(e) => {
-                // It may have demoted before the answer was lost: undo.
+        let demoted = self
+            .peer_step(
+                &mut said,
+                name,
+                role.epoch,
+                HandoverStep::Demote,
+                "the demote",
+            )
+            .await;
+        let positions = match demoted {
+            Ok(r) => r.positions,
+            // It may have demoted before the answer was lost: undo.
+            Err(why) => {
                 return Err(self
-                    .stopped(
-                        &mut said,
-                        site,
-                        &role,
-                        2,
-                        &format!("the demote: {e}"),
-                        true,
-                        false,
-                    )
-                    .await);
+                    .stopped(&mut said, site, &role, 2, &why, true, false)
+                    .await)
             }
         };
+        said.say(format!("  2. demote on {}: ok ({})", role.master, secs(t)));
         let demoted_at = Instant::now();
 
         // 3. The databases caught up.
@@ -675,34 +662,21 @@ impl Task {
         // 7. The old master follows.
         let t = Instant::now();
         said.say(format!("  7. rejoin playbooks on {}: running", role.master));
-        let rejoined = self
-            .ask_peer(
-                name,
-                role.epoch,
-                HandoverStep::Rejoin {
-                    to_epoch: new_lock.epoch,
-                },
-                STEP_TIMEOUT,
-            )
-            .await;
-        let mut trouble = None;
-        match rejoined {
-            Ok(r) => {
-                for l in &r.lines {
-                    said.say(format!("       {l}"));
-                }
-                if r.ok {
-                    said.say(format!(
-                        "  7. {} follows {}: ok ({})",
-                        role.master,
-                        self.me(),
-                        secs(t)
-                    ));
-                } else {
-                    trouble = Some(format!("{}'s rejoin failed", role.master));
-                }
-            }
-            Err(e) => trouble = Some(format!("{}'s rejoin: {e}", role.master)),
+        let rejoin = HandoverStep::Rejoin {
+            to_epoch: new_lock.epoch,
+        };
+        let what = format!("{}'s rejoin", role.master);
+        let trouble = self
+            .peer_step(&mut said, name, role.epoch, rejoin, &what)
+            .await
+            .err();
+        if trouble.is_none() {
+            said.say(format!(
+                "  7. {} follows {}: ok ({})",
+                role.master,
+                self.me(),
+                secs(t)
+            ));
         }
         if let Some(why) = &trouble {
             said.say(format!(
