@@ -231,6 +231,7 @@ impl Tunnel {
         // One timer, moved only when the deadline changes: not a new one per packet.
         let timer = tokio::time::sleep_until(next_stats);
         tokio::pin!(timer);
+        let (mut published_up, mut published_handshakes) = (false, 0);
 
         loop {
             let wake = Instant::from_std(link.poll_timeout()).min(next_stats);
@@ -254,6 +255,17 @@ impl Tunnel {
                                     tracing::debug!(%error, "Writing to the TUN device failed");
                                 }
                             }
+                            // A session that starts (or a new handshake) is published at
+                            // once, not up to 500 ms later: whoever asks right after the
+                            // first handshake sees the tunnel up. (The responder's session
+                            // starts with the initiator's first data, after the handshake.)
+                            if !published_up || link.handshakes() != published_handshakes {
+                                let now_stats = link.stats(now);
+                                if now_stats.since_handshake.is_some() {
+                                    (published_up, published_handshakes) = (true, now_stats.handshakes);
+                                    stats.send_replace(now_stats);
+                                }
+                            }
                         }
                         // ICMP errors (port unreachable while the peer is down) surface here.
                         Err(error) => tracing::trace!(%error, "UDP receive error"),
@@ -273,7 +285,10 @@ impl Tunnel {
                     link.handle_timeout(now.into_std());
                     if now >= next_stats {
                         next_stats = now + Duration::from_millis(500);
-                        stats.send_replace(link.stats(now.into_std()));
+                        let now_stats = link.stats(now.into_std());
+                        (published_up, published_handshakes) =
+                            (now_stats.since_handshake.is_some(), now_stats.handshakes);
+                        stats.send_replace(now_stats);
                     }
                 }
             }

@@ -401,6 +401,11 @@ impl Link {
         at
     }
 
+    /// Completed handshakes so far (a new one is a new session: worth publishing at once).
+    pub fn handshakes(&self) -> u64 {
+        self.stats.handshakes
+    }
+
     pub fn stats(&self, now: Instant) -> LinkStats {
         let (since_handshake, tx, rx, _, _) = self.tunn.stats();
         LinkStats {
