@@ -7,6 +7,7 @@
 pub mod control;
 pub mod db;
 pub mod peer;
+pub mod sdnotify;
 pub mod state;
 pub mod supervisor;
 pub mod sync;

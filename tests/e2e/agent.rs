@@ -196,3 +196,65 @@ fn history_of_a_node_that_never_ran_says_so() {
     ]);
     assert_eq!(orch::code(&out), 2);
 }
+
+/// Under systemd (`Type=notify`, `WatchdogSec=`): `READY=1` once the control socket and
+/// the tunnel are up (status answers at once), `WATCHDOG=1` every half of
+/// `WATCHDOG_USEC` while healthy, `STOPPING=1` on SIGTERM. The test is systemd's end of
+/// `$NOTIFY_SOCKET`.
+#[test]
+fn agent_notifies_systemd_ready_watchdog_and_stopping() {
+    let test = "agent_notifies_systemd_ready_watchdog_and_stopping";
+    if !prerequisites(test, true, &["ip"]) {
+        return;
+    }
+    let (mut lab, pair, host) = lab_for("agent-notify", "alice");
+    let config = pair.config("alice");
+    let path = lab.dir().join("notify.sock");
+    let systemd = std::os::unix::net::UnixDatagram::bind(&path).unwrap();
+    systemd
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    let mut cmd = std::process::Command::new(orch::bin());
+    cmd.arg("--config")
+        .arg(&config)
+        .arg("agent")
+        .env("NOTIFY_SOCKET", &path)
+        .env("WATCHDOG_USEC", "2000000");
+    let started = Instant::now();
+    let agent = lab.spawn(&host, "agent", cmd);
+    let mut buf = [0u8; 256];
+    let mut next = |what: &str| -> String {
+        let n = systemd
+            .recv(&mut buf)
+            .unwrap_or_else(|e| panic!("no {what} from the agent: {e}\n{}", lab_log(&path)));
+        String::from_utf8_lossy(&buf[..n]).into_owned()
+    };
+    assert_eq!(next("READY=1"), "READY=1");
+    // Ready means serving: no waiting here.
+    let status = orch::status_json(&config).expect("the agent answers once it said ready");
+    assert_eq!(status["node"], "alice");
+    eprintln!("ready {:?} after start", started.elapsed());
+    // Every second (half of 2 s) while healthy.
+    let first = Instant::now();
+    for i in 0..3 {
+        assert_eq!(next(&format!("watchdog ping {i}")), "WATCHDOG=1");
+    }
+    let took = first.elapsed();
+    assert!(
+        took >= Duration::from_millis(1500) && took < Duration::from_secs(6),
+        "three pings 1 s apart took {took:?}"
+    );
+    lab.proc(agent)
+        .signal_and_wait(libc::SIGTERM, Duration::from_secs(10))
+        .expect("the agent stops on SIGTERM");
+    let mut rest = Vec::new();
+    systemd.set_nonblocking(true).unwrap();
+    while let Ok(n) = systemd.recv(&mut buf) {
+        rest.push(String::from_utf8_lossy(&buf[..n]).into_owned());
+    }
+    assert!(rest.iter().any(|m| m == "STOPPING=1"), "{rest:?}");
+}
+
+fn lab_log(socket: &Path) -> String {
+    std::fs::read_to_string(socket.with_file_name("agent.log")).unwrap_or_default()
+}

@@ -17,7 +17,17 @@ const REPL_PW: &str = "repl-pw-77aa";
 /// password file beside each node's config.
 fn two_nodes(test: &str, extra: &str) -> (Lab, Pair, Host, Host) {
     let mut lab = Lab::new(test);
-    let pair = Pair::new(lab.dir(), extra);
+    let extra = extra.replace("@LAB@", &lab.dir().display().to_string());
+    let pair = Pair::new(lab.dir(), &extra);
+    // Each agent serves Prometheus metrics on its own host's loopback.
+    for node in ["alice", "bob"] {
+        let path = pair.config(node);
+        let text = std::fs::read_to_string(&path).unwrap().replace(
+            "state_dir = \"state\"\n",
+            "state_dir = \"state\"\nmetrics = \"127.0.0.1:9477\"\n",
+        );
+        std::fs::write(&path, text).unwrap();
+    }
     for dir in [&pair.alice, &pair.bob] {
         write_secret(&dir.join("db.pass"), ORCH_PW);
         write_secret(&dir.join("wrong.pass"), "not-the-password-x9");
@@ -158,6 +168,11 @@ url = "postgres://orch@{node}:5432/app"
 password_file = "db.pass"
 max_lag = "15s"
 interval = "2s"
+
+[[sites.alice-web.sync]]
+name = "www"
+schedule = "0 3 * * *"
+path = { alice = "@LAB@/alice-www", bob = "@LAB@/bob-www" }
 "#;
 
 #[test]
@@ -215,6 +230,25 @@ fn postgres_streaming_over_the_tunnel_is_checked_lag_alerts_and_promote_works() 
             }
         },
     );
+
+    // Everything is in the metrics: a push, the database, the tunnel, the site.
+    std::fs::create_dir_all(lab.dir().join("alice-www")).unwrap();
+    std::fs::write(lab.dir().join("alice-www/index.html"), "hello\n").unwrap();
+    std::fs::create_dir_all(lab.dir().join("bob-www")).unwrap();
+    let out = orch::run(&["--config", a_conf.to_str().unwrap(), "push", "alice-web"]);
+    assert_eq!(orch::code(&out), 0, "{:?}", orch::text(&out));
+    eventually(
+        "alice's agent has checked the database",
+        Duration::from_secs(30),
+        || {
+            let status = orch::status_json(&a_conf)?;
+            match status["databases"][0]["figures"]["heartbeat_age_ms"].as_i64() {
+                Some(_) if status["databases"][0]["verdict"] == "healthy" => Ok(()),
+                _ => Err(format!("{:#}", status["databases"])),
+            }
+        },
+    );
+    scrape_every_family(&lab, &alice);
 
     assert_wrong_credentials_said_clearly(&lab, &alice, &a_conf, "password authentication failed");
 
@@ -534,4 +568,115 @@ fn mariadb_replication_over_the_tunnel_is_checked_and_promote_works() {
         servers.mariadb(&lab, &alice, &my_alice, "SELECT @@global.read_only"),
         "1"
     );
+}
+
+/// `GET url` from `host`: (status code, body).
+fn http_get(lab: &Lab, host: &Host, url: &str) -> (u16, String) {
+    let code = format!(
+        "import urllib.request, urllib.error\n\
+         try:\n    r = urllib.request.urlopen('{url}', timeout=5); print(r.status); print(r.read().decode(), end='')\n\
+         except urllib.error.HTTPError as e:\n    print(e.code)"
+    );
+    let out = lab.run(host, &["/usr/bin/python3", "-c", &code]);
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (status, body) = text.split_once('\n').unwrap_or((text.as_str(), ""));
+    let status = status
+        .trim()
+        .parse()
+        .unwrap_or_else(|_| panic!("{text}{}", String::from_utf8_lossy(&out.stderr)));
+    (status, body.to_owned())
+}
+
+/// Scrapes alice's metrics endpoint: well-formed text format, and a sample of every
+/// family the agent promises (tunnel, peer, pushes, databases, failover, outbox).
+fn scrape_every_family(lab: &Lab, alice: &Host) {
+    let (code, body) = http_get(lab, alice, "http://127.0.0.1:9477/metrics");
+    assert_eq!(code, 200, "{body}");
+    let mut typed = std::collections::BTreeSet::new();
+    let mut sampled = std::collections::BTreeMap::new();
+    for line in body.lines() {
+        if let Some(rest) = line.strip_prefix("# TYPE ") {
+            let (name, kind) = rest.split_once(' ').unwrap();
+            assert!(["gauge", "counter"].contains(&kind), "{line}");
+            assert!(typed.insert(name.to_owned()), "{name} declared twice");
+            continue;
+        }
+        if line.starts_with("# HELP ") {
+            continue;
+        }
+        let (series, value) = line.rsplit_once(' ').unwrap_or_else(|| panic!("{line}"));
+        let value: f64 = value.parse().unwrap_or_else(|_| panic!("{line}"));
+        let name = series.split('{').next().unwrap();
+        assert!(
+            name.starts_with("orch_")
+                && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'),
+            "{line}"
+        );
+        assert!(typed.contains(name), "{name} sampled before its # TYPE");
+        if series.contains('{') {
+            assert!(series.ends_with('}'), "{line}");
+        }
+        sampled.insert(series.to_owned(), value);
+    }
+    let families = [
+        "orch_agent_info",
+        "orch_agent_uptime_seconds",
+        "orch_tunnel_up",
+        "orch_tunnel_last_handshake_age_seconds",
+        "orch_tunnel_last_received_age_seconds",
+        "orch_tunnel_received_bytes_total",
+        "orch_tunnel_sent_bytes_total",
+        "orch_tunnel_handshakes_total",
+        "orch_tunnel_roams_total",
+        "orch_tunnel_rejected_packets_total",
+        "orch_peer_reachable",
+        "orch_push_last_success",
+        "orch_push_last_timestamp_seconds",
+        "orch_push_last_duration_seconds",
+        "orch_push_last_sent_bytes",
+        "orch_push_last_tree_bytes",
+        "orch_push_last_changed_files",
+        "orch_push_last_deletions",
+        "orch_database_healthy",
+        "orch_database_replication_lag_seconds",
+        "orch_database_replication_lag_bytes",
+        "orch_database_heartbeat_age_seconds",
+        "orch_database_check_timestamp_seconds",
+        "orch_site_master",
+        "orch_site_epoch",
+        "orch_failover_state",
+        "orch_failover_armed",
+        "orch_outbox_messages",
+    ];
+    for family in families {
+        assert!(
+            sampled.keys().any(|s| s.split('{').next() == Some(family)),
+            "no sample of {family} in:\n{body}"
+        );
+    }
+    let value = |series: &str| {
+        *sampled
+            .get(series)
+            .unwrap_or_else(|| panic!("no {series} in:\n{body}"))
+    };
+    assert_eq!(value(r#"orch_tunnel_up{peer="bob"}"#), 1.0);
+    assert_eq!(value(r#"orch_peer_reachable{peer="bob"}"#), 1.0);
+    assert_eq!(
+        value(r#"orch_push_last_success{site="alice-web",job="www"}"#),
+        1.0
+    );
+    assert_eq!(
+        value(r#"orch_push_last_changed_files{site="alice-web",job="www"}"#),
+        1.0
+    );
+    assert_eq!(
+        value(r#"orch_database_healthy{site="alice-web",database="app",engine="postgres"}"#),
+        1.0
+    );
+    assert_eq!(value(r#"orch_site_master{site="alice-web"}"#), 1.0);
+    assert_eq!(value(r#"orch_site_master{site="bob-cloud"}"#), 0.0);
+    assert_eq!(value(r#"orch_site_epoch{site="alice-web"}"#), 1.0);
+    assert!(value(r#"orch_tunnel_received_bytes_total{peer="bob"}"#) > 0.0);
+    let (code, _) = http_get(lab, alice, "http://127.0.0.1:9477/other");
+    assert_eq!(code, 404);
 }

@@ -211,6 +211,7 @@ fn orchestrator_modules_import_only_downwards() {
         "orchestrator::daemon",
         &graph(&src.join("daemon"), "super"),
         &[
+            &["metrics"],
             &["control"],
             &["peering"],
             &["push"],

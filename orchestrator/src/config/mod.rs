@@ -66,6 +66,8 @@ pub struct Node {
     /// Free space every received file must leave on the replica's filesystem (and the
     /// state directory must have): `"5%"`, `"2GiB"`; by default 5%, at most 2 GiB.
     pub reserve: agent::sync::recv::Reserve,
+    /// Where the agent serves Prometheus metrics (`GET /metrics`), if anywhere.
+    pub metrics: Option<std::net::SocketAddr>,
 }
 
 /// `host:port`, where host is a name (re-resolved when the tunnel is suspect) or an address.

@@ -45,6 +45,7 @@ pub struct RawNode {
     pub interface: Option<String>,
     pub listen_port: Option<u16>,
     pub reserve: Option<String>,
+    pub metrics: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

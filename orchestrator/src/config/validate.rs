@@ -483,6 +483,13 @@ fn check_node(
             agent::sync::recv::Reserve::Auto
         }
     };
+    let metrics = n.metrics.as_deref().and_then(|m| {
+        c.check(
+            &p.key("metrics"),
+            m.parse::<std::net::SocketAddr>()
+                .map_err(|_| format!("`{m}` is not an address and port, e.g. \"127.0.0.1:9477\"")),
+        )
+    });
     Some(Node {
         name: name.to_owned(),
         public_key: public_key?,
@@ -496,6 +503,7 @@ fn check_node(
         interface,
         listen_port,
         reserve,
+        metrics,
     })
 }
 

@@ -118,7 +118,7 @@ impl Api {
         Ok(serde_json::Value::String(text))
     }
 
-    async fn status(&self) -> anyhow::Result<StatusReport> {
+    pub(super) async fn status(&self) -> anyhow::Result<StatusReport> {
         let config = &self.loaded.config;
         let me = &self.loaded.me;
         let mut sites = Vec::new();
@@ -203,6 +203,47 @@ impl Api {
             handshakes: stats.handshakes,
             roams: stats.roams,
             rejected: stats.rejected,
+        }
+    }
+}
+
+/// systemd's watchdog (`WatchdogSec=` in the unit): `WATCHDOG=1` every `every` while the
+/// agent is healthy: the control socket answers a status request (the accept loop, the
+/// handlers and the state store all work) and the tunnel thread published its figures
+/// since the last time (it does every 500 ms). A hung agent stops sending, and systemd
+/// kills and restarts it.
+pub async fn watchdog(
+    notifier: Arc<agent::sdnotify::Notifier>,
+    every: Duration,
+    socket: std::path::PathBuf,
+    mut tunnel: watch::Receiver<tunnel::link::LinkStats>,
+    stop: tokio_util::sync::CancellationToken,
+) -> Result<(), std::convert::Infallible> {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tunnel.mark_changed(); // the first tick finds the tunnel's figures "new"
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => return Ok(()),
+            _ = tick.tick() => {}
+        }
+        // Below 1 s the tunnel's 500 ms figures may not have moved; only the socket counts.
+        let tunnel_ok = every < Duration::from_secs(1) || tunnel.has_changed().unwrap_or(false);
+        tunnel.borrow_and_update();
+        let asked = control::call::<_, serde_json::Value>(&socket, &Request::Status, every).await;
+        match (tunnel_ok, asked) {
+            (true, Ok(_)) => {
+                if let Err(error) = notifier.notify("WATCHDOG=1") {
+                    tracing::warn!(%error, "Could not notify systemd's watchdog");
+                }
+            }
+            (false, _) => {
+                tracing::warn!("Watchdog: the tunnel thread published nothing since the last check; not notifying systemd")
+            }
+            (_, Err(error)) => tracing::warn!(
+                error = agent::error_chain(&error),
+                "Watchdog: the control socket does not answer; not notifying systemd"
+            ),
         }
     }
 }

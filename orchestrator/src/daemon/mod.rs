@@ -20,6 +20,7 @@ pub mod control;
 pub mod dbcheck;
 pub mod ddns;
 pub mod failover;
+pub mod metrics;
 pub mod outbox;
 pub mod peering;
 pub mod probes;
@@ -64,6 +65,7 @@ pub async fn run(loaded: Loaded) -> anyhow::Result<()> {
 
     let socket = me.state_dir.join(crate::api::SOCKET);
     let listener = control_socket::bind(&socket)?;
+    let socket_path = socket.clone();
     let supervisor = Supervisor::new();
     // The tunnel and the peer port need the socket's cleanup if they cannot start.
     let (tunnel_thread, tunnel, peer_listener) =
@@ -233,11 +235,49 @@ pub async fn run(loaded: Loaded) -> anyhow::Result<()> {
         peering.run_heartbeats(stop).await;
         Ok::<(), std::convert::Infallible>(())
     });
+    if let Some(addr) = loaded.me().metrics {
+        match tokio::net::TcpListener::bind(addr).await {
+            Ok(listener) => {
+                let api = Arc::clone(&api);
+                supervisor.spawn("metrics", move |stop| metrics::serve(listener, api, stop));
+                tracing::info!(%addr, "Serving Prometheus metrics at /metrics");
+            }
+            Err(e) => {
+                supervisor.token().cancel();
+                let _ = std::fs::remove_file(&socket);
+                return Err(anyhow::anyhow!(e).context(format!(
+                    "binding the metrics endpoint on {addr} (is `metrics` of node {} in use?)",
+                    loaded.me
+                )));
+            }
+        }
+    }
     supervisor.spawn("control", move |stop| async move {
         control_socket::serve(listener, socket, api, stop).await;
         Ok::<(), std::convert::Infallible>(())
     });
     tracing::info!(node = %loaded.me, cluster = %loaded.config.cluster.name, pid, "Agent running");
+    // Under systemd (`Type=notify`): ready now that the tunnel and the control socket are
+    // up, and the watchdog fed while the agent is healthy.
+    let notifier = agent::sdnotify::Notifier::from_env()
+        .inspect_err(
+            |error| tracing::warn!(%error, "NOTIFY_SOCKET is unusable; not notifying systemd"),
+        )
+        .ok()
+        .flatten()
+        .map(Arc::new);
+    if let Some(notifier) = &notifier {
+        if let Err(error) = notifier.notify("READY=1") {
+            tracing::warn!(%error, "Could not notify systemd that the agent is ready");
+        }
+        if let Some(every) = notifier.watchdog_every() {
+            let (notifier, socket, tunnel) =
+                (Arc::clone(notifier), socket_path, tunnel.subscribe());
+            supervisor.spawn("watchdog", move |stop| {
+                control::watchdog(notifier, every, socket, tunnel, stop)
+            });
+        }
+    }
 
     let token = supervisor.token();
     let failed = tokio::select! {
@@ -245,6 +285,9 @@ pub async fn run(loaded: Loaded) -> anyhow::Result<()> {
         _ = int.recv() => { tracing::info!("SIGINT received, stopping"); false }
         () = token.cancelled() => true,
     };
+    if let Some(notifier) = &notifier {
+        let _ = notifier.notify("STOPPING=1");
+    }
     let shutdown = supervisor.shutdown(GRACE).await;
     if let Shutdown::TimedOut { remaining } = shutdown {
         tracing::warn!(remaining, "Some tasks did not stop in time; leaving them");
