@@ -62,6 +62,10 @@ pub enum Command {
         /// How many of the newest events to show
         #[arg(long, default_value_t = 50)]
         limit: u32,
+        /// Only events since then: a duration ago ("2h", "3days") or a local date and
+        /// time ("2026-12-01", "2026-12-01 04:30"), or RFC 3339
+        #[arg(long, value_name = "WHEN")]
+        since: Option<String>,
         /// Print JSON lines, one event each
         #[arg(long)]
         json: bool,
@@ -139,6 +143,11 @@ pub enum Command {
     Completions {
         #[arg(value_enum)]
         shell: clap_complete::Shell,
+    },
+    /// Write the manual pages (orch.1, orch-push.1, …) into DIR, e.g. for packaging
+    Manpages {
+        #[arg(value_name = "DIR")]
+        dir: PathBuf,
     },
 }
 

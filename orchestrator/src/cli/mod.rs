@@ -79,12 +79,24 @@ pub fn run(cli: Cli) -> Result {
                 .map_err(Exit::failed)
         }
         Command::Status { json } => status::status(&config::load(&config_path, &options)?, json),
-        Command::History { site, limit, json } => status::history(
-            &config::load(&config_path, &options)?,
-            site.as_deref(),
+        Command::History {
+            site,
             limit,
+            since,
             json,
-        ),
+        } => {
+            let since = since
+                .map(|s| status::parse_since(&s, chrono::Local::now()))
+                .transpose()
+                .map_err(|e| Exit::usage(anyhow!(e)))?;
+            status::history(
+                &config::load(&config_path, &options)?,
+                site.as_deref(),
+                limit,
+                since,
+                json,
+            )
+        }
         Command::Dns {
             command: DnsCommand::Show { site, json },
         } => site::dns_show(&config::load(&config_path, &options)?, &site, json),
@@ -158,6 +170,13 @@ pub fn run(cli: Cli) -> Result {
             let mut cmd = <Cli as clap::CommandFactory>::command();
             clap_complete::generate(shell, &mut cmd, "orch", &mut std::io::stdout());
             Ok(())
+        }
+        Command::Manpages { dir } => {
+            let cmd = <Cli as clap::CommandFactory>::command();
+            std::fs::create_dir_all(&dir)
+                .and_then(|()| clap_mangen::generate_to(cmd, &dir))
+                .with_context(|| format!("writing the manual pages into {}", dir.display()))
+                .map_err(Exit::failed)
         }
     }
 }
