@@ -412,15 +412,26 @@ impl Store {
     /// The newest `limit` events, oldest first; node-wide events are included when a
     /// site is named, since they explain what happened to it.
     pub async fn history(&self, site: Option<&str>, limit: u32) -> Result<Vec<Event>, StoreError> {
+        self.history_since(site, limit, None).await
+    }
+
+    /// [`Store::history`] of the events at or after `since` (Unix milliseconds) only.
+    pub async fn history_since(
+        &self,
+        site: Option<&str>,
+        limit: u32,
+        since: Option<i64>,
+    ) -> Result<Vec<Event>, StoreError> {
         let rows = sqlx::query(
             "SELECT * FROM (
                 SELECT id, at, site, kind, outcome, summary, detail FROM history
-                WHERE ?1 IS NULL OR site = ?1 OR site IS NULL
+                WHERE (?1 IS NULL OR site = ?1 OR site IS NULL) AND at >= ?3
                 ORDER BY id DESC LIMIT ?2
              ) ORDER BY id ASC",
         )
         .bind(site)
         .bind(limit)
+        .bind(since.unwrap_or(i64::MIN))
         .fetch_all(&self.pool)
         .await
         .map_err(|e| self.db_err(e))?;
@@ -598,23 +609,27 @@ impl Store {
         .fetch_all(&self.pool)
         .await
         .map_err(|e| self.db_err(e))?;
-        Ok(rows
-            .into_iter()
-            .map(|r| PushRun {
-                site: r.get("site"),
-                job: r.get("job"),
-                started_at: r.get("started_at"),
-                duration_ms: r.get("duration_ms"),
-                outcome: r.get("outcome"),
-                files_total: r.get("files_total"),
-                files_changed: r.get("files_changed"),
-                bytes_total: r.get("bytes_total"),
-                bytes_sent: r.get("bytes_sent"),
-                deletions: r.get("deletions"),
-                diverged: r.get("diverged"),
-                errors: serde_json::from_str(&r.get::<String, _>("errors")).unwrap_or_default(),
-            })
-            .collect())
+        Ok(push_runs(rows))
+    }
+
+    /// Every push of `site` that started at or after `since` (Unix ms), oldest first; at
+    /// most the newest 10 000 (a `watch` job may push every few seconds).
+    pub async fn push_runs_since(
+        &self,
+        site: &str,
+        since: i64,
+    ) -> Result<Vec<PushRun>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT * FROM (SELECT * FROM push_run WHERE site = ?1 AND started_at >= ?2
+                            ORDER BY id DESC LIMIT 10000)
+             ORDER BY id ASC",
+        )
+        .bind(site)
+        .bind(since)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(|e| self.db_err(e))?;
+        Ok(push_runs(rows))
     }
 
     /// The manifest one side of a push job keeps (`side`: "send" or "receive").
@@ -778,6 +793,26 @@ pub fn create_private_dir(dir: &Path) -> Result<(), StoreError> {
     Ok(())
 }
 
+/// Push runs from their rows.
+fn push_runs(rows: Vec<sqlx::sqlite::SqliteRow>) -> Vec<PushRun> {
+    rows.into_iter()
+        .map(|r| PushRun {
+            site: r.get("site"),
+            job: r.get("job"),
+            started_at: r.get("started_at"),
+            duration_ms: r.get("duration_ms"),
+            outcome: r.get("outcome"),
+            files_total: r.get("files_total"),
+            files_changed: r.get("files_changed"),
+            bytes_total: r.get("bytes_total"),
+            bytes_sent: r.get("bytes_sent"),
+            deletions: r.get("deletions"),
+            diverged: r.get("diverged"),
+            errors: serde_json::from_str(&r.get::<String, _>("errors")).unwrap_or_default(),
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -890,6 +925,20 @@ mod tests {
         );
         let newest = store.history(None, 1).await.unwrap();
         assert_eq!(newest[0].summary, "agent started");
+        // Since a time: the events at or after it (ev(n) is at n ms).
+        let recent = store.history_since(None, 100, Some(2)).await.unwrap();
+        assert_eq!(
+            recent
+                .iter()
+                .map(|e| e.summary.as_str())
+                .collect::<Vec<_>>(),
+            ["push b", "agent started"]
+        );
+        assert!(store
+            .history_since(None, 100, Some(4))
+            .await
+            .unwrap()
+            .is_empty());
 
         // A reader sees the data while the writer keeps it open.
         let reader = Store::open_read_only(dir.path()).await.unwrap();

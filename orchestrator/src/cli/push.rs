@@ -8,6 +8,7 @@ use agent::control;
 use agent::control::ControlError;
 use anyhow::anyhow;
 use std::time::Duration;
+
 pub(super) fn push(
     loaded: &Loaded,
     site: &str,
@@ -34,47 +35,37 @@ pub(super) fn push(
     };
     let socket = loaded.me().state_dir.join(crate::api::SOCKET);
     let rt = runtime()?;
-    let bar = std::io::stderr().is_terminal();
+    // Drawn by indicatif on stderr when it is a terminal (to its width, with rate and ETA);
+    // nothing is asked or drawn otherwise.
+    let drawing = std::io::stderr().is_terminal();
+    let bar = indicatif::ProgressBar::with_draw_target(
+        None,
+        indicatif::ProgressDrawTarget::stderr_with_hz(4),
+    );
+    if let Ok(style) = indicatif::ProgressStyle::with_template(
+        "{prefix} [{wide_bar}] {pos}/{len} steps · {msg} · {elapsed} (ETA {eta})",
+    ) {
+        bar.set_style(style.progress_chars("#>-"));
+    }
     let results: std::result::Result<Vec<JobResult>, ControlError> = rt.block_on(async {
         // A first push of a big tree may take hours: no overall limit.
         let call = control::call(&socket, &request, Duration::from_secs(7 * 24 * 3600));
         tokio::pin!(call);
         let mut tick = tokio::time::interval(Duration::from_millis(250));
-        let mut drawn = false;
         loop {
             tokio::select! {
-                r = &mut call => {
-                    if drawn {
-                        eprint!("\r\x1b[2K");
-                    }
-                    return r;
-                }
-                _ = tick.tick(), if bar => {
+                r = &mut call => return r,
+                _ = tick.tick(), if drawing => {
                     let p: std::result::Result<Option<ProgressView>, _> =
                         control::call(&socket, &Request::PushProgress, Duration::from_secs(2)).await;
                     if let Ok(Some(p)) = p {
-                        let width = 24usize;
-                        let filled = (p.steps_done * width as u64)
-                            .checked_div(p.steps_total)
-                            .unwrap_or(0) as usize;
-                        eprint!(
-                            "\r\x1b[2K{}/{} [{}{}] {}/{} steps, {} sent, {:.0} s — {}",
-                            p.site,
-                            p.job,
-                            "#".repeat(filled.min(width)),
-                            " ".repeat(width - filled.min(width)),
-                            p.steps_done,
-                            p.steps_total,
-                            crate::units::bytes(p.bytes_sent),
-                            p.elapsed_ms as f64 / 1000.0,
-                            p.phase
-                        );
-                        drawn = true;
+                        draw(&bar, &p);
                     }
                 }
             }
         }
     });
+    bar.finish_and_clear();
     let results = results.map_err(|e| control_failed(loaded, e))?;
     let mut failed = 0;
     for r in &results {
@@ -107,4 +98,18 @@ pub(super) fn push(
         )));
     }
     Ok(())
+}
+
+/// One job's progress on the bar: steps as the position, bytes and their rate as words.
+fn draw(bar: &indicatif::ProgressBar, p: &crate::api::ProgressView) {
+    let seconds = (p.elapsed_ms as f64 / 1000.0).max(0.001);
+    bar.set_prefix(format!("{}/{}", p.site, p.job));
+    bar.set_length(p.steps_total.max(1));
+    bar.set_position(p.steps_done);
+    bar.set_message(format!(
+        "{} sent, {}/s, {}",
+        crate::units::bytes(p.bytes_sent),
+        crate::units::bytes((p.bytes_sent as f64 / seconds) as u64),
+        p.phase
+    ));
 }

@@ -188,7 +188,52 @@ pub(super) fn print_db_report(r: &agent::db::Report, when: String) {
     }
 }
 
-pub(super) fn history(loaded: &Loaded, site: Option<&str>, limit: u32, json: bool) -> Result {
+/// `--since WHEN` as Unix milliseconds: a duration before `now` ("2h", "3days"), a local
+/// date ("2026-12-01", its midnight) or date and time ("2026-12-01 04:30[:00]"), or an
+/// RFC 3339 time.
+pub(super) fn parse_since(
+    text: &str,
+    now: chrono::DateTime<chrono::Local>,
+) -> std::result::Result<i64, String> {
+    use chrono::{NaiveDate, NaiveDateTime, TimeZone as _};
+    let text = text.trim();
+    if let Ok(ago) = humantime::parse_duration(text) {
+        let ago = chrono::Duration::from_std(ago).map_err(|e| e.to_string())?;
+        return Ok((now - ago).timestamp_millis());
+    }
+    if let Ok(t) = chrono::DateTime::parse_from_rfc3339(text) {
+        return Ok(t.timestamp_millis());
+    }
+    let local = [
+        "%Y-%m-%d %H:%M:%S",
+        "%Y-%m-%d %H:%M",
+        "%Y-%m-%dT%H:%M:%S",
+        "%Y-%m-%dT%H:%M",
+    ]
+    .iter()
+    .find_map(|f| NaiveDateTime::parse_from_str(text, f).ok())
+    .or_else(|| {
+        NaiveDate::parse_from_str(text, "%Y-%m-%d")
+            .ok()
+            .and_then(|d| d.and_hms_opt(0, 0, 0))
+    });
+    match local.map(|t| chrono::Local.from_local_datetime(&t).earliest()) {
+        Some(Some(t)) => Ok(t.timestamp_millis()),
+        Some(None) => Err(format!("`{text}` does not exist in the local time zone")),
+        None => Err(format!(
+            "--since `{text}`: a duration ago (\"2h\", \"3days\"), a local date (\"2026-12-01\"), \
+             a date and time (\"2026-12-01 04:30\") or RFC 3339"
+        )),
+    }
+}
+
+pub(super) fn history(
+    loaded: &Loaded,
+    site: Option<&str>,
+    limit: u32,
+    since: Option<i64>,
+    json: bool,
+) -> Result {
     if let Some(site) = site {
         if loaded.config.site(site).is_none() {
             let known: Vec<&str> = loaded
@@ -207,7 +252,7 @@ pub(super) fn history(loaded: &Loaded, site: Option<&str>, limit: u32, json: boo
     let events = runtime()?
         .block_on(async move {
             let store = agent::state::Store::open_read_only(&state_dir).await?;
-            let events = store.history(site, limit).await;
+            let events = store.history_since(site, limit, since).await;
             store.close().await;
             events
         })
@@ -238,7 +283,45 @@ pub(super) fn history(loaded: &Loaded, site: Option<&str>, limit: u32, json: boo
         }
     }
     if events.is_empty() && !json {
-        eprintln!("no events recorded yet");
+        eprintln!(
+            "{}",
+            if since.is_some() {
+                "no events recorded since then"
+            } else {
+                "no events recorded yet"
+            }
+        );
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_since;
+    use chrono::TimeZone as _;
+
+    #[test]
+    fn since_takes_a_duration_ago_a_local_date_and_time_or_rfc3339() {
+        let now = chrono::Local
+            .with_ymd_and_hms(2026, 12, 2, 12, 0, 0)
+            .unwrap();
+        let ms = |t: chrono::DateTime<chrono::Local>| t.timestamp_millis();
+        assert_eq!(parse_since("2h", now), Ok(ms(now) - 2 * 3_600_000));
+        assert_eq!(parse_since("3days", now), Ok(ms(now) - 3 * 86_400_000));
+        let day = chrono::Local
+            .with_ymd_and_hms(2026, 12, 1, 0, 0, 0)
+            .unwrap();
+        assert_eq!(parse_since("2026-12-01", now), Ok(ms(day)));
+        let at = chrono::Local
+            .with_ymd_and_hms(2026, 12, 1, 4, 30, 0)
+            .unwrap();
+        assert_eq!(parse_since("2026-12-01 04:30", now), Ok(ms(at)));
+        assert_eq!(parse_since("2026-12-01T04:30:00", now), Ok(ms(at)));
+        assert_eq!(
+            parse_since("2026-12-01T04:30:00Z", now),
+            Ok(1_796_099_400_000)
+        );
+        let e = parse_since("yesterday-ish", now).unwrap_err();
+        assert!(e.contains("a duration ago"), "{e}");
+    }
 }

@@ -97,6 +97,14 @@ pub async fn gather(ctx: &Context, site: &Site) -> Result<Facts, ReportError> {
         utc_offset_secs: now.offset().local_minus_utc(),
         jobs: site.sync.iter().map(|j| j.name.clone()).collect(),
         pushes: ctx.store.latest_push_runs(&site.name).await?,
+        // A day more than the chart shows: its first day starts at local midnight.
+        recent: ctx
+            .store
+            .push_runs_since(
+                &site.name,
+                now.timestamp_millis() - (crate::report::CHART_DAYS as i64 + 1) * 86_400_000,
+            )
+            .await?,
         databases,
         tunnel,
         dns,

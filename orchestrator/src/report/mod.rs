@@ -7,6 +7,7 @@ use crate::units::{bytes, duration_ms};
 use agent::db::{self, Verdict};
 use agent::state::{Outcome, PushRun};
 use chrono::{DateTime, FixedOffset};
+use maud::{html, Markup, DOCTYPE};
 use serde::{Deserialize, Serialize};
 use std::fmt::Write as _;
 
@@ -40,6 +41,9 @@ pub struct Facts {
     /// standby's data, disarmed until `orch ack`).
     #[serde(default)]
     pub failover_blockers: Vec<String>,
+    /// Every push of the site in the last 14 days (the report's chart).
+    #[serde(default)]
+    pub recent: Vec<PushRun>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -672,22 +676,6 @@ fn table<const N: usize>(out: &mut String, header: &[&str; N], rows: &[[String; 
     }
 }
 
-/// Escapes text for HTML content and attribute values.
-pub fn escape(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
-    out
-}
-
 fn colour(status: Status) -> &'static str {
     match status {
         Status::Ok => "#1a7f37",
@@ -700,41 +688,34 @@ const TABLE: &str = "border-collapse:collapse;margin:4px 0 12px 0;font-size:14px
 const TH: &str = "text-align:left;padding:4px 10px;border-bottom:2px solid #d0d7de;color:#57606a;font-weight:600";
 const TD: &str = "padding:4px 10px;border-bottom:1px solid #eaeef2;vertical-align:top";
 
-fn html_table<const N: usize>(out: &mut String, header: &[&str; N], rows: &[[String; N]]) {
-    let _ = write!(out, "<table style=\"{TABLE}\"><tr>");
-    for h in header {
-        let _ = write!(out, "<th style=\"{TH}\">{}</th>", escape(h));
-    }
-    out.push_str("</tr>");
-    for row in rows {
-        out.push_str("<tr>");
-        for cell in row {
-            // Short cells (figures, sizes, times) stay on one line.
-            let nowrap = if cell.chars().count() <= 24 {
-                ";white-space:nowrap"
-            } else {
-                ""
-            };
-            let _ = write!(out, "<td style=\"{TD}{nowrap}\">{}</td>", escape(cell));
+fn html_table<const N: usize>(header: &[&str; N], rows: &[[String; N]]) -> Markup {
+    html! {
+        table style=(TABLE) {
+            tr { @for h in header { th style=(TH) { (h) } } }
+            @for row in rows {
+                tr {
+                    @for cell in row {
+                        // Short cells (figures, sizes, times) stay on one line.
+                        @let nowrap = if cell.chars().count() <= 24 { ";white-space:nowrap" } else { "" };
+                        td style={ (TD) (nowrap) } { (cell) }
+                    }
+                }
+            }
         }
-        out.push_str("</tr>");
+        "\n"
     }
-    out.push_str("</table>\n");
 }
 
-fn html_section(out: &mut String, title: &str, status: Option<Status>) {
-    let badge = status.map_or(String::new(), |s| {
-        format!(
-            " <span style=\"color:{};font-size:13px\">{}</span>",
-            colour(s),
-            s.as_str()
-        )
-    });
-    let _ = writeln!(
-        out,
-        "<h2 style=\"font-size:16px;margin:18px 0 4px 0\">{}{badge}</h2>",
-        escape(title)
-    );
+fn html_section(title: &str, status: Option<Status>) -> Markup {
+    html! {
+        h2 style="font-size:16px;margin:18px 0 4px 0" {
+            (title)
+            @if let Some(s) = status {
+                " " span style={ "color:" (colour(s)) ";font-size:13px" } { (s.as_str()) }
+            }
+        }
+        "\n"
+    }
 }
 
 fn section_status(findings: &[Finding], section: Section) -> Status {
@@ -747,150 +728,208 @@ fn section_status(findings: &[Finding], section: Section) -> Status {
     )
 }
 
-fn html_p(out: &mut String, text: &str) {
-    let _ = writeln!(out, "<p style=\"margin:4px 0\">{}</p>", escape(text));
+fn html_p(text: &str) -> Markup {
+    html! { p style="margin:4px 0" { (text) } "\n" }
+}
+
+/// How many days the report's chart shows.
+pub const CHART_DAYS: usize = 14;
+
+/// One local day of the site's pushes (every job), for the chart.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Day {
+    /// Month and day, `12-01`.
+    pub date: String,
+    pub pushes: u32,
+    pub duration_ms: i64,
+    pub bytes_sent: i64,
+    /// A push that day did not end ok.
+    pub failed: bool,
+}
+
+/// The last [`CHART_DAYS`] local days up to the report's, oldest first, from `recent`.
+pub fn days(f: &Facts) -> Vec<Day> {
+    let Some(offset) = FixedOffset::east_opt(f.utc_offset_secs) else {
+        return Vec::new();
+    };
+    let date = |ms: i64| {
+        DateTime::from_timestamp_millis(ms).map(|t| t.with_timezone(&offset).date_naive())
+    };
+    let Some(today) = date(f.generated_at) else {
+        return Vec::new();
+    };
+    (0..CHART_DAYS as u64)
+        .rev()
+        .filter_map(|back| today.checked_sub_days(chrono::Days::new(back)))
+        .map(|d| {
+            let mut day = Day {
+                date: d.format("%m-%d").to_string(),
+                ..Day::default()
+            };
+            for p in f.recent.iter().filter(|p| date(p.started_at) == Some(d)) {
+                day.pushes += 1;
+                day.duration_ms += p.duration_ms.max(0);
+                day.bytes_sent += p.bytes_sent.max(0);
+                day.failed |= !matches!(p.outcome, Outcome::Ok | Outcome::Info);
+            }
+            day
+        })
+        .collect()
+}
+
+/// One chart: its title, bar colour, the day's figure and how to show one.
+type ChartRow = (
+    &'static str,
+    &'static str,
+    fn(&Day) -> i64,
+    fn(i64) -> String,
+);
+
+/// Two small bar charts of the last 14 days, push time and bytes sent per day, as inline
+/// SVG (no external assets; a failed day's bars are red; each bar's figures in its
+/// tooltip).
+fn chart(days: &[Day]) -> Markup {
+    const BAR: usize = 22;
+    const STEP: usize = 34;
+    const HIGH: f64 = 56.0;
+    let width = STEP * days.len().max(1);
+    let rows: [ChartRow; 2] = [
+        (
+            "push time per day",
+            "#0969da",
+            |d| d.duration_ms,
+            duration_ms,
+        ),
+        (
+            "sent per day",
+            "#8250df",
+            |d| d.bytes_sent,
+            |b| bytes(b.max(0) as u64),
+        ),
+    ];
+    html! {
+        @for (title, fill, value, show) in rows {
+            @let max = days.iter().map(value).max().unwrap_or(0).max(1);
+            p style="margin:6px 0 0 0;font-size:13px;color:#57606a" {
+                (title) " (most: " (show(max)) ")"
+            }
+            svg xmlns="http://www.w3.org/2000/svg" width=(width) height="74" viewBox={ "0 0 " (width) " 74" } role="img" aria-label=(title) {
+                line x1="0" y1="57" x2=(width) y2="57" stroke="#d0d7de" stroke-width="1" {}
+                @for (i, d) in days.iter().enumerate() {
+                    @let h = (value(d) as f64 / max as f64 * HIGH).round().max(if value(d) > 0 { 1.0 } else { 0.0 });
+                    @let colour = if d.failed { "#cf222e" } else { fill };
+                    rect x=(i * STEP + (STEP - BAR) / 2) y=(56.0 - h + 1.0) width=(BAR) height=(h) fill=(colour) {
+                        title { (d.date) ": " (d.pushes) " push(es), " (duration_ms(d.duration_ms)) ", " (bytes(d.bytes_sent.max(0) as u64)) " sent" @if d.failed { ", one failed" } }
+                    }
+                    text x=(i * STEP + STEP / 2) y="70" font-size="10" text-anchor="middle" fill="#57606a" font-family="Helvetica,Arial,sans-serif" { (&d.date[3..]) }
+                }
+            }
+            "\n"
+        }
+    }
 }
 
 fn render_html(f: &Facts, status: Status, subject: &str, findings: &[Finding]) -> String {
-    let mut h = String::new();
     let (ready, readiness) = readiness(f, findings);
-    let _ = writeln!(
-        h,
-        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>{}</title></head>",
-        escape(subject)
-    );
-    let _ = writeln!(
-        h,
-        "<body style=\"font-family:-apple-system,'Segoe UI',Helvetica,Arial,sans-serif;color:#1f2328;max-width:760px;margin:16px\">"
-    );
-    let _ = writeln!(
-        h,
-        "<h1 style=\"font-size:20px;margin:0 0 4px 0\">{} <span style=\"background:{};color:#fff;border-radius:4px;padding:1px 8px;font-size:15px\">{}</span></h1>",
-        escape(&f.site),
-        colour(status),
-        status.as_str()
-    );
-    html_p(
-        &mut h,
-        &format!(
-            "Cluster {}: master {}, standby {}, epoch {}. Written by {} at {}.",
-            f.cluster,
-            f.master,
-            f.standby,
-            f.epoch,
-            f.node,
-            local(f, f.generated_at)
-        ),
-    );
-    let _ = writeln!(
-        h,
-        "<p style=\"margin:10px 0;padding:8px 12px;border-left:4px solid {};background:#f6f8fa\"><b>Failover readiness:</b> {}</p>",
-        colour(if ready { Status::Ok } else { Status::Fail }),
-        escape(&readiness)
-    );
-    if !findings.is_empty() {
-        h.push_str("<ul style=\"margin:4px 0 8px 0;padding-left:20px\">\n");
-        for x in findings {
-            let _ = writeln!(
-                h,
-                "<li><b style=\"color:{}\">{}</b> {}</li>",
-                colour(x.status),
-                x.status.as_str(),
-                escape(&x.text)
-            );
-        }
-        h.push_str("</ul>\n");
-    }
+    let days = days(f);
+    let page = html! {
+        (DOCTYPE) "\n"
+        html lang="en" {
+            head { meta charset="utf-8"; title { (subject) } } "\n"
+            body style="font-family:-apple-system,'Segoe UI',Helvetica,Arial,sans-serif;color:#1f2328;max-width:760px;margin:16px" {
+                "\n"
+                h1 style="font-size:20px;margin:0 0 4px 0" {
+                    (f.site) " "
+                    span style={ "background:" (colour(status)) ";color:#fff;border-radius:4px;padding:1px 8px;font-size:15px" } { (status.as_str()) }
+                }
+                "\n"
+                (html_p(&format!(
+                    "Cluster {}: master {}, standby {}, epoch {}. Written by {} at {}.",
+                    f.cluster, f.master, f.standby, f.epoch, f.node, local(f, f.generated_at)
+                )))
+                p style={ "margin:10px 0;padding:8px 12px;border-left:4px solid " (colour(if ready { Status::Ok } else { Status::Fail })) ";background:#f6f8fa" } {
+                    b { "Failover readiness:" } " " (readiness)
+                }
+                "\n"
+                @if !findings.is_empty() {
+                    ul style="margin:4px 0 8px 0;padding-left:20px" {
+                        @for x in findings {
+                            "\n" li { b style={ "color:" (colour(x.status)) } { (x.status.as_str()) } " " (x.text) }
+                        }
+                        "\n"
+                    }
+                    "\n"
+                }
 
-    html_section(
-        &mut h,
-        "Pushes",
-        Some(section_status(findings, Section::Pushes)),
-    );
-    if f.jobs.is_empty() {
-        html_p(&mut h, "No sync jobs configured.");
-    } else {
-        html_table(&mut h, &PUSH_HEADER, &push_rows(f));
-        for p in &f.pushes {
-            for e in &p.errors {
-                html_p(&mut h, &format!("{}: {e}", p.job));
+                (html_section("Pushes", Some(section_status(findings, Section::Pushes))))
+                @if f.jobs.is_empty() {
+                    (html_p("No sync jobs configured."))
+                } @else {
+                    (html_table(&PUSH_HEADER, &push_rows(f)))
+                    @for p in &f.pushes {
+                        @for e in &p.errors { (html_p(&format!("{}: {e}", p.job))) }
+                    }
+                    (chart(&days))
+                }
+
+                (html_section("Databases", Some(section_status(findings, Section::Databases))))
+                @if f.databases.is_empty() {
+                    (html_p("No databases configured."))
+                } @else {
+                    (html_table(&["database", "state", "figures", "problems"], &database_rows(f)))
+                }
+
+                (html_section("Tunnel", Some(section_status(findings, Section::Tunnel))))
+                @for line in tunnel_lines(f) { (html_p(&line)) }
+
+                (html_section("DNS", Some(section_status(findings, Section::Dns))))
+                @match &f.dns {
+                    Dns::NotConfigured => (html_p("Not configured for this site.")),
+                    Dns::Error(e) => (html_p(&format!("Could not be read: {e}"))),
+                    Dns::Records(records) => {
+                        @let rows: Vec<[String; 3]> = records.iter().map(|r| [r.name.clone(), r.kind.clone(), dns_values(r)]).collect();
+                        (html_table(&["name", "type", "at the authoritative servers"], &rows))
+                    }
+                }
+
+                (html_section(&format!("Free space on {}", f.standby), Some(section_status(findings, Section::Space))))
+                @match &f.space {
+                    Err(e) => (html_p(&format!("Unknown: {e}"))),
+                    Ok(spaces) if spaces.is_empty() => (html_p("No sync targets.")),
+                    Ok(spaces) => {
+                        @let rows: Vec<[String; 4]> = spaces.iter().map(space_row).collect();
+                        (html_table(&["job", "path", "free", "of"], &rows))
+                    }
+                }
             }
         }
-    }
+    };
+    let mut out = page.into_string();
+    out.push('\n');
+    out
+}
 
-    html_section(
-        &mut h,
-        "Databases",
-        Some(section_status(findings, Section::Databases)),
-    );
-    if f.databases.is_empty() {
-        html_p(&mut h, "No databases configured.");
-    } else {
-        let rows: Vec<[String; 4]> = f
-            .databases
-            .iter()
-            .map(|d| {
-                let mut notes: Vec<String> = [&d.master, &d.standby]
-                    .iter()
-                    .filter_map(|s| s.error.as_ref().map(|e| format!("{}: {e}", s.node)))
-                    .collect();
-                notes.extend(d.problems.iter().cloned());
-                [
-                    format!("{} ({})", d.name, engine_name(d.engine)),
-                    format!(
-                        "{}, checked {}",
-                        d.verdict.as_str().to_uppercase(),
-                        ago(f, d.checked_at)
-                    ),
-                    db_figures(d).join(", "),
-                    notes.join("; "),
-                ]
-            })
-            .collect();
-        html_table(&mut h, &["database", "state", "figures", "problems"], &rows);
-    }
-
-    html_section(
-        &mut h,
-        "Tunnel",
-        Some(section_status(findings, Section::Tunnel)),
-    );
-    for line in tunnel_lines(f) {
-        html_p(&mut h, &line);
-    }
-
-    html_section(&mut h, "DNS", Some(section_status(findings, Section::Dns)));
-    match &f.dns {
-        Dns::NotConfigured => html_p(&mut h, "Not configured for this site."),
-        Dns::Error(e) => html_p(&mut h, &format!("Could not be read: {e}")),
-        Dns::Records(records) => {
-            let rows: Vec<[String; 3]> = records
+fn database_rows(f: &Facts) -> Vec<[String; 4]> {
+    f.databases
+        .iter()
+        .map(|d| {
+            let mut notes: Vec<String> = [&d.master, &d.standby]
                 .iter()
-                .map(|r| [r.name.clone(), r.kind.clone(), dns_values(r)])
+                .filter_map(|s| s.error.as_ref().map(|e| format!("{}: {e}", s.node)))
                 .collect();
-            html_table(
-                &mut h,
-                &["name", "type", "at the authoritative servers"],
-                &rows,
-            );
-        }
-    }
-
-    html_section(
-        &mut h,
-        &format!("Free space on {}", f.standby),
-        Some(section_status(findings, Section::Space)),
-    );
-    match &f.space {
-        Err(e) => html_p(&mut h, &format!("Unknown: {e}")),
-        Ok(spaces) if spaces.is_empty() => html_p(&mut h, "No sync targets."),
-        Ok(spaces) => {
-            let rows: Vec<[String; 4]> = spaces.iter().map(space_row).collect();
-            html_table(&mut h, &["job", "path", "free", "of"], &rows);
-        }
-    }
-    h.push_str("</body></html>\n");
-    h
+            notes.extend(d.problems.iter().cloned());
+            [
+                format!("{} ({})", d.name, engine_name(d.engine)),
+                format!(
+                    "{}, checked {}",
+                    d.verdict.as_str().to_uppercase(),
+                    ago(f, d.checked_at)
+                ),
+                db_figures(d).join(", "),
+                notes.join("; "),
+            ]
+        })
+        .collect()
 }
 
 #[cfg(test)]

@@ -25,6 +25,27 @@ fn push(job: &str, outcome: Outcome, errors: &[&str]) -> PushRun {
     }
 }
 
+/// Two weeks of nightly pushes of both jobs (03:00 local, +01:00), growing, and the one
+/// of `push()` this morning; `failed_days_ago` marks that night's www push failed.
+fn recent(failed_days_ago: Option<i64>) -> Vec<PushRun> {
+    let mut runs = Vec::new();
+    for back in (1..14).rev() {
+        for (job, scale) in [("mail", 1), ("www", 3)] {
+            let mut p = push(job, Outcome::Ok, &[]);
+            p.started_at = NOW - back * 86_400_000 - 150 * 60 * 1000;
+            p.duration_ms = (4_000 + (14 - back) * 700) * scale;
+            p.bytes_sent = (2_000_000 + (14 - back) * 900_000) * scale;
+            if job == "www" && failed_days_ago == Some(back) {
+                p.outcome = Outcome::Fail;
+            }
+            runs.push(p);
+        }
+    }
+    runs.push(push("mail", Outcome::Ok, &[]));
+    runs.push(push("www", Outcome::Ok, &[]));
+    runs
+}
+
 fn postgres(verdict: Verdict, problems: &[&str]) -> Report {
     Report {
         site: "alice-web".into(),
@@ -148,6 +169,7 @@ fn ok_facts() -> Facts {
             },
         ]),
         failover_blockers: Vec::new(),
+        recent: recent(None),
         space: Ok(vec![
             Space {
                 job: "mail".into(),
@@ -289,7 +311,7 @@ fn fail_report_renders_as_the_golden_file_and_is_not_ready() {
     assert!(line.contains("the tunnel to bob is down"), "{line}");
     // HTML special characters in data are escaped, never markup.
     assert!(
-        r.html.contains("&#39;repl@198.51.100.1:3306&#39;"),
+        r.html.contains("'repl@198.51.100.1:3306'") && !r.html.contains("<repl"),
         "{}",
         r.html
     );
@@ -302,9 +324,18 @@ fn fail_report_renders_as_the_golden_file_and_is_not_ready() {
 
 #[test]
 fn html_is_escaped() {
-    assert_eq!(
-        escape("<script>\"a\" & 'b'</script>"),
-        "&lt;script&gt;&quot;a&quot; &amp; &#39;b&#39;&lt;/script&gt;"
+    // maud escapes every value it interpolates: a hostile name is text, never markup.
+    let mut f = ok_facts();
+    f.site = "<script>\"a\" & b</script>".into();
+    f.jobs[0] = "<img src=x onerror=alert(1)>".into();
+    let r = render(&f);
+    assert!(!r.html.contains("<script>"), "{}", r.html);
+    assert!(!r.html.contains("<img"), "{}", r.html);
+    assert!(
+        r.html
+            .contains("&lt;script&gt;&quot;a&quot; &amp; b&lt;/script&gt;"),
+        "{}",
+        r.html
     );
     let r = render(&warn_facts());
     assert!(r.html.contains("cat &lt;1&gt;.jpg"), "{}", r.html);
@@ -380,4 +411,34 @@ fn the_failover_guards_make_it_not_ready() {
         "{line}"
     );
     assert!(line.contains("until `orch ack alice-web`"), "{line}");
+}
+
+#[test]
+fn the_chart_sums_each_local_day_and_marks_a_failed_one() {
+    let mut f = ok_facts();
+    f.recent = recent(Some(3));
+    let days = days(&f);
+    assert_eq!(days.len(), CHART_DAYS);
+    assert_eq!(
+        days[CHART_DAYS - 1].date,
+        "11-26",
+        "the report's own day last"
+    );
+    assert_eq!(days[0].date, "11-13");
+    // The first day is 13 days back (11-13): its 03:00 pushes are in.
+    assert_eq!(days[0].pushes, 2);
+    let today = &days[CHART_DAYS - 1];
+    assert_eq!((today.pushes, today.duration_ms), (2, 2 * 12_400));
+    let night = &days[CHART_DAYS - 2]; // yesterday: 1 day back
+    assert_eq!(night.pushes, 2);
+    assert_eq!(night.duration_ms, (4_000 + 13 * 700) * 4);
+    assert_eq!(night.bytes_sent, (2_000_000 + 13 * 900_000) * 4);
+    assert!(!night.failed);
+    assert!(days[CHART_DAYS - 4].failed, "3 days back failed");
+    assert_eq!(days.iter().filter(|d| d.failed).count(), 1);
+    // The failed day's bar is red in the HTML, and every bar carries its figures.
+    let r = render(&f);
+    assert!(r.html.contains("fill=\"#cf222e\""), "{}", r.html);
+    assert!(r.html.contains("<title>11-23: 2 push(es)"), "{}", r.html);
+    assert_eq!(r.html.matches("<rect ").count(), 2 * CHART_DAYS);
 }
