@@ -43,7 +43,8 @@ pub(super) fn push(
         indicatif::ProgressDrawTarget::stderr_with_hz(4),
     );
     if let Ok(style) = indicatif::ProgressStyle::with_template(
-        "{prefix} [{wide_bar}] {pos}/{len} steps · {msg} · {elapsed} (ETA {eta})",
+        // The bar keeps its width; the words after it are cut to the terminal's.
+        "{prefix} [{bar:24}] {pos}/{len} steps, {elapsed} (ETA {eta}), {wide_msg}",
     ) {
         bar.set_style(style.progress_chars("#>-"));
     }
