@@ -5,8 +5,10 @@
 use serde::Serialize;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{Row, SqlitePool};
+use std::collections::HashMap;
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 pub const DB_FILE: &str = "state.db";
@@ -186,7 +188,13 @@ pub struct AlertState {
 pub struct Store {
     pool: SqlitePool,
     path: PathBuf,
+    /// Decoded manifests, kept between pushes: a push reads its job's without a query
+    /// or a decode. Every write goes through [`Store::put_manifest`], which keeps it true.
+    manifests: Arc<std::sync::Mutex<HashMap<ManifestKey, Arc<crate::sync::Manifest>>>>,
 }
+
+/// (site, job, side).
+type ManifestKey = (String, String, String);
 
 impl Store {
     /// Opens (creating if needed) the store in `state_dir`, which is created 0700.
@@ -234,7 +242,11 @@ impl Store {
                 path: path.clone(),
                 source,
             })?;
-        Ok(Store { pool, path })
+        Ok(Store {
+            pool,
+            path,
+            manifests: Arc::default(),
+        })
     }
 
     fn db_err(&self, source: sqlx::Error) -> StoreError {
@@ -638,7 +650,11 @@ impl Store {
         site: &str,
         job: &str,
         side: &str,
-    ) -> Result<Option<crate::sync::Manifest>, StoreError> {
+    ) -> Result<Option<Arc<crate::sync::Manifest>>, StoreError> {
+        let key = (site.to_owned(), job.to_owned(), side.to_owned());
+        if let Some(m) = self.cached(|c| c.get(&key).cloned()) {
+            return Ok(Some(m));
+        }
         let row =
             sqlx::query("SELECT data FROM sync_manifest WHERE site = ? AND job = ? AND side = ?")
                 .bind(site)
@@ -647,11 +663,25 @@ impl Store {
                 .fetch_optional(&self.pool)
                 .await
                 .map_err(|e| self.db_err(e))?;
-        Ok(match row {
-            // An unreadable manifest is as good as none: the next push lists everything.
-            Some(r) => crate::sync::Manifest::decode(&r.get::<Vec<u8>, _>("data")).ok(),
-            None => None,
-        })
+        // An unreadable manifest is as good as none: the next push lists everything.
+        let manifest = row
+            .and_then(|r| crate::sync::Manifest::decode(&r.get::<Vec<u8>, _>("data")).ok())
+            .map(Arc::new);
+        if let Some(m) = &manifest {
+            self.cached(|c| c.insert(key, Arc::clone(m)));
+        }
+        Ok(manifest)
+    }
+
+    fn cached<T>(
+        &self,
+        f: impl FnOnce(&mut HashMap<ManifestKey, Arc<crate::sync::Manifest>>) -> T,
+    ) -> T {
+        let mut guard = self
+            .manifests
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        f(&mut guard)
     }
 
     pub async fn put_manifest(
@@ -659,9 +689,12 @@ impl Store {
         site: &str,
         job: &str,
         side: &str,
-        manifest: &crate::sync::Manifest,
+        manifest: Arc<crate::sync::Manifest>,
         now: i64,
     ) -> Result<(), StoreError> {
+        let key = (site.to_owned(), job.to_owned(), side.to_owned());
+        // Whatever happens below, the cache no longer speaks for the store.
+        self.cached(|c| c.remove(&key));
         let data = manifest
             .encode()
             .map_err(|e| self.db_err(sqlx::Error::Encode(Box::new(e))))?;
@@ -679,6 +712,7 @@ impl Store {
         .execute(&self.pool)
         .await
         .map_err(|e| self.db_err(e))?;
+        self.cached(|c| c.insert(key, manifest));
         Ok(())
     }
 

@@ -13,6 +13,7 @@
 //! one read from the network passes [`check_path`].
 
 pub mod chunk;
+mod manifest_codec;
 pub mod plan;
 pub mod recv;
 pub mod send;
@@ -26,6 +27,51 @@ mod tests_session;
 
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
+
+/// Where a push's wall time goes: each phase's duration, logged once at its end (target
+/// `orch::profile`, level info; `--log-level warn,orch::profile=info` shows only these),
+/// so that `bench/sync` can print the breakdown of every scenario.
+#[derive(Debug)]
+pub struct Phases {
+    last: tokio::time::Instant,
+    pub parts: Vec<(&'static str, std::time::Duration)>,
+}
+
+impl Default for Phases {
+    fn default() -> Phases {
+        Phases {
+            last: tokio::time::Instant::now(),
+            parts: Vec::new(),
+        }
+    }
+}
+
+impl Phases {
+    /// Ends the phase `name` now (it began at the previous mark, or at the start).
+    pub fn mark(&mut self, name: &'static str) {
+        let now = tokio::time::Instant::now();
+        self.parts.push((name, now - self.last));
+        self.last = now;
+    }
+
+    /// Appends another's phases (the engine's, inside the daemon's).
+    pub fn extend(&mut self, other: &Phases) {
+        self.parts.extend_from_slice(&other.parts);
+        self.last = tokio::time::Instant::now();
+    }
+
+    /// `walk 0.123 s, state 0.010 s, …, total 0.4 s`.
+    pub fn line(&self) -> String {
+        let total: std::time::Duration = self.parts.iter().map(|(_, d)| *d).sum();
+        let mut out: Vec<String> = self
+            .parts
+            .iter()
+            .map(|(n, d)| format!("{n} {:.3} s", d.as_secs_f64()))
+            .collect();
+        out.push(format!("total {:.3} s", total.as_secs_f64()));
+        out.join(", ")
+    }
+}
 
 /// The longest relative path accepted, and the longest name in it.
 pub const MAX_PATH: usize = 4096;
@@ -133,15 +179,18 @@ pub struct Manifest {
 }
 
 impl Manifest {
-    /// zstd-compressed JSON, for the state store.
+    /// The compact binary form, for the state store ([`manifest_codec`]).
     pub fn encode(&self) -> std::io::Result<Vec<u8>> {
-        let json = serde_json::to_vec(self)?;
-        zstd::bulk::compress(&json, 3)
+        Ok(manifest_codec::encode(self))
     }
 
-    /// Decodes what [`Manifest::encode`] wrote; at most [`MAX_MANIFEST`] bytes of JSON
-    /// (a corrupt or forged blob cannot make it allocate more).
+    /// Decodes what [`Manifest::encode`] wrote, or the zstd-compressed JSON of earlier
+    /// versions (at most [`MAX_MANIFEST`] bytes of it: a corrupt or forged blob cannot
+    /// make it allocate more).
     pub fn decode(blob: &[u8]) -> Result<Manifest, String> {
+        if manifest_codec::is_binary(blob) {
+            return manifest_codec::decode(blob);
+        }
         use std::io::Read as _;
         let mut json = Vec::new();
         zstd::stream::read::Decoder::new(blob)

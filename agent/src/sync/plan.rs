@@ -8,6 +8,7 @@
 
 use super::{chunk::DELTA_MIN_SIZE, parent, Entry, Hash, Kind, Meta};
 use serde::{Deserialize, Serialize};
+use std::borrow::Borrow;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 /// How a file's content gets to the receiver.
@@ -103,9 +104,6 @@ pub struct Plan {
     pub refused: Option<String>,
 }
 
-/// Plans a push of `source` (sorted by path, every file's hash known, excluded entries
-/// left out) onto `receiver` (what the sender believes the receiver holds, excluded
-/// entries left out).
 /// Writing an entry changes its directory's mtime: set it again at the end.
 fn touch<'a>(src: &HashMap<&'a str, &'a Entry>, path: &str, dir_meta: &mut BTreeSet<&'a str>) {
     if let Some(d) = src.get(parent(path)) {
@@ -113,8 +111,36 @@ fn touch<'a>(src: &HashMap<&'a str, &'a Entry>, path: &str, dir_meta: &mut BTree
     }
 }
 
-pub fn plan<'a>(source: &'a [Entry], receiver: &'a BTreeMap<String, Entry>, opt: Options) -> Plan {
-    let src: HashMap<&'a str, &'a Entry> = source.iter().map(|e| (e.path.as_str(), e)).collect();
+/// [`plan_borrowed`] of owned entries.
+pub fn plan(source: &[Entry], receiver: &BTreeMap<String, Entry>, opt: Options) -> Plan {
+    plan_borrowed(source, receiver, opt)
+}
+
+/// Plans a push of `source` (sorted by path, every file's hash known, excluded entries
+/// left out) onto `receiver` (what the sender believes the receiver holds, excluded
+/// entries left out).
+///
+/// Both sides are taken by reference in whatever form the caller holds them (owned
+/// entries, or references into a walk and a manifest), so a plan of a big tree copies
+/// no entry.
+pub fn plan_borrowed<'a, S, K, V>(
+    source: &'a [S],
+    receiver: &'a BTreeMap<K, V>,
+    opt: Options,
+) -> Plan
+where
+    S: Borrow<Entry>,
+    K: Borrow<str> + Ord,
+    V: Borrow<Entry>,
+{
+    let source_refs: Vec<&'a Entry> = source.iter().map(Borrow::borrow).collect();
+    let source = &source_refs;
+    let receiver_refs: BTreeMap<&'a str, &'a Entry> = receiver
+        .iter()
+        .map(|(k, v)| (k.borrow(), v.borrow()))
+        .collect();
+    let receiver = &receiver_refs;
+    let src: HashMap<&'a str, &'a Entry> = source.iter().map(|e| (e.path.as_str(), *e)).collect();
     let mut p = Plan {
         files_total: source.len() as u64,
         bytes_total: source
@@ -129,16 +155,19 @@ pub fn plan<'a>(source: &'a [Entry], receiver: &'a BTreeMap<String, Entry>, opt:
     // directory everything under it.
     let mut pre: BTreeSet<&str> = BTreeSet::new();
     for (path, r) in receiver {
-        if let Some(s) = src.get(path.as_str()) {
+        if let Some(s) = src.get(path) {
             if s.kind != r.kind {
                 pre.insert(path);
                 if r.kind == Kind::Dir {
                     let prefix = format!("{path}/");
                     pre.extend(
                         receiver
-                            .range(prefix.clone()..)
+                            .range::<str, _>((
+                                std::ops::Bound::Included(prefix.as_str()),
+                                std::ops::Bound::Unbounded,
+                            ))
                             .take_while(|(p, _)| p.starts_with(&prefix))
-                            .map(|(p, _)| p.as_str()),
+                            .map(|(p, _)| *p),
                     );
                 }
             }
@@ -147,11 +176,11 @@ pub fn plan<'a>(source: &'a [Entry], receiver: &'a BTreeMap<String, Entry>, opt:
     // Receiver files whose bytes stay where they are during the push: sources for copies.
     let mut copies: HashMap<Hash, &str> = HashMap::new();
     for (path, r) in receiver {
-        if r.kind != Kind::File || r.size == 0 || pre.contains(path.as_str()) {
+        if r.kind != Kind::File || r.size == 0 || pre.contains(path) {
             continue;
         }
         let Some(h) = r.hash else { continue };
-        let stays = match src.get(path.as_str()) {
+        let stays = match src.get(path) {
             None => true,
             Some(s) => s.hash == Some(h),
         };
@@ -170,7 +199,7 @@ pub fn plan<'a>(source: &'a [Entry], receiver: &'a BTreeMap<String, Entry>, opt:
 
     for s in source {
         let r = receiver
-            .get(&s.path)
+            .get(s.path.as_str())
             .filter(|r| !pre.contains(r.path.as_str()));
         match s.kind {
             Kind::Dir => match r {
@@ -265,7 +294,7 @@ pub fn plan<'a>(source: &'a [Entry], receiver: &'a BTreeMap<String, Entry>, opt:
     for s in source {
         let Some(leader) = &s.link else { continue };
         let r = receiver
-            .get(&s.path)
+            .get(s.path.as_str())
             .filter(|r| !pre.contains(r.path.as_str()));
         let linked = r.is_some_and(|r| r.kind == Kind::File && r.link.as_ref() == Some(leader));
         if !linked || rewritten.contains(leader.as_str()) {
@@ -280,9 +309,9 @@ pub fn plan<'a>(source: &'a [Entry], receiver: &'a BTreeMap<String, Entry>, opt:
     let mut deletes: Vec<Step> = receiver
         .iter()
         .rev()
-        .filter(|(path, _)| !src.contains_key(path.as_str()) && !pre.contains(path.as_str()))
+        .filter(|(path, _)| !src.contains_key(**path) && !pre.contains(**path))
         .map(|(path, r)| Step::Delete {
-            path: path.clone(),
+            path: (*path).to_owned(),
             kind: r.kind,
         })
         .collect();

@@ -81,7 +81,7 @@ pub struct Target {
     /// first push after a role change would overwrite or delete.
     pub diverged_base: PathBuf,
     /// The receiver manifest of the last completed push, if any.
-    pub manifest: Option<Manifest>,
+    pub manifest: Option<Arc<Manifest>>,
     /// The site's epoch now (recorded in the new manifest).
     pub epoch: i64,
     /// Keep what this push overwrites or deletes (first push after a role change).
@@ -147,6 +147,8 @@ impl Stop {
 
 #[derive(Debug, Default)]
 pub struct Received {
+    /// Where the time went (walk, state, apply, syncfs, walk after, manifest, save).
+    pub phases: super::Phases,
     pub steps: u64,
     pub failed: Vec<(String, String)>,
     pub diverged: Vec<String>,
@@ -353,7 +355,7 @@ pub fn receive(
     stream: TcpStream,
     open: &Open,
     target: &Target,
-    save: &mut dyn FnMut(&Manifest) -> Result<(), String>,
+    save: &mut dyn FnMut(Manifest) -> Result<(), String>,
 ) -> Result<Received, RecvError> {
     let write_half = stream
         .try_clone()
@@ -379,7 +381,7 @@ fn serve(
     stream: TcpStream,
     open: &Open,
     target: &Target,
-    save: &mut dyn FnMut(&Manifest) -> Result<(), String>,
+    save: &mut dyn FnMut(Manifest) -> Result<(), String>,
     out: &mut BufWriter<TcpStream>,
 ) -> Result<Received, RecvError> {
     // The replica's root itself is never a symlink: writes would land wherever it points.
@@ -409,7 +411,9 @@ fn serve(
         out.flush().map_err(WireError::from)?;
         return Ok(Received::default());
     }
+    let mut phases = super::Phases::default();
     let listing = super::walk::walk(&target.root, None).map_err(RecvError::Local)?;
+    phases.mark("walk");
     let root = Arc::new(
         rustix::fs::open(
             &target.root,
@@ -431,9 +435,11 @@ fn serve(
     }
     let owners = rustix::process::geteuid().is_root();
     // What the replica holds, with hashes where the manifest vouches for a file.
-    let manifest = target.manifest.as_ref();
+    let manifest = target.manifest.as_deref();
     let full = manifest.is_none_or(|m| Some(&m.generation) != open.generation.as_ref());
-    let mut now: BTreeMap<String, Entry> = BTreeMap::new();
+    // The listing as it is now (sorted by path, as the walk returns it), hashes filled in
+    // where the manifest vouches for them; looked up by binary search, never copied.
+    let mut now: Vec<Entry> = Vec::with_capacity(listing.entries.len());
     let mut report = Vec::new();
     for (mut e, stamp) in listing.entries {
         let known = manifest.and_then(|m| m.entries.get(&e.path));
@@ -451,7 +457,7 @@ fn serve(
         if full || !clean {
             report.push(e.clone());
         }
-        now.insert(e.path.clone(), e);
+        now.push(e);
     }
     let gone: Vec<String> = if full {
         Vec::new()
@@ -460,7 +466,7 @@ fn serve(
             .map(|m| {
                 m.entries
                     .keys()
-                    .filter(|p| !now.contains_key(*p))
+                    .filter(|p| find(&now, p).is_none())
                     .cloned()
                     .collect()
             })
@@ -492,6 +498,7 @@ fn serve(
         }
     }
     out.flush().map_err(WireError::from)?;
+    phases.mark("state");
     if open.dry_run {
         return Ok(Received {
             generation,
@@ -612,13 +619,20 @@ fn serve(
             s.fail("", format!("the replica's root: {e}"));
         }
     }
-    rustix::fs::syncfs(s.tree.root.as_fd())
-        .map_err(|e| RecvError::Local(format!("syncfs: {e}")))?;
+    phases.mark("apply");
+    // Everything written is made durable before it is confirmed; a push that wrote
+    // nothing has nothing to make durable (the root's metadata is set again by every push).
+    if s.r.steps > 0 {
+        rustix::fs::syncfs(s.tree.root.as_fd())
+            .map_err(|e| RecvError::Local(format!("syncfs: {e}")))?;
+    }
+    phases.mark("syncfs");
 
     // The new receiver manifest: the tree as it is now, with the hashes we know.
     let mut generation = generation;
     if s.r.steps > 0 || manifest.is_none() || full {
         let after = super::walk::walk(&target.root, None).map_err(RecvError::Local)?;
+        phases.mark("walk after");
         let failed: HashSet<&str> = s.r.failed.iter().map(|(p, _)| p.as_str()).collect();
         let mut m = Manifest {
             generation: if s.r.steps > 0 || generation.is_empty() {
@@ -645,7 +659,7 @@ fn serve(
             if e.kind == Kind::File {
                 let lead = e.link.clone().unwrap_or_else(|| e.path.clone());
                 e.hash = hashes.get(&lead).copied().or_else(|| {
-                    now.get(&lead)
+                    find(&now, &lead)
                         .filter(|o| o.size == e.size && o.meta == e.meta)
                         .and_then(|o| o.hash)
                 });
@@ -656,10 +670,13 @@ fn serve(
             // Not recorded as confirmed under an epoch that is no longer ours.
             return Err(RecvError::Local(reason.to_owned()));
         }
-        save(&m).map_err(RecvError::Local)?;
-        generation = m.generation;
+        phases.mark("new manifest");
+        generation.clone_from(&m.generation);
+        save(m).map_err(RecvError::Local)?;
+        phases.mark("save manifest");
     }
     let mut r = std::mem::take(&mut s.r);
+    r.phases = phases;
     r.generation = generation.clone();
     r.diverged_dir = s.diverged_dir.take();
     wire::write_msg(
@@ -1444,6 +1461,14 @@ impl Session<'_> {
         self.pending_dirs = 0;
         Ok(())
     }
+}
+
+/// The entry at `path` in a listing sorted by path.
+fn find<'a>(sorted: &'a [Entry], path: &str) -> Option<&'a Entry> {
+    sorted
+        .binary_search_by(|e| e.path.as_str().cmp(path))
+        .ok()
+        .map(|i| &sorted[i])
 }
 
 /// The permission bits a received entry gets: a peer plants no privilege here, so the

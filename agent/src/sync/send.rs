@@ -52,6 +52,8 @@ impl Progress {
 
 #[derive(Debug, Default)]
 pub struct Sent {
+    /// Where the time went (walk, state, hash, plan, transfer, manifest).
+    pub phases: super::Phases,
     pub files_total: u64,
     pub bytes_total: u64,
     pub changed: u64,
@@ -93,10 +95,13 @@ struct InFlight {
 /// Pushes `src` over `stream` (after the peer RPC `push` request was sent).
 pub fn push(stream: TcpStream, src: &Source, progress: &Progress) -> Result<Sent, SendError> {
     progress.phase("walking the source");
+    let mut phases = super::Phases::default();
     let mut walked = walk::walk(src.root, Some(src.excludes)).map_err(SendError::Local)?;
+    phases.mark("walk");
     if let Some(m) = src.manifest {
         walk::reuse_hashes(&mut walked, m);
     }
+    phases.mark("reuse hashes");
     let mut sent = Sent {
         errors: std::mem::take(&mut walked.errors),
         ..Sent::default()
@@ -122,7 +127,11 @@ pub fn push(stream: TcpStream, src: &Source, progress: &Progress) -> Result<Sent
             .try_clone()
             .map_err(|e| SendError::Local(e.to_string()))?,
     );
-    let mut believed: BTreeMap<String, Entry> = BTreeMap::new();
+    // What it reports (all of it, or what changed since the manifest of `generation`)
+    // and what is gone since; the manifest itself is used in place, never copied.
+    let mut reported: Vec<Entry> = Vec::new();
+    let mut gone_paths: Vec<String> = Vec::new();
+    let mut base: Option<&Manifest> = None;
     let mut owners = false;
     let mut generation = String::new();
     let mut first = true;
@@ -148,17 +157,12 @@ pub fn push(stream: TcpStream, src: &Source, progress: &Progress) -> Result<Sent
             owners = own;
             if !full {
                 match src.manifest {
-                    Some(m) if m.generation == generation => {
-                        believed = m
-                            .entries
-                            .iter()
-                            .map(|(p, (e, _))| (p.clone(), e.clone()))
-                            .collect();
-                    }
+                    Some(m) if m.generation == generation => base = Some(m),
                     _ => return bad("a partial state for a generation this sender does not know"),
                 }
             }
         }
+        let held = base.map_or(0, |m| m.entries.len());
         for e in entries {
             check_path(&e.path).map_err(|m| SendError::Wire(WireError::Malformed(m)))?;
             if e.target.as_ref().is_some_and(|t| t.len() > MAX_PATH)
@@ -166,25 +170,38 @@ pub fn push(stream: TcpStream, src: &Source, progress: &Progress) -> Result<Sent
             {
                 return bad("an entry out of bounds");
             }
-            if believed.len() >= MAX_ENTRIES {
+            if held + reported.len() >= MAX_ENTRIES {
                 return bad(format!("over {MAX_ENTRIES} entries in the replica"));
             }
-            believed.insert(e.path.clone(), e);
+            reported.push(e);
         }
-        for g in gone {
-            believed.remove(&g);
+        if gone_paths.len() + gone.len() > MAX_ENTRIES {
+            return bad(format!("over {MAX_ENTRIES} entries gone from the replica"));
         }
+        gone_paths.extend(gone);
         if last {
             break;
         }
     }
+    let mut believed: BTreeMap<&str, &Entry> = BTreeMap::new();
+    if let Some(m) = base {
+        believed.extend(m.entries.iter().map(|(p, (e, _))| (p.as_str(), e)));
+    }
+    for g in &gone_paths {
+        believed.remove(g.as_str());
+    }
+    for e in &reported {
+        believed.insert(e.path.as_str(), e);
+    }
     believed.retain(|p, e| !src.excludes.excluded(p, e.kind == Kind::Dir));
+    phases.mark("replica state");
 
     progress.phase("hashing changed files");
     let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
     walk::hash_missing(src.root, &mut walked, threads);
-    let source: Vec<Entry> = walked.entries.iter().map(|(e, _)| e.clone()).collect();
-    let p = plan::plan(
+    phases.mark("hash");
+    let source: Vec<&Entry> = walked.entries.iter().map(|(e, _)| e).collect();
+    let p = plan::plan_borrowed(
         &source,
         &believed,
         plan::Options {
@@ -197,9 +214,11 @@ pub fn push(stream: TcpStream, src: &Source, progress: &Progress) -> Result<Sent
     sent.bytes_total = p.bytes_total;
     sent.changed = p.changed;
     sent.deletions = p.deletions;
+    phases.mark("plan");
     if p.refused.is_some() || src.dry_run {
         sent.refused = p.refused;
         sent.steps = p.steps;
+        sent.phases = phases;
         return Ok(sent);
     }
     let unchanged_manifest = p.steps.is_empty()
@@ -247,6 +266,7 @@ pub fn push(stream: TcpStream, src: &Source, progress: &Progress) -> Result<Sent
     let _ = stream.shutdown(std::net::Shutdown::Both);
     let _ = reader.join();
     sent.bytes_sent = t.w.bytes;
+    phases.mark("transfer");
     let (generation, failed, diverged, diverged_dir) = result?;
     sent.failed = failed;
     sent.diverged = diverged;
@@ -270,6 +290,8 @@ pub fn push(stream: TcpStream, src: &Source, progress: &Progress) -> Result<Sent
                 .collect(),
         });
     }
+    phases.mark("new manifest");
+    sent.phases = phases;
     Ok(sent)
 }
 

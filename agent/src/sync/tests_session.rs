@@ -65,7 +65,7 @@ impl Pair {
         let target = Target {
             root: self.dst.clone(),
             diverged_base: self.state.join("diverged/s"),
-            manifest: self.recv.lock().unwrap().clone(),
+            manifest: self.recv.lock().unwrap().clone().map(Arc::new),
             epoch: 1,
             diverge: self.diverge,
             keep_setuid: self.keep_setuid,
@@ -81,7 +81,7 @@ impl Pair {
         let server = std::thread::spawn(move || {
             let (stream, _) = listener.accept().unwrap();
             recv::receive(stream, &open, &target, &mut |m| {
-                *keep.lock().unwrap() = Some(m.clone());
+                *keep.lock().unwrap() = Some(m);
                 Ok(())
             })
         });

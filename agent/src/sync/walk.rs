@@ -237,16 +237,27 @@ pub fn hash_missing(root: &Path, w: &mut Walked, threads: usize) -> u64 {
             }
         }
     }
-    let leaders: HashMap<String, Option<super::Hash>> = w
-        .entries
-        .iter()
-        .enumerate()
-        .filter(|(i, (e, _))| !drop[*i] && e.kind == Kind::File && e.link.is_none())
-        .map(|(_, (e, _))| (e.path.clone(), e.hash))
-        .collect();
-    for (e, _) in &mut w.entries {
-        if let Some(l) = &e.link {
-            e.hash = leaders.get(l).copied().flatten();
+    // Hard-linked names take their leader's hash (looked up without copying a path).
+    if w.entries.iter().any(|(e, _)| e.link.is_some()) {
+        let fills: Vec<(usize, Option<super::Hash>)> = {
+            let leaders: HashMap<&str, Option<super::Hash>> = w
+                .entries
+                .iter()
+                .enumerate()
+                .filter(|(i, (e, _))| !drop[*i] && e.kind == Kind::File && e.link.is_none())
+                .map(|(_, (e, _))| (e.path.as_str(), e.hash))
+                .collect();
+            w.entries
+                .iter()
+                .enumerate()
+                .filter_map(|(i, (e, _))| {
+                    let l = e.link.as_deref()?;
+                    Some((i, leaders.get(l).copied().flatten()))
+                })
+                .collect()
+        };
+        for (i, h) in fills {
+            w.entries[i].0.hash = h;
         }
     }
     let mut i = 0;

@@ -130,9 +130,13 @@ impl Pusher {
                 progress: Arc::clone(&progress),
             });
         }
-        let result = self
+        let mut result = self
             .exchange(site, job, role, dry_run, force, &progress)
             .await;
+        let mut phases = match &mut result {
+            Ok(sent) => std::mem::take(&mut sent.phases),
+            Err(_) => agent::sync::Phases::default(),
+        };
         if let Ok(mut c) = self.current.lock() {
             *c = None;
         }
@@ -165,7 +169,7 @@ impl Pusher {
                 run.errors.push(e.clone());
                 res.summary = e;
             }
-            Ok(sent) => {
+            Ok(mut sent) => {
                 run.files_total = sent.files_total as i64;
                 run.files_changed = sent.changed as i64;
                 run.bytes_total = sent.bytes_total as i64;
@@ -218,20 +222,21 @@ impl Pusher {
                     res.outcome = PushOutcome::Refused;
                     res.summary = why.clone();
                 } else {
-                    if let Some(m) = &sent.manifest {
+                    if let Some(m) = sent.manifest.take() {
                         if let Err(e) = self
                             .store
                             .put_manifest(
                                 &site.name,
                                 &job.name,
                                 "send",
-                                m,
+                                Arc::new(m),
                                 unix_millis(SystemTime::now()),
                             )
                             .await
                         {
                             run.errors.push(format!("keeping the manifest: {e}"));
                         }
+                        phases.mark("keep manifest");
                     }
                     let warn = !sent.failed.is_empty() || !sent.errors.is_empty();
                     run.outcome = if warn { Outcome::Warn } else { Outcome::Ok };
@@ -268,6 +273,7 @@ impl Pusher {
         if let Err(e) = self.store.put_push_run(&run).await {
             tracing::warn!(error = agent::error_chain(&e), "Recording a push run");
         }
+        phases.mark("record run");
         let summary = format!(
             "push {}/{}: {}: {}",
             site.name,
@@ -286,6 +292,8 @@ impl Pusher {
                 detail: None,
             })
             .await;
+        phases.mark("record event");
+        tracing::info!(target: "orch::profile", site = %site.name, job = %job.name, "send: {}", phases.line());
         let key = format!("push:{}:{}", site.name, job.name);
         if run.outcome == Outcome::Fail {
             tracing::warn!(site = %site.name, job = %job.name, "{}", res.summary);
@@ -324,11 +332,13 @@ impl Pusher {
             }
         }
         let excludes = Excludes::new(&job.exclude)?;
+        let mut phases = agent::sync::Phases::default();
         let manifest = self
             .store
             .manifest(&site.name, &job.name, "send")
             .await
             .map_err(|e| e.to_string())?;
+        phases.mark("load manifest");
         let open = Open {
             protocol: wire::SYNC_PROTOCOL,
             site: site.name.clone(),
@@ -347,6 +357,7 @@ impl Pusher {
             .map_err(|e| format!("{}: {}", peer.name, agent::error_chain(&e)))?;
         let stream = stream.into_std().map_err(|e| e.to_string())?;
         agent::sync::tune(&stream, IO_TIMEOUT).map_err(|e| e.to_string())?;
+        phases.mark("connect");
         let max_delete = job.max_delete.limit();
         let progress = Arc::clone(progress);
         let stop = Arc::new(Stop::default());
@@ -364,7 +375,7 @@ impl Pusher {
             let src = send::Source {
                 root: &root,
                 excludes: &excludes,
-                manifest: manifest.as_ref(),
+                manifest: manifest.as_deref(),
                 max_delete,
                 force,
                 dry_run,
@@ -377,6 +388,11 @@ impl Pusher {
         }
         match (sent, stop.reason()) {
             (Ok(Err(_)), Some(reason)) => Err(reason.to_owned()),
+            (Ok(Ok(mut sent)), _) => {
+                phases.extend(&sent.phases);
+                sent.phases = phases;
+                Ok(sent)
+            }
             (Ok(result), _) => result,
             (Err(e), _) => Err(format!("the push thread failed: {e}")),
         }

@@ -88,6 +88,7 @@ impl Receiver {
     /// Serves one push from the peer on `stream`, whose `open` was read already.
     pub async fn receive(&self, open: Open, stream: tokio::net::TcpStream) {
         let peer = self.loaded.peer().name.clone();
+        let mut phases = agent::sync::Phases::default();
         let (target, role) = match self.admit(&open).await {
             Ok(admitted) => admitted,
             Err(refusal) => {
@@ -104,6 +105,7 @@ impl Receiver {
                 return;
             }
         };
+        phases.mark("admit, load manifest");
         let Ok(stream) = stream.into_std() else {
             return;
         };
@@ -144,13 +146,13 @@ impl Receiver {
         let keep = self.store.clone();
         let t0 = Instant::now();
         let done = tokio::task::spawn_blocking(move || {
-            let mut save = |m: &agent::sync::Manifest| {
+            let mut save = |m: agent::sync::Manifest| {
                 handle
                     .block_on(keep.put_manifest(
                         &open.site,
                         &open.job,
                         "receive",
-                        m,
+                        Arc::new(m),
                         unix_millis(SystemTime::now()),
                     ))
                     .map_err(|e| agent::error_chain(&e))
@@ -175,6 +177,9 @@ impl Receiver {
         }
         if dry_run {
             return;
+        }
+        if let Ok(Ok(r)) = &done {
+            phases.extend(&r.phases);
         }
         let (outcome, summary) = match done {
             Ok(Ok(r)) => {
@@ -224,6 +229,8 @@ impl Receiver {
                 "Could not record a received push"
             );
         }
+        phases.mark("record event");
+        tracing::info!(target: "orch::profile", site = %site, job = %job, "receive: {}", phases.line());
     }
 
     /// The session's target if the push may start, and the role it was admitted under.
