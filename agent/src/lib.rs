@@ -72,3 +72,31 @@ mod inert_tests {
         assert_eq!(inert("ab\u{7}", 4), "ab…");
     }
 }
+
+/// The heap held by a long-running agent, kept close to what it uses: glibc's allocator
+/// makes an arena per thread that allocates (pushes run on pool threads, so a big push's
+/// memory ends up spread over several) and keeps freed pages. Two arenas at most (set once
+/// at start), and after each big piece of work the freed pages go back to the system.
+pub mod memory {
+    /// At most two malloc arenas (call once, before threads start allocating much).
+    pub fn limit_arenas() {
+        #[cfg(all(target_os = "linux", target_env = "gnu"))]
+        // SAFETY: mallopt only changes the allocator's tuning; M_ARENA_MAX with a small
+        // positive value is documented (mallopt(3)) and cannot fail unsafely.
+        #[allow(unsafe_code)]
+        unsafe {
+            libc::mallopt(libc::M_ARENA_MAX, 2);
+        }
+    }
+
+    /// Gives the heap's free pages back to the system (after a push of a big tree).
+    pub fn release() {
+        #[cfg(all(target_os = "linux", target_env = "gnu"))]
+        // SAFETY: malloc_trim walks the allocator's own free lists under its locks; it is
+        // safe to call from any thread at any time (malloc_trim(3)).
+        #[allow(unsafe_code)]
+        unsafe {
+            libc::malloc_trim(0);
+        }
+    }
+}

@@ -75,7 +75,8 @@ pub(super) fn decode(blob: &[u8]) -> Result<Manifest, String> {
     if count > MAX_ENTRIES as u64 {
         return Err(format!("a manifest of {count} entries"));
     }
-    let mut entries = std::collections::BTreeMap::new();
+    // Capacity grows with what the blob really holds, not with what it claims.
+    let mut entries = Vec::new();
     let mut prev = String::new();
     for _ in 0..count {
         let shared = r.small(MAX_PATH)?;
@@ -125,7 +126,7 @@ pub(super) fn decode(blob: &[u8]) -> Result<Manifest, String> {
         };
         prev.clone_from(&path);
         let entry = Entry {
-            path: path.clone(),
+            path,
             kind,
             size,
             meta,
@@ -133,7 +134,7 @@ pub(super) fn decode(blob: &[u8]) -> Result<Manifest, String> {
             target,
             link,
         };
-        entries.insert(path, (entry, stamp));
+        entries.push((entry, stamp));
     }
     if !r.buf.is_empty() {
         return Err("bytes after the last entry".into());
@@ -142,7 +143,7 @@ pub(super) fn decode(blob: &[u8]) -> Result<Manifest, String> {
         generation,
         root_dev,
         epoch,
-        entries,
+        entries: super::Entries::from_sorted(entries),
     })
 }
 

@@ -175,7 +175,114 @@ pub struct Manifest {
     /// The receiver: the site's epoch of the push that wrote it.
     #[serde(default)]
     pub epoch: i64,
-    pub entries: BTreeMap<String, (Entry, Stamp)>,
+    pub entries: Entries,
+}
+
+/// A manifest's entries: sorted by path, each path held once (in its entry), looked up
+/// by binary search. A walk's output (sorted) becomes one without a copy.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Entries(Vec<(Entry, Stamp)>);
+
+impl Entries {
+    /// From entries sorted by path with no path twice (what a walk returns).
+    pub fn from_sorted(entries: Vec<(Entry, Stamp)>) -> Entries {
+        debug_assert!(entries.windows(2).all(|w| w[0].0.path < w[1].0.path));
+        Entries(entries)
+    }
+
+    fn position(&self, path: &str) -> Result<usize, usize> {
+        self.0.binary_search_by(|(e, _)| e.path.as_str().cmp(path))
+    }
+
+    pub fn get(&self, path: &str) -> Option<&(Entry, Stamp)> {
+        self.position(path).ok().map(|i| &self.0[i])
+    }
+
+    pub fn contains_key(&self, path: &str) -> bool {
+        self.position(path).is_ok()
+    }
+
+    /// Adds or replaces the entry at `path` (which must be the entry's own path).
+    pub fn insert(&mut self, path: String, value: (Entry, Stamp)) {
+        debug_assert_eq!(path, value.0.path);
+        match self.0.last() {
+            Some((last, _)) if last.path.as_str() < path.as_str() => self.0.push(value),
+            None => self.0.push(value),
+            _ => match self.position(&path) {
+                Ok(i) => self.0[i] = value,
+                Err(i) => self.0.insert(i, value),
+            },
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// (path, (entry, stamp)) in path order.
+    pub fn iter(&self) -> impl Iterator<Item = (&String, &(Entry, Stamp))> {
+        self.0.iter().map(|t| (&t.0.path, t))
+    }
+
+    pub fn keys(&self) -> impl Iterator<Item = &String> {
+        self.0.iter().map(|(e, _)| &e.path)
+    }
+}
+
+impl<'a> IntoIterator for &'a Entries {
+    type Item = (&'a String, &'a (Entry, Stamp));
+    type IntoIter = std::iter::Map<
+        std::slice::Iter<'a, (Entry, Stamp)>,
+        fn(&'a (Entry, Stamp)) -> (&'a String, &'a (Entry, Stamp)),
+    >;
+    fn into_iter(self) -> Self::IntoIter {
+        self.0.iter().map(|t| (&t.0.path, t))
+    }
+}
+
+impl std::ops::Index<&str> for Entries {
+    type Output = (Entry, Stamp);
+    fn index(&self, path: &str) -> &(Entry, Stamp) {
+        match self.get(path) {
+            Some(v) => v,
+            None => panic!("no entry {path:?}"),
+        }
+    }
+}
+
+impl FromIterator<(String, (Entry, Stamp))> for Entries {
+    /// In any order; the last of a path given twice wins.
+    fn from_iter<I: IntoIterator<Item = (String, (Entry, Stamp))>>(iter: I) -> Entries {
+        let mut v: Vec<(Entry, Stamp)> = iter.into_iter().map(|(_, t)| t).collect();
+        v.reverse();
+        v.sort_by(|a, b| a.0.path.cmp(&b.0.path)); // stable: the last given comes first
+        v.dedup_by(|b, a| a.0.path == b.0.path);
+        Entries(v)
+    }
+}
+
+// The JSON form (earlier versions' store, and tests) is a map from path to entry.
+impl Serialize for Entries {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_map(self.iter())
+    }
+}
+
+impl<'de> Deserialize<'de> for Entries {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Entries, D::Error> {
+        let map = BTreeMap::<String, (Entry, Stamp)>::deserialize(d)?;
+        Ok(map
+            .into_iter()
+            .map(|(path, (mut e, s))| {
+                e.path.clone_from(&path);
+                (path, (e, s))
+            })
+            .collect())
+    }
 }
 
 impl Manifest {

@@ -113,7 +113,8 @@ fn touch<'a>(src: &HashMap<&'a str, &'a Entry>, path: &str, dir_meta: &mut BTree
 
 /// [`plan_borrowed`] of owned entries.
 pub fn plan(source: &[Entry], receiver: &BTreeMap<String, Entry>, opt: Options) -> Plan {
-    plan_borrowed(source, receiver, opt)
+    let receiver: BTreeMap<&str, &Entry> = receiver.iter().map(|(k, v)| (k.as_str(), v)).collect();
+    plan_borrowed(source, &receiver, opt)
 }
 
 /// Plans a push of `source` (sorted by path, every file's hash known, excluded entries
@@ -123,23 +124,13 @@ pub fn plan(source: &[Entry], receiver: &BTreeMap<String, Entry>, opt: Options) 
 /// Both sides are taken by reference in whatever form the caller holds them (owned
 /// entries, or references into a walk and a manifest), so a plan of a big tree copies
 /// no entry.
-pub fn plan_borrowed<'a, S, K, V>(
+pub fn plan_borrowed<'a, S: Borrow<Entry>>(
     source: &'a [S],
-    receiver: &'a BTreeMap<K, V>,
+    receiver: &'a BTreeMap<&'a str, &'a Entry>,
     opt: Options,
-) -> Plan
-where
-    S: Borrow<Entry>,
-    K: Borrow<str> + Ord,
-    V: Borrow<Entry>,
-{
+) -> Plan {
     let source_refs: Vec<&'a Entry> = source.iter().map(Borrow::borrow).collect();
     let source = &source_refs;
-    let receiver_refs: BTreeMap<&'a str, &'a Entry> = receiver
-        .iter()
-        .map(|(k, v)| (k.borrow(), v.borrow()))
-        .collect();
-    let receiver = &receiver_refs;
     let src: HashMap<&'a str, &'a Entry> = source.iter().map(|e| (e.path.as_str(), *e)).collect();
     let mut p = Plan {
         files_total: source.len() as u64,
@@ -173,13 +164,26 @@ where
             }
         }
     }
+    // The content the receiver may lack: hashes of source files it does not hold as they
+    // are (only these are worth looking for among its files).
+    let wanted: std::collections::HashSet<Hash> = source
+        .iter()
+        .filter(|s| s.kind == Kind::File && s.link.is_none() && s.size > 0)
+        .filter_map(|s| {
+            let h = s.hash?;
+            let held = receiver.get(s.path.as_str()).and_then(|r| r.hash);
+            (held != Some(h)).then_some(h)
+        })
+        .collect();
     // Receiver files whose bytes stay where they are during the push: sources for copies.
     let mut copies: HashMap<Hash, &str> = HashMap::new();
     for (path, r) in receiver {
         if r.kind != Kind::File || r.size == 0 || pre.contains(path) {
             continue;
         }
-        let Some(h) = r.hash else { continue };
+        let Some(h) = r.hash.filter(|h| wanted.contains(h)) else {
+            continue;
+        };
         let stays = match src.get(path) {
             None => true,
             Some(s) => s.hash == Some(h),

@@ -14,7 +14,7 @@ use super::plan::{How, Step};
 use super::wire::{self, Frame, Open, ToReceiver, ToSender, WireError};
 use super::{check_path, parent, shown, Entry, Hash, Kind, Manifest, Meta, MAX_PATH, TEMP_PREFIX};
 use rustix::fs::{AtFlags, FileType, Mode, OFlags, ResolveFlags};
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 use std::fs::File;
 use std::io::{BufReader, BufWriter, Read, Write};
 use std::net::TcpStream;
@@ -650,22 +650,23 @@ fn serve(
             } else {
                 target.epoch
             },
-            entries: BTreeMap::new(),
+            entries: super::Entries::default(),
         };
-        for (mut e, stamp) in after.entries {
-            if failed.contains(e.path.as_str()) {
-                continue;
-            }
+        // The walk's own vector becomes the manifest's (sorted already): no copy.
+        let mut entries = after.entries;
+        entries.retain(|(e, _)| !failed.contains(e.path.as_str()));
+        for (e, _) in &mut entries {
             if e.kind == Kind::File {
-                let lead = e.link.clone().unwrap_or_else(|| e.path.clone());
-                e.hash = hashes.get(&lead).copied().or_else(|| {
-                    find(&now, &lead)
+                let lead = e.link.as_deref().unwrap_or(e.path.as_str());
+                let hash = hashes.get(lead).copied().or_else(|| {
+                    find(&now, lead)
                         .filter(|o| o.size == e.size && o.meta == e.meta)
                         .and_then(|o| o.hash)
                 });
+                e.hash = hash;
             }
-            m.entries.insert(e.path.clone(), (e, stamp));
         }
+        m.entries = super::Entries::from_sorted(entries);
         if let Some(reason) = target.stop.reason() {
             // Not recorded as confirmed under an epoch that is no longer ours.
             return Err(RecvError::Local(reason.to_owned()));

@@ -282,12 +282,12 @@ pub fn push(stream: TcpStream, src: &Source, progress: &Progress) -> Result<Sent
             generation,
             root_dev: walked.root_dev,
             epoch: 0,
-            entries: walked
-                .entries
-                .into_iter()
-                .filter(|(e, _)| !failed.contains(e.path.as_str()))
-                .map(|(e, s)| (e.path.clone(), (e, s)))
-                .collect(),
+            // The walk's own vector (sorted) becomes the manifest's: no copy.
+            entries: {
+                let mut entries = walked.entries;
+                entries.retain(|(e, _)| !failed.contains(e.path.as_str()));
+                super::Entries::from_sorted(entries)
+            },
         });
     }
     phases.mark("new manifest");

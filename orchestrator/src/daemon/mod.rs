@@ -51,6 +51,7 @@ const GRACE: Duration = Duration::from_secs(4);
 
 pub async fn run(loaded: Loaded) -> anyhow::Result<()> {
     raise_open_files();
+    agent::memory::limit_arenas();
     // Before anything can answer: whoever sees the agent up may signal it at once.
     let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
     let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;

@@ -293,6 +293,10 @@ impl Pusher {
             })
             .await;
         phases.mark("record event");
+        // What the push held (walk, plan, manifests) goes back to the system now, not at
+        // the next big allocation.
+        agent::memory::release();
+        phases.mark("release memory");
         tracing::info!(target: "orch::profile", site = %site.name, job = %job.name, "send: {}", phases.line());
         let key = format!("push:{}:{}", site.name, job.name);
         if run.outcome == Outcome::Fail {

@@ -230,6 +230,8 @@ impl Receiver {
             );
         }
         phases.mark("record event");
+        agent::memory::release();
+        phases.mark("release memory");
         tracing::info!(target: "orch::profile", site = %site, job = %job, "receive: {}", phases.line());
     }
 
