@@ -10,7 +10,7 @@
 //! ```
 
 use orch_tests::bind::Bind;
-use orch_tests::fixture::{write_secret, Pair};
+use orch_tests::fixture::{failover_pair, Pair};
 use orch_tests::lab::{Host, Lab};
 use orch_tests::{eventually, free_port, orch, prerequisites, smtp_command};
 use serde_json::Value;
@@ -95,71 +95,24 @@ impl Fo {
         let w2 = lab.host("w2", &["192.0.2.62/24"]);
         let bind = Bind::start(&mut lab, &dns, "example.org", &[("www", "192.0.2.1")]);
         let smtp_port = free_port();
-        let secret = dir.join("tsig.secret");
-        let pair = Pair::new(
+        let pair = failover_pair(
             &dir,
+            &bind,
             &format!(
-                r#"
-[mail]
-transport = "smtp"
-host = "127.0.0.1"
-port = {smtp_port}
-tls = "none"
-from = "orch@example.org"
-to = ["ops@example.org"]
-
-[dns.lab]
-kind = "rfc2136"
-server = "192.0.2.53:53"
-zone = "example.org"
-tsig_name = "{key}"
-tsig_algorithm = "hmac-sha256"
-tsig_secret_file = "{secret}"
-
-[[sites.alice-web.sync]]
-name = "www"
-schedule = "0 3 * * *"
-path = {{ alice = "{a}", bob = "{b}" }}
-{extra}
-"#,
-                key = bind.key_name,
-                secret = secret.display(),
-                a = dir.join("alice-www").display(),
-                b = dir.join("bob-www").display(),
-                extra = case.extra,
+                "[mail]\ntransport = \"smtp\"\nhost = \"127.0.0.1\"\nport = {smtp_port}\n\
+                 tls = \"none\"\nfrom = \"orch@example.org\"\nto = [\"ops@example.org\"]\n"
             ),
+            &format!(
+                "failover = \"{}\"\nafter = \"{}\"\n{}",
+                case.failover, case.after, case.lists
+            ),
+            &case.extra,
         );
         std::fs::create_dir_all(dir.join("alice-www")).unwrap();
         std::fs::write(dir.join("alice-www/index.html"), "alice's page\n").unwrap();
         std::fs::create_dir_all(dir.join("bob-www")).unwrap();
-        write_secret(&secret, &bind.secret);
-        // Each node publishes its eth0 address; the site fails over through the lab DNS.
         for node in ["alice", "bob"] {
             let path = pair.config(node);
-            let text = std::fs::read_to_string(&path)
-                .unwrap()
-                // Alice keeps her own name at her address (the first node in the file).
-                .replacen(
-                    "state_dir = \"state\"\n",
-                    "state_dir = \"state\"\nddns = { provider = \"lab\", name = \"alice.example.org\" }\n",
-                    1,
-                )
-                .replace(
-                    "state_dir = \"state\"\n",
-                    "state_dir = \"state\"\npublic_ip = \"interface:eth0\"\n",
-                )
-                .replace(
-                    "[sites.alice-web]\nprimary = \"alice\"\nstandby = \"bob\"\n",
-                    &format!(
-                        "[sites.alice-web]\nprimary = \"alice\"\nstandby = \"bob\"\n\
-                         dns = \"lab\"\nrecords = [\"{WWW}\"]\nttl = 1\n\
-                         health = [\"http://{WWW}:8080/\"]\nfailover = \"{}\"\nafter = \"{}\"\n\
-                         witnesses = [\"tcp:192.0.2.61:80\", \"http://192.0.2.62/\"]\n\
-                         {}",
-                        case.failover, case.after, case.lists
-                    ),
-                );
-            std::fs::write(&path, text).unwrap();
             let books = path.parent().unwrap().join("playbooks");
             std::fs::create_dir_all(&books).unwrap();
             std::fs::write(books.join("mark.toml"), case.promote).unwrap();

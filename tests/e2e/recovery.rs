@@ -5,7 +5,7 @@
 
 use super::failover::{assert_failed_over_to_bob, ip, needs, Case, Fo};
 use orch_tests::dbserver::{self, Servers};
-use orch_tests::fixture::write_secret;
+use orch_tests::fixture::{find_file, write_secret};
 use orch_tests::{eventually, orch};
 use std::time::{Duration, Instant};
 
@@ -135,7 +135,7 @@ fn the_old_master_returns_with_a_new_address_and_follows_the_new_one() {
         "alice's page\n",
         "bob's copy wins on alice"
     );
-    let kept = find(
+    let kept = find_file(
         &fo.pair.alice.join("state/diverged").join(SITE),
         "index.html",
     )
@@ -188,22 +188,6 @@ fn an_old_master_that_reaches_nobody_stays_fenced_until_it_does() {
     wait_rejoined(&fo);
     assert_eq!(fo.noted("alice", "demoted"), ["2"]);
     fo.expect_lock("master=bob epoch=2").unwrap();
-}
-
-/// The first file called `name` under `dir`.
-fn find(dir: &std::path::Path, name: &str) -> Option<std::path::PathBuf> {
-    let mut todo = vec![dir.to_owned()];
-    while let Some(d) = todo.pop() {
-        for e in std::fs::read_dir(&d).ok()?.flatten() {
-            let p = e.path();
-            if p.is_dir() {
-                todo.push(p);
-            } else if p.file_name().is_some_and(|n| n == name) {
-                return Some(p);
-            }
-        }
-    }
-    None
 }
 
 /// Whether any file under `dir` holds `needle`.
@@ -353,7 +337,7 @@ fn postgres_follows_the_new_master_after_an_automatic_failover() {
     // her old data directory is kept in diverged/.
     let kept = fo.pair.alice.join("state/diverged").join(SITE);
     assert!(
-        find(&kept, "PG_VERSION").is_some(),
+        find_file(&kept, "PG_VERSION").is_some(),
         "no kept data directory under {}",
         kept.display()
     );

@@ -18,23 +18,7 @@ fn tool(name: &str) -> String {
     format!("{}/tools/{name}", env!("CARGO_MANIFEST_DIR"))
 }
 
-/// The messages in a maildir, as Python's email package parses them.
-pub(crate) fn mailbox(maildir: &Path) -> Vec<Value> {
-    let out = Command::new(PYTHON)
-        .arg(tool("readmail.py"))
-        .arg(maildir)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
-}
+pub(crate) use orch_tests::mailbox;
 
 pub(crate) fn with_subject<'a>(mails: &'a [Value], prefix: &str) -> Vec<&'a Value> {
     mails

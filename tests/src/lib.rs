@@ -30,11 +30,36 @@ pub fn free_port() -> u16 {
 /// aiosmtpd on 127.0.0.1:`port` (run by Debian's python3, which sees
 /// python3-aiosmtpd), storing what it receives in the maildir `maildir`.
 pub fn smtp_command(port: u16, maildir: &std::path::Path) -> std::process::Command {
+    smtp_command_at(&format!("127.0.0.1:{port}"), maildir)
+}
+
+/// aiosmtpd listening on `listen` ("ADDR:PORT"), storing mail in the maildir `maildir`.
+pub fn smtp_command_at(listen: &str, maildir: &std::path::Path) -> std::process::Command {
     let mut cmd = std::process::Command::new("/usr/bin/python3");
-    cmd.args(["-m", "aiosmtpd", "-n", "-l", &format!("127.0.0.1:{port}")])
+    cmd.args(["-m", "aiosmtpd", "-n", "-l", listen])
         .args(["-c", "aiosmtpd.handlers.Mailbox"])
         .arg(maildir);
     cmd
+}
+
+/// The messages in a maildir, one JSON object each (`subject`, `message_id`, `to`,
+/// `content_type`, `parts` by content type), read by Python's email package
+/// (tools/readmail.py) as a mail client would.
+pub fn mailbox(maildir: &std::path::Path) -> Vec<serde_json::Value> {
+    let out = std::process::Command::new("/usr/bin/python3")
+        .arg(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tools/readmail.py"))
+        .arg(maildir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
 }
 
 /// True when running under CI (`CI=true`), where a missing prerequisite is a failure.

@@ -14,10 +14,10 @@
 #![allow(clippy::disallowed_types)]
 
 use orch_tests::bind::Bind;
-use orch_tests::fixture::{write_secret, Pair};
+use orch_tests::fixture::{failover_pair, find_file, Pair};
 use orch_tests::lab::{Host, Lab};
 use orch_tests::wait::within;
-use orch_tests::{orch, prerequisites};
+use orch_tests::{mailbox, orch, prerequisites, smtp_command_at};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
@@ -220,14 +220,11 @@ impl World {
     }
 
     fn mails(&self) -> Vec<Value> {
-        let tool = Path::new(env!("CARGO_MANIFEST_DIR")).join("tools/readmail.py");
-        let Ok(out) = Command::new(PYTHON).arg(tool).arg(&self.maildir).output() else {
-            return Vec::new();
-        };
-        String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .filter_map(|l| serde_json::from_str(l).ok())
-            .collect()
+        if self.maildir.exists() {
+            mailbox(&self.maildir)
+        } else {
+            Vec::new()
+        }
     }
 
     /// The first mail whose subject starts with `prefix`: (subject, text part).
@@ -294,20 +291,6 @@ fn tail(text: &str, n: usize) -> String {
 
 fn read(path: &Path) -> String {
     std::fs::read_to_string(path).unwrap_or_default()
-}
-
-fn find(dir: &Path, name: &str) -> Option<PathBuf> {
-    for entry in std::fs::read_dir(dir).ok()?.flatten() {
-        let path = entry.path();
-        if path.is_dir() {
-            if let Some(found) = find(&path, name) {
-                return Some(found);
-            }
-        } else if path.file_name().is_some_and(|n| n == name) {
-            return Some(path);
-        }
-    }
-    None
 }
 
 fn run(story: &mut Story) -> Result<(), String> {
@@ -489,7 +472,7 @@ fn run(story: &mut Story) -> Result<(), String> {
         if read(&dir.join("alice-www/posts/news.html")).is_empty() {
             return Err("bob's new post did not reach alice".to_owned());
         }
-        let kept = find(
+        let kept = find_file(
             &w.pair.alice.join("state/diverged").join(SITE),
             "draft.html",
         )
@@ -563,65 +546,17 @@ fn bring_up(s: &Story) -> Result<World, String> {
     for host in [&alice, &bob] {
         bind.serve(host);
     }
-    let secret = dir.join("tsig.secret");
-    write_secret(&secret, &bind.secret);
-    let pair = Pair::new(
+    let pair = failover_pair(
         &dir,
-        &format!(
-            r#"
-[mail]
-transport = "smtp"
-host = "192.0.2.25"
-port = 25
-tls = "none"
-from = "orch@example.org"
-to = ["alice@example.org", "bob@example.org"]
-
-[dns.lab]
-kind = "rfc2136"
-server = "192.0.2.53:53"
-zone = "example.org"
-tsig_name = "{key}"
-tsig_algorithm = "hmac-sha256"
-tsig_secret_file = "{secret}"
-
-[[sites.alice-web.sync]]
-name = "www"
-schedule = "0 3 * * *"
-path = {{ alice = "{a}", bob = "{b}" }}
-"#,
-            key = bind.key_name,
-            secret = secret.display(),
-            a = dir.join("alice-www").display(),
-            b = dir.join("bob-www").display(),
-        ),
+        &bind,
+        "[mail]\ntransport = \"smtp\"\nhost = \"192.0.2.25\"\nport = 25\ntls = \"none\"\n\
+         from = \"orch@example.org\"\nto = [\"alice@example.org\", \"bob@example.org\"]\n",
+        "failover = \"auto\"\nafter = \"3s\"\n\
+         promote = [\"web-on\"]\ndemote = [\"web-off\"]\nrejoin = [\"follow\"]\n",
+        "",
     );
     for node in ["alice", "bob"] {
         let path = pair.config(node);
-        let text = read(&path)
-            .replacen(
-                "state_dir = \"state\"\n",
-                "state_dir = \"state\"\nddns = { provider = \"lab\", name = \"alice.example.org\" }\n",
-                1,
-            )
-            .replace(
-                "state_dir = \"state\"\n",
-                "state_dir = \"state\"\npublic_ip = \"interface:eth0\"\n",
-            )
-            .replace(
-                "[sites.alice-web]\nprimary = \"alice\"\nstandby = \"bob\"\n",
-                &format!(
-                    "[sites.alice-web]\nprimary = \"alice\"\nstandby = \"bob\"\n\
-                     dns = \"lab\"\nrecords = [\"{WWW}\"]\nttl = 1\n\
-                     health = [\"http://{WWW}:8080/\"]\nfailover = \"auto\"\nafter = \"3s\"\n\
-                     witnesses = [\"tcp:192.0.2.61:80\", \"http://192.0.2.62/\"]\n\
-                     promote = [\"web-on\"]\ndemote = [\"web-off\"]\nrejoin = [\"follow\"]\n"
-                ),
-            );
-        if !text.contains("promote = [\"web-on\"]") {
-            return Err("the demo's config template did not apply".to_owned());
-        }
-        std::fs::write(&path, text).unwrap();
         let books = path.parent().unwrap().join("playbooks");
         std::fs::create_dir_all(&books).unwrap();
         for (name, what) in [
@@ -670,11 +605,11 @@ path = {{ alice = "{a}", bob = "{b}" }}
         lab.spawn(host, &format!("witness-{}", host.name), witness);
     }
     let maildir = dir.join("maildir");
-    let mut smtp = Command::new(PYTHON);
-    smtp.args(["-m", "aiosmtpd", "-n", "-l", "192.0.2.25:25"])
-        .args(["-c", "aiosmtpd.handlers.Mailbox"])
-        .arg(&maildir);
-    lab.spawn(&mail, "aiosmtpd", smtp);
+    lab.spawn(
+        &mail,
+        "aiosmtpd",
+        smtp_command_at("192.0.2.25:25", &maildir),
+    );
 
     let mut w = World {
         lab,
