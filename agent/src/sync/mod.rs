@@ -198,10 +198,6 @@ impl Entries {
         self.position(path).ok().map(|i| &self.0[i])
     }
 
-    pub fn contains_key(&self, path: &str) -> bool {
-        self.position(path).is_ok()
-    }
-
     /// Adds or replaces the entry at `path` (which must be the entry's own path).
     pub fn insert(&mut self, path: String, value: (Entry, Stamp)) {
         debug_assert_eq!(path, value.0.path);
