@@ -25,12 +25,10 @@ use std::sync::Arc;
 
 /// At most this many files may be open (being written) at once.
 const MAX_OPEN: usize = 256;
-/// A batch of completed files is made durable and renamed at this many files or bytes.
+/// A batch of completed files is made durable and renamed at this many files or bytes
+/// (however many directories they lie in: a batch holds no directory open, each is
+/// opened again, beneath the root, for its renames).
 const BATCH_FILES: usize = 1024;
-/// ... or when its files lie in this many directories (each holds its directory open
-/// until the batch is renamed: with the files in flight and the directory cache, the
-/// receiver stays well under 1 024 open files).
-const BATCH_DIRS: usize = 128;
 /// At most this many chunk records announced and not yet checked, all open files
 /// together (20 bytes each on the wire, about as much here).
 const MAX_SESSION_CHUNKS: u64 = 1 << 22;
@@ -291,7 +289,6 @@ struct Incoming {
 
 struct Done_ {
     path: String,
-    dir: Arc<OwnedFd>,
     tmp: String,
     hash: Hash,
 }
@@ -313,8 +310,6 @@ struct Session<'a> {
     aside_failed: bool,
     pending: Vec<Done_>,
     pending_bytes: u64,
-    /// Directories the pending files hold open.
-    pending_dirs: usize,
     out: BufWriter<TcpStream>,
     r: Received,
     diverged_dir: Option<PathBuf>,
@@ -342,8 +337,10 @@ impl Drop for Session<'_> {
         for f in self.open.values() {
             let _ = rustix::fs::unlinkat(f.dir.as_fd(), f.tmp.as_str(), AtFlags::empty());
         }
-        for d in &self.pending {
-            let _ = rustix::fs::unlinkat(d.dir.as_fd(), d.tmp.as_str(), AtFlags::empty());
+        for d in std::mem::take(&mut self.pending) {
+            if let Ok((dir, _)) = self.tree.at(&d.path) {
+                let _ = rustix::fs::unlinkat(dir.as_fd(), d.tmp.as_str(), AtFlags::empty());
+            }
         }
     }
 }
@@ -439,7 +436,7 @@ fn serve(
     let full = manifest.is_none_or(|m| Some(&m.generation) != open.generation.as_ref());
     // The listing as it is now (sorted by path, as the walk returns it), hashes filled in
     // where the manifest vouches for them; looked up by binary search, never copied.
-    let mut now: Vec<Entry> = Vec::with_capacity(listing.entries.len());
+    let mut now: Listing = Vec::with_capacity(listing.entries.len());
     let mut report = Vec::new();
     for (mut e, stamp) in listing.entries {
         let known = manifest.and_then(|m| m.entries.get(&e.path));
@@ -457,7 +454,7 @@ fn serve(
         if full || !clean {
             report.push(e.clone());
         }
-        now.push(e);
+        now.push((e, stamp));
     }
     let gone: Vec<String> = if full {
         Vec::new()
@@ -541,7 +538,6 @@ fn serve(
         aside_failed: false,
         pending: Vec::new(),
         pending_bytes: 0,
-        pending_dirs: 0,
         out: BufWriter::with_capacity(
             64 << 10,
             out.get_ref()
@@ -561,6 +557,12 @@ fn serve(
         },
     );
     let mut hashes: HashMap<String, Hash> = HashMap::new();
+    // The paths the steps name, to look at again after the push instead of walking the
+    // whole replica; `None` once that would cost about as much as the walk (a look at one
+    // path costs about what the walk spends on an entry, the directories holding them
+    // come on top).
+    let mut touched: Option<Vec<String>> = Some(Vec::new());
+    let restat_most = (now.len() / 4).max(1024);
     let mut finishing = false;
     loop {
         if finishing && s.open.is_empty() {
@@ -580,6 +582,14 @@ fn serve(
                     s.r.steps += 1;
                     if let Step::File { path, hash, .. } = &step {
                         hashes.insert(path.clone(), *hash);
+                    }
+                    // Hard links change every name of an inode: the walk sees them all.
+                    let linking = matches!(step, Step::Hardlink { .. });
+                    match &mut touched {
+                        Some(t) if !linking && t.len() < restat_most => {
+                            t.push(step.path().to_owned());
+                        }
+                        _ => touched = None,
                     }
                     s.step(id, step, delta)?;
                 }
@@ -631,9 +641,13 @@ fn serve(
     // The new receiver manifest: the tree as it is now, with the hashes we know.
     let mut generation = generation;
     if s.r.steps > 0 || manifest.is_none() || full {
-        let after = super::walk::walk(&target.root, None).map_err(RecvError::Local)?;
-        phases.mark("walk after");
         let failed: HashSet<&str> = s.r.failed.iter().map(|(p, _)| p.as_str()).collect();
+        // The listing from before the push, with what the push touched looked at again
+        // (moved, not copied), or back for the walk's hashes.
+        let looked = match touched.filter(|_| manifest.is_some() && !full) {
+            Some(t) => restat(&mut s.tree, now, t, &hashes),
+            None => Err(now),
+        };
         let mut m = Manifest {
             generation: if s.r.steps > 0 || generation.is_empty() {
                 super::new_generation()
@@ -652,20 +666,32 @@ fn serve(
             },
             entries: super::Entries::default(),
         };
-        // The walk's own vector becomes the manifest's (sorted already): no copy.
-        let mut entries = after.entries;
-        entries.retain(|(e, _)| !failed.contains(e.path.as_str()));
-        for (e, _) in &mut entries {
-            if e.kind == Kind::File {
-                let lead = e.link.as_deref().unwrap_or(e.path.as_str());
-                let hash = hashes.get(lead).copied().or_else(|| {
-                    find(&now, lead)
-                        .filter(|o| o.size == e.size && o.meta == e.meta)
-                        .and_then(|o| o.hash)
-                });
-                e.hash = hash;
+        let mut entries = match looked {
+            Ok(entries) => {
+                phases.mark("look again");
+                entries
             }
-        }
+            Err(now) => {
+                // The walk's own vector becomes the manifest's (sorted already): no copy.
+                let mut entries = super::walk::walk(&target.root, None)
+                    .map_err(RecvError::Local)?
+                    .entries;
+                phases.mark("walk after");
+                for (e, _) in &mut entries {
+                    if e.kind == Kind::File {
+                        let lead = e.link.as_deref().unwrap_or(e.path.as_str());
+                        let hash = hashes.get(lead).copied().or_else(|| {
+                            find(&now, lead)
+                                .filter(|o| o.size == e.size && o.meta == e.meta)
+                                .and_then(|o| o.hash)
+                        });
+                        e.hash = hash;
+                    }
+                }
+                entries
+            }
+        };
+        entries.retain(|(e, _)| !failed.contains(e.path.as_str()));
         m.entries = super::Entries::from_sorted(entries);
         if let Some(reason) = target.stop.reason() {
             // Not recorded as confirmed under an epoch that is no longer ours.
@@ -1423,23 +1449,12 @@ impl Session<'_> {
             return Ok(());
         }
         self.pending_bytes += f.size;
-        if self
-            .pending
-            .last()
-            .is_none_or(|last| !Arc::ptr_eq(&last.dir, &f.dir))
-        {
-            self.pending_dirs += 1;
-        }
         self.pending.push(Done_ {
             path: f.path,
-            dir: f.dir,
             tmp: f.tmp,
             hash: f.hash,
         });
-        if self.pending.len() >= BATCH_FILES
-            || self.pending_bytes >= BATCH_BYTES
-            || self.pending_dirs >= BATCH_DIRS
-        {
+        if self.pending.len() >= BATCH_FILES || self.pending_bytes >= BATCH_BYTES {
             self.flush()?;
         }
         Ok(())
@@ -1453,23 +1468,108 @@ impl Session<'_> {
         rustix::fs::syncfs(self.tree.root.as_fd())
             .map_err(|e| RecvError::Local(format!("syncfs: {e}")))?;
         for d in std::mem::take(&mut self.pending) {
-            let name = d.path.rsplit('/').next().unwrap_or(&d.path).to_owned();
-            if let Err(e) = self.replace(&d.dir, &d.tmp, &name, &d.path, Some(d.hash)) {
+            // Its directory opened again beneath the root (never through a symlink): one
+            // replaced meanwhile holds no such temp file, and the rename fails.
+            let r = self.tree.at(&d.path).and_then(|(dir, name)| {
+                let name = name.to_owned();
+                self.replace(&dir, &d.tmp, &name, &d.path, Some(d.hash))
+            });
+            if let Err(e) = r {
                 self.fail(&d.path, e.to_string());
             }
         }
         self.pending_bytes = 0;
-        self.pending_dirs = 0;
         Ok(())
     }
 }
 
+/// A replica's entries as a walk lists them (sorted by path), with their stamps.
+type Listing = Vec<(Entry, super::Stamp)>;
+
 /// The entry at `path` in a listing sorted by path.
-fn find<'a>(sorted: &'a [Entry], path: &str) -> Option<&'a Entry> {
+fn find<'a>(sorted: &'a [(Entry, super::Stamp)], path: &str) -> Option<&'a Entry> {
     sorted
-        .binary_search_by(|e| e.path.as_str().cmp(path))
+        .binary_search_by(|(e, _)| e.path.as_str().cmp(path))
         .ok()
-        .map(|i| &sorted[i])
+        .map(|i| &sorted[i].0)
+}
+
+/// The replica after a push that touched a few paths: the listing from before it, each
+/// touched path (and the directory holding it) looked at again, as a walk would list it.
+/// A file keeps the hash it was written with, or the one it had when only its metadata
+/// changed. The listing comes back (`Err`) when a walk must decide instead: a hard-linked
+/// file among them (every name of its inode changes), or a path that cannot be looked at.
+fn restat(
+    tree: &mut Tree,
+    before: Listing,
+    mut touched: Vec<String>,
+    written: &HashMap<String, Hash>,
+) -> Result<Listing, Listing> {
+    let dirs: Vec<String> = touched
+        .iter()
+        .map(|p| parent(p))
+        .filter(|d| !d.is_empty())
+        .map(str::to_owned)
+        .collect();
+    touched.extend(dirs);
+    touched.sort_unstable();
+    touched.dedup();
+    let leaders: HashSet<&str> = before
+        .iter()
+        .filter_map(|(e, _)| e.link.as_deref())
+        .collect();
+    let mut fresh = Vec::with_capacity(touched.len());
+    let mut walk_instead = false;
+    for path in touched {
+        let old = find(&before, &path);
+        if old.is_some_and(|o| o.link.is_some()) || leaders.contains(path.as_str()) {
+            walk_instead = true;
+            break;
+        }
+        let looked = match tree.at(&path) {
+            Ok((dir, name)) => super::walk::stat_entry(dir.as_fd(), name, &path),
+            Err(e) if matches!(e.raw_os_error(), Some(libc::ENOENT | libc::ENOTDIR)) => Ok(None),
+            Err(e) => Err(e),
+        };
+        let now = match looked {
+            Err(_) => {
+                walk_instead = true;
+                break;
+            }
+            Ok(Some((e, _, links))) if links > 1 && e.kind == Kind::File => {
+                walk_instead = true;
+                break;
+            }
+            Ok(Some((mut e, stamp, _))) => {
+                if e.kind == Kind::File {
+                    e.hash = written.get(&path).copied().or_else(|| {
+                        old.filter(|o| o.kind == Kind::File && o.size == e.size)
+                            .and_then(|o| o.hash)
+                    });
+                }
+                Some((e, stamp))
+            }
+            Ok(None) => None,
+        };
+        fresh.push((path, now));
+    }
+    drop(leaders);
+    if walk_instead {
+        return Err(before);
+    }
+    let mut out = Vec::with_capacity(before.len() + fresh.len());
+    let mut fresh = fresh.into_iter().peekable();
+    for (e, stamp) in before {
+        while let Some((_, now)) = fresh.next_if(|(p, _)| p.as_str() < e.path.as_str()) {
+            out.extend(now);
+        }
+        match fresh.next_if(|(p, _)| *p == e.path) {
+            Some((_, now)) => out.extend(now),
+            None => out.push((e, stamp)),
+        }
+    }
+    out.extend(fresh.filter_map(|(_, now)| now));
+    Ok(out)
 }
 
 /// The permission bits a received entry gets: a peer plants no privilege here, so the

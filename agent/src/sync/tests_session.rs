@@ -104,7 +104,37 @@ impl Pair {
         if sent.refused.is_some() || dry_run {
             return (sent, recv::Received::default());
         }
-        (sent, received.unwrap())
+        let received = received.unwrap();
+        self.check_receiver_manifest(&received.failed);
+        (sent, received)
+    }
+
+    /// The receiver's manifest lists the replica as a walk does but for the files the
+    /// push failed to write (however it was made: a walk after the push, or the paths the
+    /// push touched looked at again), and every hash it holds is its file's.
+    fn check_receiver_manifest(&self, failed: &[(String, String)]) {
+        let Some(m) = self.recv.lock().unwrap().clone() else {
+            return;
+        };
+        let mut w = walk::walk(&self.dst, None).unwrap();
+        w.entries
+            .retain(|(e, _)| !failed.iter().any(|(path, _)| *path == e.path));
+        let listed: Vec<_> = m
+            .entries
+            .iter()
+            .map(|(_, (e, s))| {
+                let mut e = e.clone();
+                e.hash = None;
+                (e, *s)
+            })
+            .collect();
+        assert_eq!(listed, w.entries, "the receiver's manifest against a walk");
+        for (path, (e, _)) in &m.entries {
+            if let Some(h) = e.hash {
+                let (real, _) = walk::hash_file(&self.dst.join(path)).unwrap();
+                assert_eq!(h, real, "{path}: the manifest's hash is not the file's");
+            }
+        }
     }
 
     fn push(&mut self) -> (send::Sent, recv::Received) {
@@ -319,6 +349,65 @@ fn diverged_data_is_moved_aside() {
         fs::read(dir.join("only-here")).unwrap(),
         b"written while master"
     );
+    assert_eq!(snapshot(&p.src), snapshot(&p.dst));
+}
+
+/// After a push of a few changes the receiver looks again at the paths it touched (and
+/// their directories) instead of walking the replica; with a hard link among them it
+/// walks. Either way its manifest is what a walk sees (`check_receiver_manifest`, run
+/// after every push of these tests).
+#[test]
+fn a_push_of_a_few_changes_looks_again_only_at_what_it_touched() {
+    let mut p = Pair::new();
+    for i in 0..40 {
+        write(
+            &p.src,
+            &format!("d{}/f{i}", i % 4),
+            &noise(100 + i, i as u64),
+        );
+    }
+    write(&p.src, "d0/gone", b"to delete");
+    write(&p.src, "d1/becomes-dir", b"a file first");
+    std::os::unix::fs::symlink("f1", p.src.join("d1/link")).unwrap();
+    let (_, r) = p.push();
+    assert!(
+        r.phases.parts.iter().any(|(n, _)| *n == "walk after"),
+        "the first push walks"
+    );
+
+    write(&p.src, "d0/f0", &noise(5000, 99));
+    write(&p.src, "d2/new/deeper/f", b"new");
+    fs::remove_file(p.src.join("d0/gone")).unwrap();
+    fs::set_permissions(p.src.join("d3/f3"), fs::Permissions::from_mode(0o600)).unwrap();
+    fs::remove_file(p.src.join("d1/link")).unwrap();
+    std::os::unix::fs::symlink("f5", p.src.join("d1/link")).unwrap();
+    fs::remove_file(p.src.join("d1/becomes-dir")).unwrap();
+    write(&p.src, "d1/becomes-dir/inner", b"now a dir");
+    let (_, r) = p.push();
+    assert!(r.failed.is_empty(), "{:?}", r.failed);
+    let kinds: Vec<&str> = r.phases.parts.iter().map(|(n, _)| *n).collect();
+    assert!(kinds.contains(&"look again"), "{kinds:?}");
+    assert!(!kinds.contains(&"walk after"), "{kinds:?}");
+    assert_eq!(snapshot(&p.src), snapshot(&p.dst));
+    // The next push finds nothing to do (the manifest's stamps are the replica's).
+    let (s, r) = p.push();
+    assert_eq!(s.steps.len(), 0, "{:?}", s.steps);
+    assert_eq!(r.steps, 0);
+
+    fs::hard_link(p.src.join("d2/f2"), p.src.join("d2/hard")).unwrap();
+    let (_, r) = p.push();
+    let kinds: Vec<&str> = r.phases.parts.iter().map(|(n, _)| *n).collect();
+    assert!(
+        kinds.contains(&"walk after"),
+        "a hard link: walked ({kinds:?})"
+    );
+    assert_eq!(snapshot(&p.src), snapshot(&p.dst));
+    // Writing over one name of a hard-linked inode: walked too.
+    write(&p.src, "d2/f2", b"rewritten");
+    fs::remove_file(p.src.join("d2/hard")).unwrap();
+    let (_, r) = p.push();
+    let kinds: Vec<&str> = r.phases.parts.iter().map(|(n, _)| *n).collect();
+    assert!(kinds.contains(&"walk after"), "{kinds:?}");
     assert_eq!(snapshot(&p.src), snapshot(&p.dst));
 }
 

@@ -43,6 +43,64 @@ fn meta_of(m: &std::fs::Metadata) -> (Meta, Stamp) {
     )
 }
 
+/// One entry as a walk would list it (`name` in the directory `dir`, at `path` of the
+/// tree), and its link count; `None` when nothing a walk lists is there (nothing at all,
+/// a socket, a fifo or a device, a temp file of ours, a non-UTF-8 symlink target).
+pub fn stat_entry(
+    dir: std::os::fd::BorrowedFd<'_>,
+    name: &str,
+    path: &str,
+) -> std::io::Result<Option<(Entry, Stamp, u64)>> {
+    use rustix::fs::{AtFlags, FileType};
+    if name.starts_with(TEMP_PREFIX) {
+        return Ok(None);
+    }
+    let st = match rustix::fs::statat(dir, name, AtFlags::SYMLINK_NOFOLLOW) {
+        Ok(st) => st,
+        Err(rustix::io::Errno::NOENT) => return Ok(None),
+        Err(e) => return Err(e.into()),
+    };
+    let kind = match FileType::from_raw_mode(st.st_mode) {
+        FileType::Directory => Kind::Dir,
+        FileType::RegularFile => Kind::File,
+        FileType::Symlink => Kind::Symlink,
+        _ => return Ok(None),
+    };
+    let target = if kind == Kind::Symlink {
+        match rustix::fs::readlinkat(dir, name, Vec::new())?.into_string() {
+            Ok(t) => Some(t),
+            Err(_) => return Ok(None),
+        }
+    } else {
+        None
+    };
+    let entry = Entry {
+        path: path.to_owned(),
+        kind,
+        size: if kind == Kind::File {
+            st.st_size as u64
+        } else {
+            0
+        },
+        meta: Meta {
+            mode: st.st_mode & 0o7777,
+            uid: st.st_uid,
+            gid: st.st_gid,
+            mtime: st.st_mtime,
+            mtime_ns: st.st_mtime_nsec as u32,
+        },
+        hash: None,
+        target,
+        link: None,
+    };
+    let stamp = Stamp {
+        ctime: st.st_ctime,
+        ctime_ns: st.st_ctime_nsec as u32,
+        ino: st.st_ino,
+    };
+    Ok(Some((entry, stamp, st.st_nlink)))
+}
+
 /// Walks `root` (which must be a directory; the root itself is not an entry). Excluded
 /// entries are left out and excluded directories not entered.
 pub fn walk(root: &Path, excludes: Option<&Excludes>) -> Result<Walked, String> {
