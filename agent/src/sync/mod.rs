@@ -215,6 +215,11 @@ impl Entries {
         self.0.len()
     }
 
+    /// The entries in path order (to walk beside another sorted list).
+    pub fn as_slice(&self) -> &[(Entry, Stamp)] {
+        &self.0
+    }
+
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
     }

@@ -91,7 +91,7 @@ fn same_meta(a: &Meta, b: &Meta, kind: Kind, owners: bool) -> bool {
         && (!owners || (a.uid, a.gid) == (b.uid, b.gid))
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug, Default, PartialEq)]
 pub struct Plan {
     pub steps: Vec<Step>,
     /// Entries in the source, and the bytes of its regular files.
@@ -102,6 +102,23 @@ pub struct Plan {
     pub deletions: u64,
     /// Why the push must not run (a guard), when it must not.
     pub refused: Option<String>,
+}
+
+impl Plan {
+    /// The plan of a source against a replica that holds it as it is: no step, the
+    /// source's totals (what [`plan_borrowed`] gives then, without its maps).
+    pub fn unchanged<S: Borrow<Entry>>(source: &[S]) -> Plan {
+        Plan {
+            files_total: source.len() as u64,
+            bytes_total: source
+                .iter()
+                .map(Borrow::borrow)
+                .filter(|e| e.kind == Kind::File && e.link.is_none())
+                .map(|e| e.size)
+                .sum(),
+            ..Plan::default()
+        }
+    }
 }
 
 /// Writing an entry changes its directory's mtime: set it again at the end.
@@ -132,15 +149,7 @@ pub fn plan_borrowed<'a, S: Borrow<Entry>>(
     let source_refs: Vec<&'a Entry> = source.iter().map(Borrow::borrow).collect();
     let source = &source_refs;
     let src: HashMap<&'a str, &'a Entry> = source.iter().map(|e| (e.path.as_str(), *e)).collect();
-    let mut p = Plan {
-        files_total: source.len() as u64,
-        bytes_total: source
-            .iter()
-            .filter(|e| e.kind == Kind::File && e.link.is_none())
-            .map(|e| e.size)
-            .sum(),
-        ..Plan::default()
-    };
+    let mut p = Plan::unchanged(source);
 
     // A path whose kind changes loses what the receiver holds there first, and with a
     // directory everything under it.
@@ -493,6 +502,21 @@ mod tests {
         let p = plan(&src, &map(&src), opt());
         assert!(p.steps.is_empty(), "{:?}", ops(&p));
         assert_eq!(p.changed, 0);
+    }
+
+    #[test]
+    fn a_replica_holding_the_source_as_it_is_is_the_unchanged_plan() {
+        let mut l = file("d/l", b"x");
+        l.link = Some("d/f".into());
+        let mut s = dir("d/s");
+        s.kind = Kind::Symlink;
+        s.target = Some("f".into());
+        let src = vec![dir("d"), file("d/f", b"x"), l, big("d/b", 1), s];
+        for owners in [false, true] {
+            let p = plan(&src, &map(&src), Options { owners, ..opt() });
+            assert_eq!(p, Plan::unchanged(&src));
+        }
+        assert_eq!(Plan::unchanged(&src).bytes_total, 1 + 100_000);
     }
 
     #[test]

@@ -438,8 +438,23 @@ fn serve(
     // where the manifest vouches for them; looked up by binary search, never copied.
     let mut now: Listing = Vec::with_capacity(listing.entries.len());
     let mut report = Vec::new();
+    // Listing and manifest are both sorted by path: walked side by side, no lookup.
+    let mut manifest_entries = manifest
+        .map_or(&[][..], |m| m.entries.as_slice())
+        .iter()
+        .peekable();
+    // What the manifest holds and the replica no longer does (a full state has no use
+    // for it: the sender takes the listing as all there is).
+    let mut gone: Vec<String> = Vec::new();
     for (mut e, stamp) in listing.entries {
-        let known = manifest.and_then(|m| m.entries.get(&e.path));
+        while let Some((k, _)) = manifest_entries.next_if(|(k, _)| k.path < e.path) {
+            if !full {
+                gone.push(k.path.clone());
+            }
+        }
+        let known = manifest_entries
+            .next_if(|(k, _)| k.path == e.path)
+            .map(|(k, s)| (k, s));
         let clean = known.is_some_and(|(k, s)| {
             *s == stamp
                 && k.kind == e.kind
@@ -456,19 +471,9 @@ fn serve(
         }
         now.push((e, stamp));
     }
-    let gone: Vec<String> = if full {
-        Vec::new()
-    } else {
-        manifest
-            .map(|m| {
-                m.entries
-                    .keys()
-                    .filter(|p| find(&now, p).is_none())
-                    .cloned()
-                    .collect()
-            })
-            .unwrap_or_default()
-    };
+    if !full {
+        gone.extend(manifest_entries.map(|(k, _)| k.path.clone()));
+    }
     let generation = manifest.map(|m| m.generation.clone()).unwrap_or_default();
     let mut batches = report.chunks(wire::STATE_BATCH).peekable();
     let mut gone = Some(gone);

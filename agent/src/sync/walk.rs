@@ -238,11 +238,14 @@ pub fn walk(root: &Path, excludes: Option<&Excludes>) -> Result<Walked, String> 
 /// Takes each file's hash from `manifest` where its stamp, size and mtime are those the
 /// manifest recorded (the file was not touched since).
 pub fn reuse_hashes(w: &mut Walked, manifest: &Manifest) {
+    // Both sorted by path: walked side by side, no lookup.
+    let mut known = manifest.entries.as_slice().iter().peekable();
     for (e, s) in &mut w.entries {
+        while known.next_if(|(k, _)| k.path < e.path).is_some() {}
         if e.kind != Kind::File {
             continue;
         }
-        if let Some((old, old_stamp)) = manifest.entries.get(&e.path) {
+        if let Some((old, old_stamp)) = known.peek().filter(|(k, _)| k.path == e.path) {
             if old_stamp == s
                 && old.size == e.size
                 && old.meta.mtime == e.meta.mtime
