@@ -1562,19 +1562,36 @@ fn restat(
     if walk_instead {
         return Err(before);
     }
-    let mut out = Vec::with_capacity(before.len() + fresh.len());
-    let mut fresh = fresh.into_iter().peekable();
-    for (e, stamp) in before {
-        while let Some((_, now)) = fresh.next_if(|(p, _)| p.as_str() < e.path.as_str()) {
-            out.extend(now);
-        }
-        match fresh.next_if(|(p, _)| *p == e.path) {
-            Some((_, now)) => out.extend(now),
-            None => out.push((e, stamp)),
+    // In place (a second vector of the whole listing would double its memory): paths
+    // still there replaced, paths gone marked and dropped, new paths added at the end and
+    // merged in by a sort that finds the two sorted runs.
+    let mut before = before;
+    let mut added = Vec::new();
+    let mut dropped = false;
+    for (path, now) in fresh {
+        match before.binary_search_by(|(e, _)| e.path.as_str().cmp(&path)) {
+            Ok(i) => match now {
+                Some(now) => before[i] = now,
+                None => {
+                    // Still found by the searches after this one: they look for greater
+                    // paths (`fresh` is sorted), and "" sends them the same way.
+                    before[i].0.path.clear();
+                    dropped = true;
+                }
+            },
+            Err(_) => added.extend(now),
         }
     }
-    out.extend(fresh.filter_map(|(_, now)| now));
-    Ok(out)
+    if dropped {
+        // No entry's path is empty but those marked here.
+        before.retain(|(e, _)| !e.path.is_empty());
+    }
+    if !added.is_empty() {
+        before.reserve_exact(added.len());
+        before.extend(added);
+        before.sort_by(|a, b| a.0.path.cmp(&b.0.path));
+    }
+    Ok(before)
 }
 
 /// The permission bits a received entry gets: a peer plants no privilege here, so the

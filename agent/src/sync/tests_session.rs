@@ -393,7 +393,10 @@ fn a_push_of_a_few_changes_looks_again_only_at_what_it_touched() {
     let (s, r) = p.push();
     assert_eq!(s.steps.len(), 0, "{:?}", s.steps);
     assert_eq!(r.steps, 0);
-    assert!(s.manifest.is_none(), "nothing changed: no manifest to write");
+    assert!(
+        s.manifest.is_none(),
+        "nothing changed: no manifest to write"
+    );
     assert_eq!((s.files_total, s.changed), (50, 0));
 
     fs::hard_link(p.src.join("d2/f2"), p.src.join("d2/hard")).unwrap();

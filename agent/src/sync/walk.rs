@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Mutex;
+use std::sync::{Condvar, Mutex};
 
 /// A walked tree: entries sorted by path, with their stamps.
 #[derive(Debug, Default)]
@@ -102,119 +102,117 @@ pub fn stat_entry(
 }
 
 /// Walks `root` (which must be a directory; the root itself is not an entry). Excluded
-/// entries are left out and excluded directories not entered.
+/// entries are left out and excluded directories not entered. Directories are read on
+/// up to [`walk_threads`] threads (the kernel's `stat` is most of a walk's time).
 pub fn walk(root: &Path, excludes: Option<&Excludes>) -> Result<Walked, String> {
+    walk_on(root, excludes, walk_threads())
+}
+
+/// Threads for a walk: one a core, four at most (past that the directory cache's locks,
+/// not the cores, set the pace).
+pub fn walk_threads() -> usize {
+    std::thread::available_parallelism().map_or(2, |n| n.get().min(4))
+}
+
+/// What one thread of a walk found.
+#[derive(Default)]
+struct Part {
+    entries: Vec<(Entry, Stamp)>,
+    /// (device, inode, index in `entries`) of each file with more than one link.
+    links: Vec<(u64, u64, usize)>,
+    errors: Vec<String>,
+    temps: Vec<String>,
+}
+
+/// The directories left to read, and how many threads are reading one now.
+struct Queue {
+    state: Mutex<(Vec<String>, usize)>,
+    more: Condvar,
+}
+
+impl Queue {
+    /// The next directory to read; `None` when none is left and none is being read (the
+    /// walk is over).
+    fn take(&self) -> Option<String> {
+        let mut g = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        loop {
+            if let Some(dir) = g.0.pop() {
+                g.1 += 1;
+                return Some(dir);
+            }
+            if g.1 == 0 {
+                return None;
+            }
+            g = self.more.wait(g).unwrap_or_else(|e| e.into_inner());
+        }
+    }
+
+    /// A directory read: its subdirectories join the queue.
+    fn done(&self, subdirs: Vec<String>) {
+        let mut g = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        g.1 -= 1;
+        let wake = !subdirs.is_empty() || g.1 == 0;
+        g.0.extend(subdirs);
+        drop(g);
+        if wake {
+            self.more.notify_all();
+        }
+    }
+}
+
+fn walk_on(root: &Path, excludes: Option<&Excludes>, threads: usize) -> Result<Walked, String> {
     let top = std::fs::metadata(root).map_err(|e| format!("{}: {e}", root.display()))?;
     if !top.is_dir() {
         return Err(format!("{} is not a directory", root.display()));
     }
+    let queue = Queue {
+        state: Mutex::new((vec![String::new()], 0)),
+        more: Condvar::new(),
+    };
+    let work = |part: &mut Part| {
+        while let Some(dir) = queue.take() {
+            let subdirs = read_dir(root, &dir, excludes, part);
+            queue.done(subdirs);
+        }
+    };
+    let mut parts: Vec<Part> = Vec::new();
+    if threads <= 1 {
+        let mut part = Part::default();
+        work(&mut part);
+        parts.push(part);
+    } else {
+        std::thread::scope(|s| {
+            let handles: Vec<_> = (0..threads)
+                .map(|_| {
+                    s.spawn(|| {
+                        let mut part = Part::default();
+                        work(&mut part);
+                        part
+                    })
+                })
+                .collect();
+            for h in handles {
+                match h.join() {
+                    Ok(part) => parts.push(part),
+                    Err(p) => std::panic::resume_unwind(p),
+                }
+            }
+        });
+    }
     let mut w = Walked {
         root_dev: top.dev(),
+        entries: Vec::with_capacity(parts.iter().map(|p| p.entries.len()).sum()),
         ..Walked::default()
     };
     let mut links: HashMap<(u64, u64), Vec<usize>> = HashMap::new();
-    let mut stack = vec![String::new()];
-    while let Some(dir) = stack.pop() {
-        let full = if dir.is_empty() {
-            root.to_path_buf()
-        } else {
-            root.join(&dir)
-        };
-        let rd = match std::fs::read_dir(&full) {
-            Ok(rd) => rd,
-            Err(e) => {
-                w.errors.push(format!("{}: {e}", full.display()));
-                continue;
-            }
-        };
-        for de in rd {
-            let de = match de {
-                Ok(de) => de,
-                Err(e) => {
-                    w.errors.push(format!("{}: {e}", full.display()));
-                    continue;
-                }
-            };
-            let name = de.file_name();
-            let Some(name) = name.to_str() else {
-                w.errors.push(format!(
-                    "{}: a name that is not UTF-8 (not pushed)",
-                    full.join(&name).display()
-                ));
-                continue;
-            };
-            let path = if dir.is_empty() {
-                name.to_owned()
-            } else {
-                format!("{dir}/{name}")
-            };
-            if name.starts_with(TEMP_PREFIX) {
-                w.temps.push(path);
-                continue;
-            }
-            // DirEntry::metadata does not follow symlinks.
-            let m = match de.metadata() {
-                Ok(m) => m,
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
-                Err(e) => {
-                    w.errors.push(format!("{}: {e}", full.join(name).display()));
-                    continue;
-                }
-            };
-            let ft = m.file_type();
-            let kind = if ft.is_dir() {
-                Kind::Dir
-            } else if ft.is_file() {
-                Kind::File
-            } else if ft.is_symlink() {
-                Kind::Symlink
-            } else {
-                continue; // sockets, fifos and devices are not pushed
-            };
-            if excludes.is_some_and(|x| x.excluded(&path, kind == Kind::Dir)) {
-                continue;
-            }
-            let (meta, stamp) = meta_of(&m);
-            let target = if kind == Kind::Symlink {
-                match std::fs::read_link(full.join(name)) {
-                    Ok(t) => match t.into_os_string().into_string() {
-                        Ok(t) => Some(t),
-                        Err(_) => {
-                            w.errors
-                                .push(format!("{path}: a symlink target that is not UTF-8"));
-                            continue;
-                        }
-                    },
-                    Err(e) => {
-                        w.errors.push(format!("{path}: {e}"));
-                        continue;
-                    }
-                }
-            } else {
-                None
-            };
-            if kind == Kind::Dir {
-                stack.push(path.clone());
-            }
-            if kind == Kind::File && m.nlink() > 1 {
-                links
-                    .entry((m.dev(), m.ino()))
-                    .or_default()
-                    .push(w.entries.len());
-            }
-            w.entries.push((
-                Entry {
-                    path,
-                    kind,
-                    size: if kind == Kind::File { m.len() } else { 0 },
-                    meta,
-                    hash: None,
-                    target,
-                    link: None,
-                },
-                stamp,
-            ));
+    for part in parts {
+        let offset = w.entries.len();
+        for (dev, ino, i) in part.links {
+            links.entry((dev, ino)).or_default().push(offset + i);
         }
+        w.entries.extend(part.entries);
+        w.errors.extend(part.errors);
+        w.temps.extend(part.temps);
     }
     // Hard links: every name but the first (in path order) points at the first.
     for group in links.values().filter(|g| g.len() > 1) {
@@ -232,7 +230,114 @@ pub fn walk(root: &Path, excludes: Option<&Excludes>) -> Result<Walked, String> 
         }
     }
     w.entries.sort_unstable_by(|a, b| a.0.path.cmp(&b.0.path));
+    w.errors.sort_unstable();
+    w.temps.sort_unstable();
     Ok(w)
+}
+
+/// Reads the directory `dir` of the tree at `root` into `part`; returns its
+/// subdirectories (to read next).
+fn read_dir(root: &Path, dir: &str, excludes: Option<&Excludes>, part: &mut Part) -> Vec<String> {
+    let mut subdirs = Vec::new();
+    let full = if dir.is_empty() {
+        root.to_path_buf()
+    } else {
+        root.join(dir)
+    };
+    let rd = match std::fs::read_dir(&full) {
+        Ok(rd) => rd,
+        Err(e) => {
+            part.errors.push(format!("{}: {e}", full.display()));
+            return subdirs;
+        }
+    };
+    for de in rd {
+        let de = match de {
+            Ok(de) => de,
+            Err(e) => {
+                part.errors.push(format!("{}: {e}", full.display()));
+                continue;
+            }
+        };
+        let name = de.file_name();
+        let Some(name) = name.to_str() else {
+            part.errors.push(format!(
+                "{}: a name that is not UTF-8 (not pushed)",
+                full.join(&name).display()
+            ));
+            continue;
+        };
+        let path = if dir.is_empty() {
+            name.to_owned()
+        } else {
+            format!("{dir}/{name}")
+        };
+        if name.starts_with(TEMP_PREFIX) {
+            part.temps.push(path);
+            continue;
+        }
+        // DirEntry::metadata does not follow symlinks.
+        let m = match de.metadata() {
+            Ok(m) => m,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => {
+                part.errors
+                    .push(format!("{}: {e}", full.join(name).display()));
+                continue;
+            }
+        };
+        let ft = m.file_type();
+        let kind = if ft.is_dir() {
+            Kind::Dir
+        } else if ft.is_file() {
+            Kind::File
+        } else if ft.is_symlink() {
+            Kind::Symlink
+        } else {
+            continue; // sockets, fifos and devices are not pushed
+        };
+        if excludes.is_some_and(|x| x.excluded(&path, kind == Kind::Dir)) {
+            continue;
+        }
+        let (meta, stamp) = meta_of(&m);
+        let target = if kind == Kind::Symlink {
+            match std::fs::read_link(full.join(name)) {
+                Ok(t) => match t.into_os_string().into_string() {
+                    Ok(t) => Some(t),
+                    Err(_) => {
+                        part.errors
+                            .push(format!("{path}: a symlink target that is not UTF-8"));
+                        continue;
+                    }
+                },
+                Err(e) => {
+                    part.errors.push(format!("{path}: {e}"));
+                    continue;
+                }
+            }
+        } else {
+            None
+        };
+        if kind == Kind::Dir {
+            subdirs.push(path.clone());
+        }
+        if kind == Kind::File && m.nlink() > 1 {
+            part.links.push((m.dev(), m.ino(), part.entries.len()));
+        }
+        part.entries.push((
+            Entry {
+                path,
+                kind,
+                size: if kind == Kind::File { m.len() } else { 0 },
+                meta,
+                hash: None,
+                target,
+                link: None,
+            },
+            stamp,
+        ));
+    }
+    subdirs
 }
 
 /// Takes each file's hash from `manifest` where its stamp, size and mtime are those the
@@ -342,6 +447,45 @@ pub fn hash_file(path: &Path) -> std::io::Result<(super::Hash, u64)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_walk_on_many_threads_lists_what_one_thread_lists() {
+        let t = tempfile::tempdir().unwrap();
+        let r = t.path();
+        for i in 0..300 {
+            let d = r.join(format!("a{}/b{}", i % 7, i % 13));
+            std::fs::create_dir_all(&d).unwrap();
+            std::fs::write(d.join(format!("f{i}")), i.to_string()).unwrap();
+            if i % 50 == 0 {
+                // Hard links across directories: the leader is the first name in path order.
+                std::fs::hard_link(d.join(format!("f{i}")), r.join(format!("z-link{i}"))).unwrap();
+                std::fs::hard_link(d.join(format!("f{i}")), r.join(format!("0-link{i}"))).unwrap();
+                std::os::unix::fs::symlink("nowhere", d.join("sym")).unwrap();
+                std::fs::write(d.join(format!("{TEMP_PREFIX}{i}")), b"").unwrap();
+            }
+        }
+        let x = Excludes::new(&["b3/".into()]).unwrap();
+        let one = walk_on(r, Some(&x), 1).unwrap();
+        assert!(one.entries.len() > 300, "{}", one.entries.len());
+        assert!(!one.entries.iter().any(|(e, _)| e.path.contains("/b3/")));
+        assert_eq!(one.temps.len(), 5, "six made, one in an excluded directory");
+        let linked: Vec<_> = one
+            .entries
+            .iter()
+            .filter_map(|(e, _)| Some((e.path.as_str(), e.link.as_deref()?)))
+            .collect();
+        assert!(linked.contains(&("z-link0", "0-link0")), "{linked:?}");
+        assert!(linked.contains(&("a0/b0/f0", "0-link0")), "{linked:?}");
+        for threads in [2, 4] {
+            for _ in 0..5 {
+                let many = walk_on(r, Some(&x), threads).unwrap();
+                assert_eq!(many.entries, one.entries);
+                assert_eq!(many.temps, one.temps);
+                assert_eq!(many.errors, one.errors);
+                assert_eq!(many.root_dev, one.root_dev);
+            }
+        }
+    }
 
     #[test]
     fn walk_sees_every_kind_and_never_follows_links() {
