@@ -114,11 +114,13 @@ pub fn walk_threads() -> usize {
     std::thread::available_parallelism().map_or(2, |n| n.get().min(4))
 }
 
-/// What one thread of a walk found.
+/// What one thread of a walk found (its entries go, a directory at a time, into the
+/// walk's one vector: no second copy of the listing to merge).
 #[derive(Default)]
 struct Part {
+    /// The directory being read.
     entries: Vec<(Entry, Stamp)>,
-    /// (device, inode, index in `entries`) of each file with more than one link.
+    /// (device, inode, index in the walk's vector) of each file with more than one link.
     links: Vec<(u64, u64, usize)>,
     errors: Vec<String>,
     temps: Vec<String>,
@@ -169,9 +171,19 @@ fn walk_on(root: &Path, excludes: Option<&Excludes>, threads: usize) -> Result<W
         state: Mutex::new((vec![String::new()], 0)),
         more: Condvar::new(),
     };
+    let all: Mutex<Vec<(Entry, Stamp)>> = Mutex::new(Vec::new());
     let work = |part: &mut Part| {
         while let Some(dir) = queue.take() {
+            let links_from = part.links.len();
             let subdirs = read_dir(root, &dir, excludes, part);
+            {
+                let mut all = all.lock().unwrap_or_else(|e| e.into_inner());
+                let offset = all.len();
+                for link in &mut part.links[links_from..] {
+                    link.2 += offset;
+                }
+                all.append(&mut part.entries);
+            }
             queue.done(subdirs);
         }
     };
@@ -201,16 +213,14 @@ fn walk_on(root: &Path, excludes: Option<&Excludes>, threads: usize) -> Result<W
     }
     let mut w = Walked {
         root_dev: top.dev(),
-        entries: Vec::with_capacity(parts.iter().map(|p| p.entries.len()).sum()),
+        entries: all.into_inner().unwrap_or_else(|e| e.into_inner()),
         ..Walked::default()
     };
     let mut links: HashMap<(u64, u64), Vec<usize>> = HashMap::new();
     for part in parts {
-        let offset = w.entries.len();
         for (dev, ino, i) in part.links {
-            links.entry((dev, ino)).or_default().push(offset + i);
+            links.entry((dev, ino)).or_default().push(i);
         }
-        w.entries.extend(part.entries);
         w.errors.extend(part.errors);
         w.temps.extend(part.temps);
     }
