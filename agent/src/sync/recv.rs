@@ -145,7 +145,8 @@ impl Stop {
 
 #[derive(Debug, Default)]
 pub struct Received {
-    /// Where the time went (walk, state, apply, syncfs, walk after, manifest, save).
+    /// Where the time went (walk, state, apply, syncfs, look again or walk after, manifest,
+    /// save).
     pub phases: super::Phases,
     pub steps: u64,
     pub failed: Vec<(String, String)>,
