@@ -35,6 +35,9 @@ use std::collections::BTreeMap;
 pub struct Phases {
     last: tokio::time::Instant,
     pub parts: Vec<(&'static str, std::time::Duration)>,
+    /// Time spent on one kind of work inside the phases (summed over its occurrences,
+    /// not part of the total): where a long phase went.
+    pub within: Vec<(&'static str, std::time::Duration)>,
 }
 
 impl Default for Phases {
@@ -42,6 +45,7 @@ impl Default for Phases {
         Phases {
             last: tokio::time::Instant::now(),
             parts: Vec::new(),
+            within: Vec::new(),
         }
     }
 }
@@ -54,9 +58,20 @@ impl Phases {
         self.last = now;
     }
 
+    /// Adds `spent` to the work `name` inside the current phase.
+    pub fn add_within(&mut self, name: &'static str, spent: std::time::Duration) {
+        match self.within.iter_mut().find(|(n, _)| *n == name) {
+            Some((_, d)) => *d += spent,
+            None => self.within.push((name, spent)),
+        }
+    }
+
     /// Appends another's phases (the engine's, inside the daemon's).
     pub fn extend(&mut self, other: &Phases) {
         self.parts.extend_from_slice(&other.parts);
+        for (n, d) in &other.within {
+            self.add_within(n, *d);
+        }
         self.last = tokio::time::Instant::now();
     }
 
@@ -69,7 +84,16 @@ impl Phases {
             .map(|(n, d)| format!("{n} {:.3} s", d.as_secs_f64()))
             .collect();
         out.push(format!("total {:.3} s", total.as_secs_f64()));
-        out.join(", ")
+        let mut line = out.join(", ");
+        if !self.within.is_empty() {
+            let within: Vec<String> = self
+                .within
+                .iter()
+                .map(|(n, d)| format!("{n} {:.3} s", d.as_secs_f64()))
+                .collect();
+            line.push_str(&format!("; within them: {}", within.join(", ")));
+        }
+        line
     }
 }
 

@@ -317,6 +317,10 @@ struct Session<'a> {
     /// Directory metadata set during the push, set again at the end (a late rename into a
     /// directory moves its mtime).
     dir_metas: Vec<(String, Meta)>,
+    /// Where the apply phase's time went (`Phases::within`), and the part of it spent
+    /// making batches durable and renaming them (kept apart from the work that called it).
+    timing: super::Phases,
+    flushing: std::time::Duration,
     excludes: super::Excludes,
     /// Chunk records announced by the files whose lists are still arriving.
     listed: u64,
@@ -553,6 +557,8 @@ fn serve(
         r: Received::default(),
         diverged_dir: None,
         dir_metas: Vec::new(),
+        timing: super::Phases::default(),
+        flushing: std::time::Duration::ZERO,
     };
     let mut input = BufReader::with_capacity(
         256 << 10,
@@ -577,7 +583,10 @@ fn serve(
         if let Some(reason) = target.stop.reason() {
             return Err(RecvError::Local(reason.to_owned()));
         }
+        let waiting = tokio::time::Instant::now();
         let frame = wire::read_frame(&mut input)?;
+        s.timing
+            .add_within("reading the sender's frames", waiting.elapsed());
         input.get_mut().since = tokio::time::Instant::now();
         match frame {
             Frame::Msg(_) => match frame.msg::<ToReceiver>()? {
@@ -597,7 +606,7 @@ fn serve(
                         }
                         _ => touched = None,
                     }
-                    s.step(id, step, delta)?;
+                    timed(&mut s, "steps", |s| s.step(id, step, delta))?;
                 }
                 ToReceiver::Abandon { id, reason } => {
                     if let Some(f) = s.open.remove(&id) {
@@ -614,8 +623,12 @@ fn serve(
                 }
                 ToReceiver::Finish => finishing = true,
             },
-            Frame::Data { id, offset, bytes } => s.data(id, offset, &bytes)?,
-            Frame::Chunks { id, list } => s.chunks(id, list)?,
+            Frame::Data { id, offset, bytes } => {
+                timed(&mut s, "writing data", |s| s.data(id, offset, &bytes))?
+            }
+            Frame::Chunks { id, list } => {
+                timed(&mut s, "chunk lists and bases", |s| s.chunks(id, list))?
+            }
         }
     }
     s.flush()?;
@@ -709,6 +722,9 @@ fn serve(
         phases.mark("save manifest");
     }
     let mut r = std::mem::take(&mut s.r);
+    for (name, spent) in std::mem::take(&mut s.timing.within) {
+        phases.add_within(name, spent);
+    }
     r.phases = phases;
     r.generation = generation.clone();
     r.diverged_dir = s.diverged_dir.take();
@@ -1471,6 +1487,16 @@ impl Session<'_> {
         if self.pending.is_empty() {
             return Ok(());
         }
+        let began = tokio::time::Instant::now();
+        let r = self.flush_now();
+        let spent = began.elapsed();
+        self.flushing += spent;
+        self.timing
+            .add_within("syncfs and renames of batches", spent);
+        r
+    }
+
+    fn flush_now(&mut self) -> Result<(), RecvError> {
         rustix::fs::syncfs(self.tree.root.as_fd())
             .map_err(|e| RecvError::Local(format!("syncfs: {e}")))?;
         for d in std::mem::take(&mut self.pending) {
@@ -1487,6 +1513,21 @@ impl Session<'_> {
         self.pending_bytes = 0;
         Ok(())
     }
+}
+
+/// Runs `work` on the session, adding its time (less any batch flush inside it, counted
+/// apart) to `name` within the apply phase.
+fn timed<T>(
+    s: &mut Session<'_>,
+    name: &'static str,
+    work: impl FnOnce(&mut Session<'_>) -> T,
+) -> T {
+    let began = tokio::time::Instant::now();
+    let flushed = s.flushing;
+    let r = work(s);
+    let spent = began.elapsed().saturating_sub(s.flushing - flushed);
+    s.timing.add_within(name, spent);
+    r
 }
 
 /// A replica's entries as a walk lists them (sorted by path), with their stamps.

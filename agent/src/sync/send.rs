@@ -285,12 +285,16 @@ pub fn push(stream: TcpStream, src: &Source, progress: &Progress) -> Result<Sent
         awaiting: 0,
         abandoned: HashSet::new(),
         progress,
+        timing: super::Phases::default(),
     };
     let result = t.run(&p.steps, &rx);
     let _ = stream.shutdown(std::net::Shutdown::Both);
     let _ = reader.join();
     sent.bytes_sent = t.w.bytes;
     phases.mark("transfer");
+    for (name, spent) in std::mem::take(&mut t.timing.within) {
+        phases.add_within(name, spent);
+    }
     let (generation, failed, diverged, diverged_dir) = result?;
     sent.failed = failed;
     sent.diverged = diverged;
@@ -328,6 +332,8 @@ struct Transfer<'a> {
     awaiting: usize,
     abandoned: HashSet<String>,
     progress: &'a Progress,
+    /// Where the transfer's time went (`Phases::within`).
+    timing: super::Phases,
 }
 
 impl Transfer<'_> {
@@ -390,8 +396,11 @@ impl Transfer<'_> {
                     }
                     How::Delta { .. } => {
                         let params = Params::for_size(*size);
+                        let began = tokio::time::Instant::now();
                         let cut =
                             File::open(self.root.join(path)).and_then(|f| chunk::chunks(f, params));
+                        self.timing
+                            .add_within("chunking changed files", began.elapsed());
                         match cut {
                             Ok((chunks, h, n))
                                 if h == *hash
@@ -489,7 +498,10 @@ impl Transfer<'_> {
         rx: &mpsc::Receiver<Result<ToSender, WireError>>,
     ) -> Result<Option<DoneParts>, SendError> {
         self.w.flush().map_err(WireError::from)?;
+        let began = tokio::time::Instant::now();
         let m = rx.recv().map_err(|_| WireError::Closed)??;
+        self.timing
+            .add_within("waiting for the receiver", began.elapsed());
         self.answer(m)
     }
 
@@ -549,6 +561,20 @@ impl Transfer<'_> {
     /// Sends `len` bytes of `path` from `offset` as data frames; a file that came up
     /// short (it shrank or vanished) is abandoned.
     fn send_range(&mut self, id: u32, path: &str, offset: u64, len: u64) -> Result<(), SendError> {
+        let began = tokio::time::Instant::now();
+        let r = self.send_range_now(id, path, offset, len);
+        self.timing
+            .add_within("reading and sending data", began.elapsed());
+        r
+    }
+
+    fn send_range_now(
+        &mut self,
+        id: u32,
+        path: &str,
+        offset: u64,
+        len: u64,
+    ) -> Result<(), SendError> {
         let f = File::open(self.root.join(path));
         let mut buf = vec![0u8; wire::DATA_BLOCK];
         let mut at = offset;

@@ -417,6 +417,34 @@ fn a_push_of_a_few_changes_looks_again_only_at_what_it_touched() {
 }
 
 #[test]
+fn the_profile_line_names_each_phase_then_the_work_within_them() {
+    let mut p = Phases {
+        parts: vec![("walk", std::time::Duration::from_millis(250))],
+        ..Phases::default()
+    };
+    p.add_within("steps", std::time::Duration::from_millis(10));
+    p.add_within("steps", std::time::Duration::from_millis(15));
+    let mut outer = Phases::default();
+    outer.extend(&p);
+    outer.add_within("waiting", std::time::Duration::from_millis(5));
+    assert_eq!(
+        outer.line(),
+        "walk 0.250 s, total 0.250 s; within them: steps 0.025 s, waiting 0.005 s"
+    );
+    // A push's own profile says where its apply and its transfer went.
+    let mut pair = Pair::new();
+    write(&pair.src, "f", &noise(10_000, 1));
+    let (sent, r) = pair.push();
+    let names = |p: &Phases| p.within.iter().map(|(n, _)| *n).collect::<Vec<_>>();
+    assert!(names(&r.phases).contains(&"steps"), "{}", r.phases.line());
+    assert!(
+        names(&sent.phases).contains(&"reading and sending data"),
+        "{}",
+        sent.phases.line()
+    );
+}
+
+#[test]
 fn a_failed_move_aside_writes_nothing_over_and_keeps_the_next_push_diverging() {
     let mut p = Pair::new();
     write(&p.src, "changed", b"new");
