@@ -1548,7 +1548,7 @@ fn find<'a>(sorted: &'a [(Entry, super::Stamp)], path: &str) -> Option<&'a Entry
 /// file among them (every name of its inode changes), or a path that cannot be looked at.
 fn restat(
     tree: &mut Tree,
-    before: Listing,
+    mut before: Listing,
     mut touched: Vec<String>,
     written: &HashMap<String, Hash>,
 ) -> Result<Listing, Listing> {
@@ -1565,13 +1565,13 @@ fn restat(
         .iter()
         .filter_map(|(e, _)| e.link.as_deref())
         .collect();
+    // Each path with where it is (or would go) in the listing, and what is there now.
     let mut fresh = Vec::with_capacity(touched.len());
-    let mut walk_instead = false;
     for path in touched {
-        let old = find(&before, &path);
+        let at = before.binary_search_by(|(e, _)| e.path.as_str().cmp(&path));
+        let old = at.ok().map(|i| &before[i].0);
         if old.is_some_and(|o| o.link.is_some()) || leaders.contains(path.as_str()) {
-            walk_instead = true;
-            break;
+            return Err(before);
         }
         let looked = match tree.at(&path) {
             Ok((dir, name)) => super::walk::stat_entry(dir.as_fd(), name, &path),
@@ -1579,14 +1579,8 @@ fn restat(
             Err(e) => Err(e),
         };
         let now = match looked {
-            Err(_) => {
-                walk_instead = true;
-                break;
-            }
-            Ok(Some((e, _, links))) if links > 1 && e.kind == Kind::File => {
-                walk_instead = true;
-                break;
-            }
+            Err(_) => return Err(before),
+            Ok(Some((e, _, links))) if links > 1 && e.kind == Kind::File => return Err(before),
             Ok(Some((mut e, stamp, _))) => {
                 if e.kind == Kind::File {
                     e.hash = written.get(&path).copied().or_else(|| {
@@ -1598,34 +1592,25 @@ fn restat(
             }
             Ok(None) => None,
         };
-        fresh.push((path, now));
-    }
-    drop(leaders);
-    if walk_instead {
-        return Err(before);
+        fresh.push((at, now));
     }
     // In place (a second vector of the whole listing would double its memory): paths
     // still there replaced, paths gone marked and dropped, new paths added at the end and
     // merged in by a sort that finds the two sorted runs.
-    let mut before = before;
     let mut added = Vec::new();
     let mut dropped = false;
-    for (path, now) in fresh {
-        match before.binary_search_by(|(e, _)| e.path.as_str().cmp(&path)) {
-            Ok(i) => match now {
-                Some(now) => before[i] = now,
-                None => {
-                    // Still found by the searches after this one: they look for greater
-                    // paths (`fresh` is sorted), and "" sends them the same way.
-                    before[i].0.path.clear();
-                    dropped = true;
-                }
-            },
-            Err(_) => added.extend(now),
+    for (at, now) in fresh {
+        match (at, now) {
+            (Ok(i), Some(now)) => before[i] = now,
+            (Ok(i), None) => {
+                // No entry's path is empty but those marked here.
+                before[i].0.path.clear();
+                dropped = true;
+            }
+            (Err(_), now) => added.extend(now),
         }
     }
     if dropped {
-        // No entry's path is empty but those marked here.
         before.retain(|(e, _)| !e.path.is_empty());
     }
     if !added.is_empty() {
