@@ -437,7 +437,13 @@ fn mariadb_replication_over_the_tunnel_is_checked_and_promote_works() {
     let f = &db["figures"];
     assert_eq!(f["io_running"], "Yes");
     assert_eq!(f["sql_running"], "Yes");
-    assert_eq!(f["seconds_behind"], 0);
+    // MariaDB counts from the event it is applying in whole seconds, so a
+    // heartbeat row applied as the check runs can read 1 s on a caught-up
+    // replica; what matters is that it is a figure, and a small one.
+    assert!(
+        f["seconds_behind"].as_i64().is_some_and(|s| s <= 1),
+        "a caught-up replica is 0 or 1 s behind: {f}"
+    );
     assert!(f["heartbeat_age_ms"].as_i64().unwrap() < 15_000, "{f}");
     assert_eq!(db["standby"]["read_only"], true);
     assert_eq!(db["master"]["read_only"], false);
@@ -472,7 +478,9 @@ fn mariadb_replication_over_the_tunnel_is_checked_and_promote_works() {
         "{text}"
     );
     assert!(
-        text.contains("IO thread Yes, SQL thread Yes, 0 s behind"),
+        ["0", "1"]
+            .iter()
+            .any(|s| text.contains(&format!("IO thread Yes, SQL thread Yes, {s} s behind"))),
         "{text}"
     );
     eventually(
