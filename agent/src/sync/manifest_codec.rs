@@ -37,8 +37,8 @@ pub(super) fn encode(m: &Manifest) -> Vec<u8> {
         };
         let flags = kind
             | if e.hash.is_some() { HAS_HASH } else { 0 }
-            | if e.target.is_some() { HAS_TARGET } else { 0 }
-            | if e.link.is_some() { HAS_LINK } else { 0 };
+            | if e.target().is_some() { HAS_TARGET } else { 0 }
+            | if e.link().is_some() { HAS_LINK } else { 0 };
         out.push(flags);
         uvar(&mut out, e.size);
         uvar(&mut out, u64::from(e.meta.mode));
@@ -49,10 +49,10 @@ pub(super) fn encode(m: &Manifest) -> Vec<u8> {
         if let Some(h) = e.hash {
             out.extend_from_slice(&h.0);
         }
-        if let Some(t) = &e.target {
+        if let Some(t) = e.target() {
             bytes(&mut out, t.as_bytes());
         }
-        if let Some(l) = &e.link {
+        if let Some(l) = e.link() {
             bytes(&mut out, l.as_bytes());
         }
         ivar(&mut out, s.ctime);
@@ -125,16 +125,10 @@ pub(super) fn decode(blob: &[u8]) -> Result<Manifest, String> {
             ino: r.uvar()?,
         };
         prev.clone_from(&path);
-        let entry = Entry {
-            path,
-            kind,
-            size,
-            meta,
-            hash,
-            target,
-            link,
-        };
-        entries.push((entry, stamp));
+        entries.push((
+            Entry::from_parts(path, kind, size, meta, hash, target, link)?,
+            stamp,
+        ));
     }
     if !r.buf.is_empty() {
         return Err("bytes after the last entry".into());
@@ -244,8 +238,10 @@ mod tests {
                 mtime_ns: 999_999_999,
             },
             hash: (kind == Kind::File).then_some(Hash([n as u8; 32])),
-            target: (kind == Kind::Symlink).then(|| "../élan/target".to_string()),
-            link: (n == 3).then(|| "a/b/c.txt".to_string()),
+            other: match kind {
+                Kind::Symlink => Some(Box::new("../élan/target".into())),
+                _ => (n == 3).then(|| Box::new("a/b/c.txt".into())),
+            },
         };
         let s = Stamp {
             ctime: -5 + n as i64,

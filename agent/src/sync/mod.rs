@@ -157,22 +157,142 @@ pub struct Meta {
 }
 
 /// One entry of a tree as pushes see it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+///
+/// A symlink's target and a hard-linked file's leader share one field held out of line
+/// ([`Entry::target`], [`Entry::link`]): few entries have either, and a listing of
+/// 200 000 entries is 40 bytes an entry smaller than with two inline strings. On the wire
+/// and in the JSON form they are still the fields `target` and `link`, and an entry that
+/// has one its kind cannot (a target on a file, a leader on a symlink or a directory) is
+/// refused when read.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "EntryForm<String, String>")]
 pub struct Entry {
     pub path: String,
     pub kind: Kind,
-    #[serde(default)]
     pub size: u64,
     pub meta: Meta,
     /// A regular file's content hash, when known.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hash: Option<Hash>,
+    /// A symlink's target (kind `Symlink`) or a file's hard-link leader (kind `File`);
+    /// a thin pointer (8 bytes, against 16 for a `Box<str>`).
+    #[allow(clippy::box_collection)]
+    other: Option<Box<String>>,
+}
+
+impl Entry {
+    /// An entry with neither a symlink target nor a hard-link leader.
+    pub fn new(path: String, kind: Kind, size: u64, meta: Meta, hash: Option<Hash>) -> Entry {
+        Entry {
+            path,
+            kind,
+            size,
+            meta,
+            hash,
+            other: None,
+        }
+    }
+
+    /// A symlink to `target` (as stored, never resolved).
+    pub fn symlink(path: String, meta: Meta, target: String) -> Entry {
+        Entry {
+            other: Some(Box::new(target)),
+            ..Entry::new(path, Kind::Symlink, 0, meta, None)
+        }
+    }
+
+    /// An entry as read (from the wire or a stored manifest): refused when it has a
+    /// target or a leader its kind cannot have.
+    pub fn from_parts(
+        path: String,
+        kind: Kind,
+        size: u64,
+        meta: Meta,
+        hash: Option<Hash>,
+        target: Option<String>,
+        link: Option<String>,
+    ) -> Result<Entry, String> {
+        let other = match (kind, target, link) {
+            (Kind::Symlink, t, None) => t,
+            (Kind::File, None, l) => l,
+            (Kind::Dir, None, None) => None,
+            (kind, _, _) => {
+                return Err(format!(
+                    "{path}: a {kind:?} entry with a target or a leader it cannot have"
+                ))
+            }
+        };
+        Ok(Entry {
+            other: other.map(Box::new),
+            ..Entry::new(path, kind, size, meta, hash)
+        })
+    }
+
     /// A symlink's target, as stored (never resolved).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub target: Option<String>,
+    pub fn target(&self) -> Option<&str> {
+        (self.kind == Kind::Symlink)
+            .then_some(self.other.as_deref().map(String::as_str))
+            .flatten()
+    }
+
     /// A hard link: the first path (in path order) of the same inode in this tree.
+    pub fn link(&self) -> Option<&str> {
+        (self.kind == Kind::File)
+            .then_some(self.other.as_deref().map(String::as_str))
+            .flatten()
+    }
+
+    /// Makes this file a hard link to `leader` (`None`: not one). Only a file is.
+    pub fn set_link(&mut self, leader: Option<&str>) {
+        debug_assert!(self.kind == Kind::File || leader.is_none());
+        self.other = leader.map(|l| Box::new(l.to_owned()));
+    }
+
+    /// Makes this a symlink to `target`.
+    pub fn set_target(&mut self, target: &str) {
+        self.kind = Kind::Symlink;
+        self.size = 0;
+        self.hash = None;
+        self.other = Some(Box::new(target.to_owned()));
+    }
+}
+
+/// An [`Entry`] as written and read: the target and the leader as fields of their own.
+#[derive(Serialize, Deserialize)]
+struct EntryForm<P, T> {
+    path: P,
+    kind: Kind,
+    #[serde(default)]
+    size: u64,
+    meta: Meta,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub link: Option<String>,
+    hash: Option<Hash>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    target: Option<T>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    link: Option<T>,
+}
+
+impl Serialize for Entry {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        EntryForm {
+            path: self.path.as_str(),
+            kind: self.kind,
+            size: self.size,
+            meta: self.meta,
+            hash: self.hash,
+            target: self.target(),
+            link: self.link(),
+        }
+        .serialize(s)
+    }
+}
+
+impl TryFrom<EntryForm<String, String>> for Entry {
+    type Error = String;
+
+    fn try_from(f: EntryForm<String, String>) -> Result<Entry, String> {
+        Entry::from_parts(f.path, f.kind, f.size, f.meta, f.hash, f.target, f.link)
+    }
 }
 
 /// What `stat` says beyond an [`Entry`]: enough to see that a file changed without
@@ -493,6 +613,43 @@ mod tests {
     }
 
     #[test]
+    fn an_entry_reads_and_writes_its_target_and_leader_as_fields_and_refuses_what_its_kind_cannot_have(
+    ) {
+        let meta = r#""meta":{"mode":420,"uid":0,"gid":0,"mtime":1,"mtime_ns":0}"#;
+        let sym: Entry = serde_json::from_str(&format!(
+            r#"{{"path":"s","kind":"symlink",{meta},"target":"../t"}}"#
+        ))
+        .unwrap();
+        assert_eq!(sym.target(), Some("../t"));
+        assert_eq!(sym.link(), None);
+        let json = serde_json::to_string(&sym).unwrap();
+        assert!(
+            json.contains(r#""target":"../t""#) && !json.contains(r#""link""#),
+            "{json}"
+        );
+        let hard: Entry = serde_json::from_str(&format!(
+            r#"{{"path":"h","kind":"file","size":1,{meta},"link":"f"}}"#
+        ))
+        .unwrap();
+        assert_eq!((hard.link(), hard.target()), (Some("f"), None));
+        assert_eq!(
+            serde_json::from_str::<Entry>(&serde_json::to_string(&hard).unwrap()).unwrap(),
+            hard
+        );
+        for bad in [
+            r#""path":"d","kind":"dir","link":"f""#,
+            r#""path":"d","kind":"dir","target":"f""#,
+            r#""path":"f","kind":"file","target":"t""#,
+            r#""path":"s","kind":"symlink","target":"t","link":"f""#,
+        ] {
+            let e = serde_json::from_str::<Entry>(&format!("{{{bad},{meta}}}")).unwrap_err();
+            assert!(e.to_string().contains("it cannot have"), "{bad}: {e}");
+        }
+        // The point of holding them out of line: an entry and its stamp in 128 bytes.
+        assert!(std::mem::size_of::<(Entry, Stamp)>() <= 128);
+    }
+
+    #[test]
     fn manifests_round_trip() {
         let mut m = Manifest {
             generation: new_generation(),
@@ -504,8 +661,7 @@ mod tests {
             size: 3,
             meta: Meta::default(),
             hash: Some(Hash(*blake3::hash(b"abc").as_bytes())),
-            target: None,
-            link: None,
+            other: None,
         };
         m.entries.insert("a".into(), (e.clone(), Stamp::default()));
         let back = Manifest::decode(&m.encode().unwrap()).unwrap();

@@ -113,7 +113,7 @@ impl Plan {
             bytes_total: source
                 .iter()
                 .map(Borrow::borrow)
-                .filter(|e| e.kind == Kind::File && e.link.is_none())
+                .filter(|e| e.kind == Kind::File && e.link().is_none())
                 .map(|e| e.size)
                 .sum(),
             ..Plan::default()
@@ -177,7 +177,7 @@ pub fn plan_borrowed<'a, S: Borrow<Entry>>(
     // are (only these are worth looking for among its files).
     let wanted: std::collections::HashSet<Hash> = source
         .iter()
-        .filter(|s| s.kind == Kind::File && s.link.is_none() && s.size > 0)
+        .filter(|s| s.kind == Kind::File && s.link().is_none() && s.size > 0)
         .filter_map(|s| {
             let h = s.hash?;
             let held = receiver.get(s.path.as_str()).and_then(|r| r.hash);
@@ -229,9 +229,9 @@ pub fn plan_borrowed<'a, S: Borrow<Entry>>(
                 }
             },
             Kind::Symlink => {
-                let target = s.target.clone().unwrap_or_default();
+                let target = s.target().unwrap_or_default().to_string();
                 match r {
-                    Some(r) if r.kind == Kind::Symlink && r.target.as_deref() == Some(&target) => {
+                    Some(r) if r.kind == Kind::Symlink && r.target() == Some(&target) => {
                         if !same_meta(&r.meta, &s.meta, Kind::Symlink, opt.owners) {
                             metas.push(Step::Meta {
                                 path: s.path.clone(),
@@ -251,7 +251,7 @@ pub fn plan_borrowed<'a, S: Borrow<Entry>>(
                 }
             }
             Kind::File => {
-                if s.link.is_some() {
+                if s.link().is_some() {
                     continue; // after every leader is known (below)
                 }
                 let Some(hash) = s.hash else { continue };
@@ -305,15 +305,15 @@ pub fn plan_borrowed<'a, S: Borrow<Entry>>(
         }
     }
     for s in source {
-        let Some(leader) = &s.link else { continue };
+        let Some(leader) = s.link() else { continue };
         let r = receiver
             .get(s.path.as_str())
             .filter(|r| !pre.contains(r.path.as_str()));
-        let linked = r.is_some_and(|r| r.kind == Kind::File && r.link.as_ref() == Some(leader));
-        if !linked || rewritten.contains(leader.as_str()) {
+        let linked = r.is_some_and(|r| r.kind == Kind::File && r.link() == Some(leader));
+        if !linked || rewritten.contains(leader) {
             links.push(Step::Hardlink {
                 path: s.path.clone(),
-                to: leader.clone(),
+                to: leader.to_owned(),
             });
             touched(&s.path, &mut dir_meta);
         }
@@ -419,8 +419,7 @@ mod tests {
                 ..meta(1)
             },
             hash: None,
-            target: None,
-            link: None,
+            other: None,
         }
     }
     fn file(path: &str, content: &[u8]) -> Entry {
@@ -430,8 +429,7 @@ mod tests {
             size: content.len() as u64,
             meta: meta(1),
             hash: Some(h(content)),
-            target: None,
-            link: None,
+            other: None,
         }
     }
     fn big(path: &str, seed: u8) -> Entry {
@@ -471,13 +469,12 @@ mod tests {
     #[test]
     fn a_first_push_creates_everything_in_order() {
         let mut link = file("d/hard", b"x");
-        link.link = Some("d/f".into());
-        let sym = Entry {
-            kind: Kind::Symlink,
-            target: Some("../elsewhere".into()),
-            hash: None,
-            ..file("d/sym", b"")
-        };
+        link.set_link(Some("d/f"));
+        let sym = Entry::symlink(
+            "d/sym".into(),
+            file("d/sym", b"").meta,
+            "../elsewhere".into(),
+        );
         let src = vec![dir("d"), dir("d/empty"), file("d/f", b"x"), link, sym];
         let p = plan(&src, &BTreeMap::new(), opt());
         assert_eq!(
@@ -507,10 +504,9 @@ mod tests {
     #[test]
     fn a_replica_holding_the_source_as_it_is_is_the_unchanged_plan() {
         let mut l = file("d/l", b"x");
-        l.link = Some("d/f".into());
+        l.set_link(Some("d/f"));
         let mut s = dir("d/s");
-        s.kind = Kind::Symlink;
-        s.target = Some("f".into());
+        s.set_target("f");
         let src = vec![dir("d"), file("d/f", b"x"), l, big("d/b", 1), s];
         for owners in [false, true] {
             let p = plan(&src, &map(&src), Options { owners, ..opt() });
@@ -617,11 +613,11 @@ mod tests {
     #[test]
     fn hard_links_are_redone_when_their_leader_is_rewritten() {
         let mut l = file("b", b"x");
-        l.link = Some("a".into());
+        l.set_link(Some("a"));
         let old = vec![file("a", b"x"), l.clone()];
         assert!(plan(&old, &map(&old), opt()).steps.is_empty());
         let mut l2 = file("b", b"y");
-        l2.link = Some("a".into());
+        l2.set_link(Some("a"));
         let p = plan(&[file("a", b"y"), l2], &map(&old), opt());
         assert_eq!(ops(&p), ["put a", "ln a b"]);
     }

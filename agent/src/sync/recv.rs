@@ -465,8 +465,8 @@ fn serve(
                 && k.kind == e.kind
                 && k.size == e.size
                 && k.meta == e.meta
-                && k.target == e.target
-                && k.link == e.link
+                && k.target() == e.target()
+                && k.link() == e.link()
         });
         if clean {
             e.hash = known.and_then(|(k, _)| k.hash);
@@ -698,7 +698,7 @@ fn serve(
                 phases.mark("walk after");
                 for (e, _) in &mut entries {
                     if e.kind == Kind::File {
-                        let lead = e.link.as_deref().unwrap_or(e.path.as_str());
+                        let lead = e.link().unwrap_or(e.path.as_str());
                         let hash = hashes.get(lead).copied().or_else(|| {
                             find(&now, lead)
                                 .filter(|o| o.size == e.size && o.meta == e.meta)
@@ -1561,16 +1561,13 @@ fn restat(
     touched.extend(dirs);
     touched.sort_unstable();
     touched.dedup();
-    let leaders: HashSet<&str> = before
-        .iter()
-        .filter_map(|(e, _)| e.link.as_deref())
-        .collect();
+    let leaders: HashSet<&str> = before.iter().filter_map(|(e, _)| e.link()).collect();
     // Each path with where it is (or would go) in the listing, and what is there now.
     let mut fresh = Vec::with_capacity(touched.len());
     for path in touched {
         let at = before.binary_search_by(|(e, _)| e.path.as_str().cmp(&path));
         let old = at.ok().map(|i| &before[i].0);
-        if old.is_some_and(|o| o.link.is_some()) || leaders.contains(path.as_str()) {
+        if old.is_some_and(|o| o.link().is_some()) || leaders.contains(path.as_str()) {
             return Err(before);
         }
         let looked = match tree.at(&path) {

@@ -165,8 +165,8 @@ pub fn push(stream: TcpStream, src: &Source, progress: &Progress) -> Result<Sent
         let held = base.map_or(0, |m| m.entries.len());
         for e in entries {
             check_path(&e.path).map_err(|m| SendError::Wire(WireError::Malformed(m)))?;
-            if e.target.as_ref().is_some_and(|t| t.len() > MAX_PATH)
-                || e.link.as_ref().is_some_and(|l| l.len() > MAX_PATH)
+            if e.target().is_some_and(|t| t.len() > MAX_PATH)
+                || e.link().is_some_and(|l| l.len() > MAX_PATH)
             {
                 return bad("an entry out of bounds");
             }

@@ -177,8 +177,8 @@ fn snapshot(root: &Path) -> Vec<String> {
                 e.meta.mode,
                 e.meta.mtime,
                 e.meta.mtime_ns,
-                e.target,
-                e.link,
+                e.target(),
+                e.link(),
                 e.hash
             )
         })

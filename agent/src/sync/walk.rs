@@ -90,8 +90,7 @@ pub fn stat_entry(
             mtime_ns: st.st_mtime_nsec as u32,
         },
         hash: None,
-        target,
-        link: None,
+        other: target.map(Box::new),
     };
     let stamp = Stamp {
         ctime: st.st_ctime,
@@ -235,7 +234,7 @@ fn walk_on(root: &Path, excludes: Option<&Excludes>, threads: usize) -> Result<W
         let leader = w.entries[lead].0.path.clone();
         for &i in group {
             if i != lead {
-                w.entries[i].0.link = Some(leader.clone());
+                w.entries[i].0.set_link(Some(&leader));
             }
         }
     }
@@ -341,8 +340,7 @@ fn read_dir(root: &Path, dir: &str, excludes: Option<&Excludes>, part: &mut Part
                 size: if kind == Kind::File { m.len() } else { 0 },
                 meta,
                 hash: None,
-                target,
-                link: None,
+                other: target.map(Box::new),
             },
             stamp,
         ));
@@ -379,7 +377,7 @@ pub fn hash_missing(root: &Path, w: &mut Walked, threads: usize) -> u64 {
     let todo: Vec<usize> = (0..w.entries.len())
         .filter(|&i| {
             let e = &w.entries[i].0;
-            e.kind == Kind::File && e.hash.is_none() && e.link.is_none()
+            e.kind == Kind::File && e.hash.is_none() && e.link().is_none()
         })
         .collect();
     let next = AtomicUsize::new(0);
@@ -414,20 +412,20 @@ pub fn hash_missing(root: &Path, w: &mut Walked, threads: usize) -> u64 {
         }
     }
     // Hard-linked names take their leader's hash (looked up without copying a path).
-    if w.entries.iter().any(|(e, _)| e.link.is_some()) {
+    if w.entries.iter().any(|(e, _)| e.link().is_some()) {
         let fills: Vec<(usize, Option<super::Hash>)> = {
             let leaders: HashMap<&str, Option<super::Hash>> = w
                 .entries
                 .iter()
                 .enumerate()
-                .filter(|(i, (e, _))| !drop[*i] && e.kind == Kind::File && e.link.is_none())
+                .filter(|(i, (e, _))| !drop[*i] && e.kind == Kind::File && e.link().is_none())
                 .map(|(_, (e, _))| (e.path.as_str(), e.hash))
                 .collect();
             w.entries
                 .iter()
                 .enumerate()
                 .filter_map(|(i, (e, _))| {
-                    let l = e.link.as_deref()?;
+                    let l = e.link()?;
                     Some((i, leaders.get(l).copied().flatten()))
                 })
                 .collect()
@@ -482,7 +480,7 @@ mod tests {
         let linked: Vec<_> = one
             .entries
             .iter()
-            .filter_map(|(e, _)| Some((e.path.as_str(), e.link.as_deref()?)))
+            .filter_map(|(e, _)| Some((e.path.as_str(), e.link()?)))
             .collect();
         assert!(linked.contains(&("z-link0", "0-link0")), "{linked:?}");
         assert!(linked.contains(&("a0/b0/f0", "0-link0")), "{linked:?}");
@@ -513,14 +511,7 @@ mod tests {
         let got: Vec<_> = w
             .entries
             .iter()
-            .map(|(e, _)| {
-                (
-                    e.path.as_str(),
-                    e.kind,
-                    e.link.as_deref(),
-                    e.target.as_deref(),
-                )
-            })
+            .map(|(e, _)| (e.path.as_str(), e.kind, e.link(), e.target()))
             .collect();
         assert_eq!(
             got,
