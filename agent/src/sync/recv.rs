@@ -6,8 +6,11 @@
 //! pass through a symlink, or write through one. File contents go to a temp file in the
 //! target's directory; completed temp files are made durable together (`syncfs`, one
 //! flush for a batch instead of an fsync each) and only then renamed over their names,
-//! with their metadata already set; the directories are flushed again at the end. A push
-//! cut off at any moment leaves every file old or new; the next walk removes temp files.
+//! with their metadata already set; the directories are flushed again at the end. A full
+//! batch is made durable and renamed on a thread of its own while the next one is
+//! written (one batch behind at most; links, metadata, deletions and the end wait for it).
+//! A push cut off at any moment leaves every file old or new; the next walk removes temp
+//! files.
 
 use super::chunk::{self, Params};
 use super::plan::{How, Step};
@@ -294,6 +297,49 @@ struct Done_ {
     hash: Hash,
 }
 
+/// A batch made durable and renamed on a thread of its own: the paths it could not
+/// rename, with why, or why the whole batch was not.
+type Behind = std::thread::JoinHandle<Result<Vec<(String, String)>, String>>;
+
+/// Makes `batch`'s temp files durable (`syncfs`), then renames each over its name, its
+/// directory opened again beneath `root`. Once `stop` is set, the rest is removed instead
+/// of renamed (nothing more is written for a push that is no longer wanted).
+fn settle_batch(
+    root: Arc<OwnedFd>,
+    batch: Vec<Done_>,
+    stop: Arc<Stop>,
+) -> Result<Vec<(String, String)>, String> {
+    let mut tree = Tree {
+        root,
+        cache: HashMap::new(),
+    };
+    let synced = rustix::fs::syncfs(tree.root.as_fd()).map_err(|e| format!("syncfs: {e}"));
+    let mut failed = Vec::new();
+    for d in batch {
+        let Ok((dir, name)) = tree.at(&d.path) else {
+            failed.push((d.path, "its directory is gone".to_owned()));
+            continue;
+        };
+        if synced.is_err() || stop.reason().is_some() {
+            let _ = rustix::fs::unlinkat(dir.as_fd(), d.tmp.as_str(), AtFlags::empty());
+            continue;
+        }
+        if let Err(e) = rename_into_place(&dir, &d.tmp, name) {
+            failed.push((d.path, e.to_string()));
+        }
+    }
+    synced.map(|()| failed)
+}
+
+/// Renames `tmp` over `name` in `dir`; the temp file is removed when that fails.
+fn rename_into_place(dir: &OwnedFd, tmp: &str, name: &str) -> std::io::Result<()> {
+    let r = rustix::fs::renameat(dir.as_fd(), tmp, dir.as_fd(), name);
+    if r.is_err() {
+        let _ = rustix::fs::unlinkat(dir.as_fd(), tmp, AtFlags::empty());
+    }
+    Ok(r?)
+}
+
 struct Session<'a> {
     tree: Tree,
     target: &'a Target,
@@ -311,6 +357,8 @@ struct Session<'a> {
     aside_failed: bool,
     pending: Vec<Done_>,
     pending_bytes: u64,
+    /// The previous full batch, being made durable and renamed.
+    behind: Option<Behind>,
     out: BufWriter<TcpStream>,
     r: Received,
     diverged_dir: Option<PathBuf>,
@@ -339,6 +387,11 @@ impl Drop for Session<'_> {
     /// A session that ends before its finish (an error, the peer gone, stopped) removes
     /// its temporary files now, not at the next push's walk.
     fn drop(&mut self) {
+        // The batch behind finishes (or, stopped, removes its temp files) before the
+        // session is over: nothing of a push is written after it returns.
+        if let Some(b) = self.behind.take() {
+            let _ = b.join();
+        }
         for f in self.open.values() {
             let _ = rustix::fs::unlinkat(f.dir.as_fd(), f.tmp.as_str(), AtFlags::empty());
         }
@@ -548,6 +601,7 @@ fn serve(
         aside_failed: false,
         pending: Vec::new(),
         pending_bytes: 0,
+        behind: None,
         out: BufWriter::with_capacity(
             64 << 10,
             out.get_ref()
@@ -804,9 +858,11 @@ impl Session<'_> {
             return refused(format!("{} written twice in one push", shown(step.path())));
         }
         match &step {
-            Step::File { .. } => {}
-            // Links, metadata and deletions act on names already written.
-            _ => self.flush()?,
+            // Hard links, metadata and deletions act on names already written (and a
+            // deletion comes only after the content is durable); a directory or a
+            // symlink depends on no file written before it.
+            Step::File { .. } | Step::Mkdir { .. } | Step::Symlink { .. } => {}
+            Step::Hardlink { .. } | Step::Meta { .. } | Step::Delete { .. } => self.flush()?,
         }
         match step {
             Step::Mkdir { path } => {
@@ -1163,11 +1219,7 @@ impl Session<'_> {
                 Some(_) => self.move_aside(dir, name, path)?,
             }
         }
-        let r = rustix::fs::renameat(dir.as_fd(), tmp, dir.as_fd(), name);
-        if r.is_err() {
-            let _ = rustix::fs::unlinkat(dir.as_fd(), tmp, AtFlags::empty());
-        }
-        Ok(r?)
+        rename_into_place(dir, tmp, name)
     }
 
     fn hash_of(&self, path: &str) -> Option<Hash> {
@@ -1477,18 +1529,42 @@ impl Session<'_> {
             hash: f.hash,
         });
         if self.pending.len() >= BATCH_FILES || self.pending_bytes >= BATCH_BYTES {
-            self.flush()?;
+            self.flush_behind()?;
         }
         Ok(())
     }
 
-    /// Makes the completed temp files durable, then renames them into place.
+    /// Waits for the batch behind, then makes the completed temp files durable and
+    /// renames them into place: everything written so far is in place after it.
     fn flush(&mut self) -> Result<(), RecvError> {
-        if self.pending.is_empty() {
+        self.timed_flush(false)
+    }
+
+    /// Waits for the batch behind, then starts the completed files on their way into
+    /// place on a thread of their own (in place at once when this push moves aside what
+    /// it replaces: that is done here).
+    fn flush_behind(&mut self) -> Result<(), RecvError> {
+        self.timed_flush(!self.target.diverge)
+    }
+
+    fn timed_flush(&mut self, behind: bool) -> Result<(), RecvError> {
+        if self.pending.is_empty() && self.behind.is_none() {
             return Ok(());
         }
         let began = tokio::time::Instant::now();
-        let r = self.flush_now();
+        let r = self.join_behind().and_then(|()| {
+            if !behind {
+                self.flush_now()
+            } else if !self.pending.is_empty() {
+                let batch = std::mem::take(&mut self.pending);
+                self.pending_bytes = 0;
+                let (root, stop) = (Arc::clone(&self.tree.root), Arc::clone(&self.target.stop));
+                self.behind = Some(std::thread::spawn(move || settle_batch(root, batch, stop)));
+                Ok(())
+            } else {
+                Ok(())
+            }
+        });
         let spent = began.elapsed();
         self.flushing += spent;
         self.timing
@@ -1496,7 +1572,25 @@ impl Session<'_> {
         r
     }
 
+    /// Waits for the batch behind; its failures are this push's.
+    fn join_behind(&mut self) -> Result<(), RecvError> {
+        let Some(b) = self.behind.take() else {
+            return Ok(());
+        };
+        let failed = match b.join() {
+            Ok(r) => r.map_err(RecvError::Local)?,
+            Err(p) => std::panic::resume_unwind(p),
+        };
+        for (path, why) in failed {
+            self.fail(&path, why);
+        }
+        Ok(())
+    }
+
     fn flush_now(&mut self) -> Result<(), RecvError> {
+        if self.pending.is_empty() {
+            return Ok(());
+        }
         rustix::fs::syncfs(self.tree.root.as_fd())
             .map_err(|e| RecvError::Local(format!("syncfs: {e}")))?;
         for d in std::mem::take(&mut self.pending) {

@@ -266,6 +266,67 @@ fn edits_renames_and_deletions() {
     assert_eq!(snapshot(&p.src), snapshot(&p.dst));
 }
 
+/// More files than a batch: full batches are made durable and renamed on a thread while
+/// the next is written; hard links (to leaders in an early batch) and deletions wait for
+/// them, symlinks and directories do not need to. Every file lands, in both modes.
+#[test]
+fn batches_made_durable_behind_the_writing_all_land() {
+    for diverge in [false, true] {
+        let mut p = Pair::new();
+        p.diverge = diverge;
+        for i in 0..2600u64 {
+            write(
+                &p.src,
+                &format!("d{:02}/f{i:04}", i / 100),
+                &noise(64 + (i as usize % 300), i),
+            );
+            if i % 250 == 0 {
+                std::os::unix::fs::symlink(
+                    format!("f{i:04}"),
+                    p.src.join(format!("d{:02}/s{i}", i / 100)),
+                )
+                .unwrap();
+            }
+        }
+        fs::create_dir_all(p.src.join("z-links")).unwrap();
+        for i in [0u64, 5, 1500] {
+            fs::hard_link(
+                p.src.join(format!("d{:02}/f{i:04}", i / 100)),
+                p.src.join(format!("z-links/h{i}")),
+            )
+            .unwrap();
+        }
+        let (s, r) = p.push();
+        assert!(
+            s.failed.is_empty() && r.failed.is_empty(),
+            "{:?} {:?}",
+            s.failed,
+            r.failed
+        );
+        assert_eq!(snapshot(&p.src), snapshot(&p.dst), "diverge {diverge}");
+        let ino = |path: &str| fs::symlink_metadata(p.dst.join(path)).unwrap().ino();
+        assert_eq!(ino("z-links/h1500"), ino("d15/f1500"), "hard link kept");
+
+        // Over a batch of edits, and a directory deleted after them.
+        for i in (0..2600u64).step_by(2) {
+            write(
+                &p.src,
+                &format!("d{:02}/f{i:04}", i / 100),
+                &noise(80, i + 7),
+            );
+        }
+        fs::remove_dir_all(p.src.join("d20")).unwrap();
+        let (s, r) = p.push_with(true, false, &[]);
+        assert!(
+            s.failed.is_empty() && r.failed.is_empty(),
+            "{:?} {:?}",
+            s.failed,
+            r.failed
+        );
+        assert_eq!(snapshot(&p.src), snapshot(&p.dst), "diverge {diverge}");
+    }
+}
+
 #[test]
 fn the_replica_changed_behind_our_back_is_repaired() {
     let mut p = Pair::new();
