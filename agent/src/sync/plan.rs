@@ -121,53 +121,78 @@ impl Plan {
     }
 }
 
+/// The entry at `path` in a list sorted by path.
+fn find<'a>(sorted: &[&'a Entry], path: &str) -> Option<&'a Entry> {
+    sorted
+        .binary_search_by(|e| e.path.as_str().cmp(path))
+        .ok()
+        .map(|i| sorted[i])
+}
+
 /// Writing an entry changes its directory's mtime: set it again at the end.
-fn touch<'a>(src: &HashMap<&'a str, &'a Entry>, path: &str, dir_meta: &mut BTreeSet<&'a str>) {
-    if let Some(d) = src.get(parent(path)) {
+fn touch<'a>(src: &[&'a Entry], path: &str, dir_meta: &mut BTreeSet<&'a str>) {
+    if let Some(d) = find(src, parent(path)) {
         dir_meta.insert(d.path.as_str());
     }
 }
 
-/// [`plan_borrowed`] of owned entries.
+/// For each entry of `a`, the entry of `b` at the same path (both sorted by path, walked
+/// side by side).
+fn matching<'a>(a: &[&Entry], b: &[&'a Entry]) -> Vec<Option<&'a Entry>> {
+    let mut b = b.iter().peekable();
+    a.iter()
+        .map(|x| {
+            while b.next_if(|y| y.path < x.path).is_some() {}
+            b.peek().filter(|y| y.path == x.path).map(|y| **y)
+        })
+        .collect()
+}
+
+/// [`plan_borrowed`] of owned entries, the source in any order.
 pub fn plan(source: &[Entry], receiver: &BTreeMap<String, Entry>, opt: Options) -> Plan {
-    let receiver: BTreeMap<&str, &Entry> = receiver.iter().map(|(k, v)| (k.as_str(), v)).collect();
-    plan_borrowed(source, &receiver, opt)
+    let mut source: Vec<&Entry> = source.iter().collect();
+    source.sort_by(|a, b| a.path.cmp(&b.path));
+    let receiver: Vec<&Entry> = receiver.values().collect();
+    plan_borrowed(&source, &receiver, opt)
 }
 
 /// Plans a push of `source` (sorted by path, every file's hash known, excluded entries
-/// left out) onto `receiver` (what the sender believes the receiver holds, excluded
-/// entries left out).
+/// left out) onto `receiver` (what the sender believes the receiver holds, sorted by
+/// path, excluded entries left out).
 ///
 /// Both sides are taken by reference in whatever form the caller holds them (owned
 /// entries, or references into a walk and a manifest), so a plan of a big tree copies
-/// no entry.
+/// no entry; both sorted, they are walked side by side instead of looked up in maps.
 pub fn plan_borrowed<'a, S: Borrow<Entry>>(
     source: &'a [S],
-    receiver: &'a BTreeMap<&'a str, &'a Entry>,
+    receiver: &[&'a Entry],
     opt: Options,
 ) -> Plan {
     let source_refs: Vec<&'a Entry> = source.iter().map(Borrow::borrow).collect();
     let source = &source_refs;
-    let src: HashMap<&'a str, &'a Entry> = source.iter().map(|e| (e.path.as_str(), *e)).collect();
+    let src = source.as_slice();
+    debug_assert!(src.windows(2).all(|w| w[0].path < w[1].path), "source not sorted");
+    debug_assert!(receiver.windows(2).all(|w| w[0].path < w[1].path), "receiver not sorted");
+    // Each source entry's receiver entry, and each receiver entry's source entry.
+    let held = matching(src, receiver);
+    let kept = matching(receiver, src);
     let mut p = Plan::unchanged(source);
 
     // A path whose kind changes loses what the receiver holds there first, and with a
     // directory everything under it.
     let mut pre: BTreeSet<&str> = BTreeSet::new();
-    for (path, r) in receiver {
-        if let Some(s) = src.get(path) {
+    for (r, s) in receiver.iter().zip(&kept) {
+        if let Some(s) = s {
             if s.kind != r.kind {
-                pre.insert(path);
+                pre.insert(&r.path);
                 if r.kind == Kind::Dir {
-                    let prefix = format!("{path}/");
+                    let prefix = format!("{}/", r.path);
+                    let from = receiver.partition_point(|e| e.path.as_str() < prefix.as_str());
                     pre.extend(
-                        receiver
-                            .range::<str, _>((
-                                std::ops::Bound::Included(prefix.as_str()),
-                                std::ops::Bound::Unbounded,
-                            ))
-                            .take_while(|(p, _)| p.starts_with(&prefix))
-                            .map(|(p, _)| *p),
+                        receiver[from..]
+                            .iter()
+                            .take_while(|e| e.path.starts_with(&prefix))
+                            .map(|e| e.path.as_str()),
                     );
                 }
             }
@@ -177,28 +202,28 @@ pub fn plan_borrowed<'a, S: Borrow<Entry>>(
     // are (only these are worth looking for among its files).
     let wanted: std::collections::HashSet<Hash> = source
         .iter()
-        .filter(|s| s.kind == Kind::File && s.link().is_none() && s.size > 0)
-        .filter_map(|s| {
+        .zip(&held)
+        .filter(|(s, _)| s.kind == Kind::File && s.link().is_none() && s.size > 0)
+        .filter_map(|(s, r)| {
             let h = s.hash?;
-            let held = receiver.get(s.path.as_str()).and_then(|r| r.hash);
-            (held != Some(h)).then_some(h)
+            (r.and_then(|r| r.hash) != Some(h)).then_some(h)
         })
         .collect();
     // Receiver files whose bytes stay where they are during the push: sources for copies.
     let mut copies: HashMap<Hash, &str> = HashMap::new();
-    for (path, r) in receiver {
-        if r.kind != Kind::File || r.size == 0 || pre.contains(path) {
+    for (r, s) in receiver.iter().zip(&kept) {
+        if r.kind != Kind::File || r.size == 0 || pre.contains(r.path.as_str()) {
             continue;
         }
         let Some(h) = r.hash.filter(|h| wanted.contains(h)) else {
             continue;
         };
-        let stays = match src.get(path) {
+        let stays = match s {
             None => true,
             Some(s) => s.hash == Some(h),
         };
         if stays {
-            copies.entry(h).or_insert(path);
+            copies.entry(h).or_insert(&r.path);
         }
     }
 
@@ -208,12 +233,10 @@ pub fn plan_borrowed<'a, S: Borrow<Entry>>(
     let mut metas = Vec::new();
     let mut dir_meta: BTreeSet<&str> = BTreeSet::new();
     let mut rewritten: BTreeSet<&str> = BTreeSet::new();
-    let touched = |path: &str, dir_meta: &mut BTreeSet<&'a str>| touch(&src, path, dir_meta);
+    let touched = |path: &str, dir_meta: &mut BTreeSet<&'a str>| touch(src, path, dir_meta);
 
-    for s in source {
-        let r = receiver
-            .get(s.path.as_str())
-            .filter(|r| !pre.contains(r.path.as_str()));
+    for (s, r) in source.iter().zip(&held) {
+        let r = r.filter(|r| !pre.contains(r.path.as_str()));
         match s.kind {
             Kind::Dir => match r {
                 Some(r) if same_meta(&r.meta, &s.meta, Kind::Dir, opt.owners) => {}
@@ -304,11 +327,9 @@ pub fn plan_borrowed<'a, S: Borrow<Entry>>(
             }
         }
     }
-    for s in source {
+    for (s, r) in source.iter().zip(&held) {
         let Some(leader) = s.link() else { continue };
-        let r = receiver
-            .get(s.path.as_str())
-            .filter(|r| !pre.contains(r.path.as_str()));
+        let r = r.filter(|r| !pre.contains(r.path.as_str()));
         let linked = r.is_some_and(|r| r.kind == Kind::File && r.link() == Some(leader));
         if !linked || rewritten.contains(leader) {
             links.push(Step::Hardlink {
@@ -321,10 +342,11 @@ pub fn plan_borrowed<'a, S: Borrow<Entry>>(
 
     let mut deletes: Vec<Step> = receiver
         .iter()
+        .zip(&kept)
         .rev()
-        .filter(|(path, _)| !src.contains_key(**path) && !pre.contains(**path))
-        .map(|(path, r)| Step::Delete {
-            path: (*path).to_owned(),
+        .filter(|(r, s)| s.is_none() && !pre.contains(r.path.as_str()))
+        .map(|(r, _)| Step::Delete {
+            path: r.path.clone(),
             kind: r.kind,
         })
         .collect();
@@ -336,7 +358,7 @@ pub fn plan_borrowed<'a, S: Borrow<Entry>>(
         .rev()
         .map(|path| Step::Delete {
             path: (*path).to_owned(),
-            kind: receiver[*path].kind,
+            kind: find(receiver, path).map_or(Kind::File, |r| r.kind),
         })
         .collect();
     p.deletions = (pre_deletes.len() + deletes.len()) as u64;
@@ -345,17 +367,20 @@ pub fn plan_borrowed<'a, S: Borrow<Entry>>(
         + dir_meta
             .iter()
             .filter(|d| {
-                receiver.get(**d).is_some_and(|r| {
+                let s = find(src, d);
+                find(receiver, d).is_some_and(|r| {
                     r.kind == Kind::Dir
-                        && !same_meta(&r.meta, &src[**d].meta, Kind::Dir, opt.owners)
+                        && s.is_some_and(|s| !same_meta(&r.meta, &s.meta, Kind::Dir, opt.owners))
                 })
             })
             .count() as u64;
 
-    let dir_metas = dir_meta.iter().rev().map(|path| Step::Meta {
-        path: (*path).to_owned(),
-        kind: Kind::Dir,
-        meta: src[*path].meta,
+    let dir_metas = dir_meta.iter().rev().filter_map(|path| {
+        Some(Step::Meta {
+            path: (*path).to_owned(),
+            kind: Kind::Dir,
+            meta: find(src, path)?.meta,
+        })
     });
     p.steps = pre_deletes;
     p.steps.append(&mut mkdirs);

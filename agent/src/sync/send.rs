@@ -11,7 +11,7 @@ use super::plan::{self, How, Limit, Step};
 use super::walk;
 use super::wire::{self, Counted, Frame, ToReceiver, ToSender, WireError};
 use super::{check_path, shown, Entry, Excludes, Kind, Manifest, MAX_ENTRIES, MAX_PATH};
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 use std::fs::File;
 use std::io::{BufReader, BufWriter, Write};
 use std::net::TcpStream;
@@ -202,17 +202,33 @@ pub fn push(stream: TcpStream, src: &Source, progress: &Progress) -> Result<Sent
         }
         _ => (false, false),
     };
-    let mut believed: BTreeMap<&str, &Entry> = BTreeMap::new();
-    if let Some(m) = base.filter(|_| !same_entries) {
-        believed.extend(m.entries.iter().map(|(p, (e, _))| (p.as_str(), e)));
+    // What the replica holds, sorted by path: the manifest less what is gone, with what
+    // the receiver reported in place of its entries (the last report of a path wins).
+    let mut reported_sorted: Vec<&Entry> = reported.iter().collect();
+    reported_sorted.sort_by(|a, b| a.path.cmp(&b.path)); // stable: the last stays last
+    reported_sorted.dedup_by(|later, earlier| {
+        let same = later.path == earlier.path;
+        if same {
+            *earlier = *later;
+        }
+        same
+    });
+    let gone: HashSet<&str> = gone_paths.iter().map(String::as_str).collect();
+    let held = base.filter(|_| !same_entries).map_or(&[][..], |m| m.entries.as_slice());
+    let mut believed: Vec<&Entry> = Vec::with_capacity(held.len() + reported_sorted.len());
+    let mut news = reported_sorted.into_iter().peekable();
+    for (e, _) in held {
+        while let Some(r) = news.next_if(|r| r.path < e.path) {
+            believed.push(r);
+        }
+        if let Some(r) = news.next_if(|r| r.path == e.path) {
+            believed.push(r);
+        } else if !gone.contains(e.path.as_str()) {
+            believed.push(e);
+        }
     }
-    for g in &gone_paths {
-        believed.remove(g.as_str());
-    }
-    for e in &reported {
-        believed.insert(e.path.as_str(), e);
-    }
-    believed.retain(|p, e| !src.excludes.excluded(p, e.kind == Kind::Dir));
+    believed.extend(news);
+    believed.retain(|e| !src.excludes.excluded(&e.path, e.kind == Kind::Dir));
     phases.mark("replica state");
 
     progress.phase("hashing changed files");
