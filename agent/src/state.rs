@@ -189,8 +189,11 @@ pub struct Store {
     pool: SqlitePool,
     path: PathBuf,
     /// Decoded manifests, kept between pushes: a push reads its job's without a query
-    /// or a decode. Every write goes through [`Store::put_manifest`], which keeps it true.
+    /// or a decode. Every write goes through [`Store::keep_manifest`], which keeps it true.
     manifests: Arc<std::sync::Mutex<HashMap<ManifestKey, Arc<crate::sync::Manifest>>>>,
+    /// Manifests written behind a push, one at a time; [`Store::close`] waits for them.
+    manifest_writes: Arc<tokio::sync::Mutex<()>>,
+    writing: Arc<std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>>,
 }
 
 /// (site, job, side).
@@ -246,6 +249,8 @@ impl Store {
             pool,
             path,
             manifests: Arc::default(),
+            manifest_writes: Arc::default(),
+            writing: Arc::default(),
         })
     }
 
@@ -256,7 +261,17 @@ impl Store {
         }
     }
 
+    /// Closes the store, once the manifests being written behind pushes are written.
     pub async fn close(&self) {
+        let writing = std::mem::take(
+            &mut *self
+                .writing
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        );
+        for w in writing {
+            let _ = w.await;
+        }
         self.pool.close().await;
     }
 
@@ -684,35 +699,72 @@ impl Store {
         f(&mut guard)
     }
 
-    pub async fn put_manifest(
+    /// Keeps `manifest` as the job's: at once in memory (the next push reads it from
+    /// there), and in the database behind the push (encoded on a blocking thread), so
+    /// that neither end of a push waits for it. Writes go one at a time; one whose
+    /// manifest was replaced meanwhile is skipped (the newer one is written). Should the
+    /// write be lost (a crash, a full disk: logged), the database keeps the previous
+    /// manifest, whose generation the other end no longer has: the next push after a
+    /// restart lists the whole replica again (slower, never wrong).
+    pub async fn keep_manifest(
         &self,
         site: &str,
         job: &str,
         side: &str,
         manifest: Arc<crate::sync::Manifest>,
         now: i64,
-    ) -> Result<(), StoreError> {
+    ) {
         let key = (site.to_owned(), job.to_owned(), side.to_owned());
-        // Whatever happens below, the cache no longer speaks for the store.
-        self.cached(|c| c.remove(&key));
-        let data = manifest
-            .encode()
+        self.cached(|c| c.insert(key.clone(), Arc::clone(&manifest)));
+        let store = self.clone();
+        let write = tokio::spawn(async move {
+            let _turn = store.manifest_writes.lock().await;
+            let current = store.cached(|c| c.get(&key).is_some_and(|m| Arc::ptr_eq(m, &manifest)));
+            if !current {
+                return;
+            }
+            if let Err(e) = store.write_manifest(&key, manifest, now).await {
+                tracing::warn!(
+                    site = %key.0,
+                    job = %key.1,
+                    error = crate::error_chain(&e),
+                    "Push: writing the manifest to the state store (the next push after a restart lists the whole replica)"
+                );
+            }
+        });
+        let mut writing = self
+            .writing
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        writing.retain(|w| !w.is_finished());
+        writing.push(write);
+    }
+
+    async fn write_manifest(
+        &self,
+        key: &ManifestKey,
+        manifest: Arc<crate::sync::Manifest>,
+        now: i64,
+    ) -> Result<(), StoreError> {
+        let generation = manifest.generation.clone();
+        let data = tokio::task::spawn_blocking(move || manifest.encode())
+            .await
+            .map_err(|e| self.db_err(sqlx::Error::Encode(Box::new(e))))?
             .map_err(|e| self.db_err(sqlx::Error::Encode(Box::new(e))))?;
         sqlx::query(
             "INSERT INTO sync_manifest (site, job, side, generation, updated_at, data)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6)
              ON CONFLICT (site, job, side) DO UPDATE SET generation = ?4, updated_at = ?5, data = ?6",
         )
-        .bind(site)
-        .bind(job)
-        .bind(side)
-        .bind(&manifest.generation)
+        .bind(&key.0)
+        .bind(&key.1)
+        .bind(&key.2)
+        .bind(generation)
         .bind(now)
         .bind(data)
         .execute(&self.pool)
         .await
         .map_err(|e| self.db_err(e))?;
-        self.cached(|c| c.insert(key, manifest));
         Ok(())
     }
 
@@ -932,6 +984,45 @@ mod tests {
         );
         let all = store.db_checks().await.unwrap();
         assert_eq!(all, vec![report(Verdict::Broken, 3)]);
+    }
+
+    #[tokio::test]
+    async fn a_kept_manifest_is_read_at_once_and_the_last_one_kept_is_the_one_written() {
+        use crate::sync::{Entry, Kind, Manifest, Meta, Stamp};
+        let dir = tempfile::tempdir().unwrap();
+        let manifest = |generation: &str, files: usize| {
+            let mut m = Manifest {
+                generation: generation.into(),
+                ..Manifest::default()
+            };
+            for i in 0..files {
+                let path = format!("f{i:06}");
+                let e = Entry::new(path.clone(), Kind::File, 1, Meta::default(), None);
+                m.entries.insert(path, (e, Stamp::default()));
+            }
+            Arc::new(m)
+        };
+        let store = Store::open(dir.path()).await.unwrap();
+        assert!(store.manifest("s", "j", "send").await.unwrap().is_none());
+        // Three in a row, the first big (its write is still going when the others come).
+        for (generation, files) in [("g1", 50_000), ("g2", 10), ("g3", 20)] {
+            store
+                .keep_manifest("s", "j", "send", manifest(generation, files), 1)
+                .await;
+            let now = store.manifest("s", "j", "send").await.unwrap().unwrap();
+            assert_eq!(now.generation, generation, "read from memory at once");
+        }
+        store
+            .keep_manifest("s", "j", "receive", manifest("r1", 5), 1)
+            .await;
+        store.close().await;
+        // What a restarted agent reads: the last kept of each.
+        let store = Store::open(dir.path()).await.unwrap();
+        let send = store.manifest("s", "j", "send").await.unwrap().unwrap();
+        assert_eq!((send.generation.as_str(), send.entries.len()), ("g3", 20));
+        let recv = store.manifest("s", "j", "receive").await.unwrap().unwrap();
+        assert_eq!((recv.generation.as_str(), recv.entries.len()), ("r1", 5));
+        store.close().await;
     }
 
     #[tokio::test]

@@ -171,8 +171,14 @@ pub fn plan_borrowed<'a, S: Borrow<Entry>>(
     let source_refs: Vec<&'a Entry> = source.iter().map(Borrow::borrow).collect();
     let source = &source_refs;
     let src = source.as_slice();
-    debug_assert!(src.windows(2).all(|w| w[0].path < w[1].path), "source not sorted");
-    debug_assert!(receiver.windows(2).all(|w| w[0].path < w[1].path), "receiver not sorted");
+    debug_assert!(
+        src.windows(2).all(|w| w[0].path < w[1].path),
+        "source not sorted"
+    );
+    debug_assert!(
+        receiver.windows(2).all(|w| w[0].path < w[1].path),
+        "receiver not sorted"
+    );
     // Each source entry's receiver entry, and each receiver entry's source entry.
     let held = matching(src, receiver);
     let kept = matching(receiver, src);

@@ -214,7 +214,9 @@ pub fn push(stream: TcpStream, src: &Source, progress: &Progress) -> Result<Sent
         same
     });
     let gone: HashSet<&str> = gone_paths.iter().map(String::as_str).collect();
-    let held = base.filter(|_| !same_entries).map_or(&[][..], |m| m.entries.as_slice());
+    let held = base
+        .filter(|_| !same_entries)
+        .map_or(&[][..], |m| m.entries.as_slice());
     let mut believed: Vec<&Entry> = Vec::with_capacity(held.len() + reported_sorted.len());
     let mut news = reported_sorted.into_iter().peekable();
     for (e, _) in held {

@@ -223,19 +223,15 @@ impl Pusher {
                     res.summary = why.clone();
                 } else {
                     if let Some(m) = sent.manifest.take() {
-                        if let Err(e) = self
-                            .store
-                            .put_manifest(
+                        self.store
+                            .keep_manifest(
                                 &site.name,
                                 &job.name,
                                 "send",
                                 Arc::new(m),
                                 unix_millis(SystemTime::now()),
                             )
-                            .await
-                        {
-                            run.errors.push(format!("keeping the manifest: {e}"));
-                        }
+                            .await;
                         phases.mark("keep manifest");
                     }
                     let warn = !sent.failed.is_empty() || !sent.errors.is_empty();

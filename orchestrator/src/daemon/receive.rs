@@ -147,15 +147,14 @@ impl Receiver {
         let t0 = Instant::now();
         let done = tokio::task::spawn_blocking(move || {
             let mut save = |m: agent::sync::Manifest| {
-                handle
-                    .block_on(keep.put_manifest(
-                        &open.site,
-                        &open.job,
-                        "receive",
-                        Arc::new(m),
-                        unix_millis(SystemTime::now()),
-                    ))
-                    .map_err(|e| agent::error_chain(&e))
+                handle.block_on(keep.keep_manifest(
+                    &open.site,
+                    &open.job,
+                    "receive",
+                    Arc::new(m),
+                    unix_millis(SystemTime::now()),
+                ));
+                Ok(())
             };
             recv::receive(stream, &open, &target, &mut save)
         })
