@@ -1460,14 +1460,21 @@ impl Session<'_> {
         let mut ranges = Vec::new();
         let mut bytes = Vec::new();
         let mut at = 0u64;
-        let mut buf = Vec::new();
+        // What our copy has, as runs of (offset in it, offset in the new file, length):
+        // the chunks around an edit lie side by side in both, and a run is one read and
+        // one write instead of one a chunk. The whole file's hash is checked once it is
+        // complete (`verify_delta`), so a basis that changed meanwhile is caught there.
+        let mut runs: Vec<(u64, u64, u64)> = Vec::new();
         for (i, (len, h)) in list.iter().enumerate() {
             let reused = match (have.get(h), &base) {
-                (Some((off, l)), Some(b)) if l == len => {
-                    buf.resize(*len as usize, 0);
-                    b.read_exact_at(&mut buf, *off).is_ok()
-                        && chunk::chunk_hash(&buf) == *h
-                        && f.file.write_all_at(&buf, at).is_ok()
+                (Some((off, l)), Some(_)) if l == len => {
+                    match runs.last_mut() {
+                        Some((from, to, n)) if *from + *n == *off && *to + *n == at => {
+                            *n += u64::from(*len);
+                        }
+                        _ => runs.push((*off, at, u64::from(*len))),
+                    }
+                    true
                 }
                 _ => false,
             };
@@ -1483,6 +1490,24 @@ impl Session<'_> {
                 }
             }
             at += u64::from(*len);
+        }
+        if let Some(b) = &base {
+            let mut buf =
+                vec![0u8; runs.iter().map(|r| r.2).max().unwrap_or(0).min(1 << 20) as usize];
+            for (from, to, n) in runs {
+                let mut done = 0u64;
+                while done < n {
+                    let k = (n - done).min(buf.len() as u64) as usize;
+                    // A short read or a failed write leaves a hole: the file's hash
+                    // will not match, and it is asked for whole.
+                    if b.read_exact_at(&mut buf[..k], from + done).is_err()
+                        || f.file.write_all_at(&buf[..k], to + done).is_err()
+                    {
+                        break;
+                    }
+                    done += k as u64;
+                }
+            }
         }
         let remaining: u64 = bytes.iter().map(|(a, b)| b - a).sum();
         f.phase = Phase::AwaitData {

@@ -327,6 +327,26 @@ fn batches_made_durable_behind_the_writing_all_land() {
     }
 }
 
+/// A small edit in a big file: what is around it is copied from the replica's own copy in
+/// long runs (longer than the copy buffer), and only the edit travels.
+#[test]
+fn a_delta_copies_long_runs_of_the_old_copy() {
+    let mut p = Pair::new();
+    let mut big = noise(3 << 20, 99);
+    write(&p.src, "big.bin", &big);
+    p.push();
+    big[1_500_000..1_500_010].copy_from_slice(b"0123456789");
+    write(&p.src, "big.bin", &big);
+    let (s, r) = p.push();
+    assert!(s.failed.is_empty() && r.failed.is_empty(), "{:?}", r.failed);
+    assert!(
+        s.bytes_sent < 200_000,
+        "a 10-byte edit of 3 MB sent {} bytes",
+        s.bytes_sent
+    );
+    assert_eq!(snapshot(&p.src), snapshot(&p.dst));
+}
+
 #[test]
 fn the_replica_changed_behind_our_back_is_repaired() {
     let mut p = Pair::new();
