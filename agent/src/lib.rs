@@ -78,11 +78,13 @@ mod inert_tests {
 /// memory ends up spread over several) and keeps freed pages. Two arenas at most (set once
 /// at start), and after each big piece of work the freed pages go back to the system.
 pub mod memory {
-    /// At most two malloc arenas, and every block of 1 MiB or more mapped on its own
+    /// At most two malloc arenas, and every block of 4 MiB or more mapped on its own
     /// (call once, before threads start allocating much). A push's big vectors (a listing
     /// of 200 000 entries is 25 MB) then go back to the system when freed and grow by
     /// `mremap` instead of a copy beside the old block; without a fixed threshold glibc
-    /// raises it to 32 MiB after the first such free, and they stay in the heap.
+    /// raises it to 32 MiB after the first such free, and they stay in the heap. Below
+    /// 4 MiB stay the buffers of each frame (2 MiB at most): mapping and unmapping one a
+    /// frame cost the sender of an initial copy 70% more CPU at 1 MiB.
     pub fn limit_arenas() {
         #[cfg(all(target_os = "linux", target_env = "gnu"))]
         // SAFETY: mallopt only changes the allocator's tuning; M_ARENA_MAX with a small
@@ -91,7 +93,7 @@ pub mod memory {
         #[allow(unsafe_code)]
         unsafe {
             libc::mallopt(libc::M_ARENA_MAX, 2);
-            libc::mallopt(libc::M_MMAP_THRESHOLD, 1 << 20);
+            libc::mallopt(libc::M_MMAP_THRESHOLD, 4 << 20);
         }
     }
 
