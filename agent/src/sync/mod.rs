@@ -192,14 +192,6 @@ impl Entry {
         }
     }
 
-    /// A symlink to `target` (as stored, never resolved).
-    pub fn symlink(path: String, meta: Meta, target: String) -> Entry {
-        Entry {
-            other: Some(Box::new(target)),
-            ..Entry::new(path, Kind::Symlink, 0, meta, None)
-        }
-    }
-
     /// An entry as read (from the wire or a stored manifest): refused when it has a
     /// target or a leader its kind cannot have.
     pub fn from_parts(
@@ -241,13 +233,14 @@ impl Entry {
             .flatten()
     }
 
-    /// Makes this file a hard link to `leader` (`None`: not one). Only a file is.
-    pub fn set_link(&mut self, leader: Option<&str>) {
-        debug_assert!(self.kind == Kind::File || leader.is_none());
-        self.other = leader.map(|l| Box::new(l.to_owned()));
+    /// Makes this file a hard link to `leader`. Only a file is.
+    pub fn set_link(&mut self, leader: &str) {
+        debug_assert!(self.kind == Kind::File);
+        self.other = Some(Box::new(leader.to_owned()));
     }
 
     /// Makes this a symlink to `target`.
+    #[cfg(test)]
     pub fn set_target(&mut self, target: &str) {
         self.kind = Kind::Symlink;
         self.size = 0;

@@ -500,12 +500,9 @@ mod tests {
     #[test]
     fn a_first_push_creates_everything_in_order() {
         let mut link = file("d/hard", b"x");
-        link.set_link(Some("d/f"));
-        let sym = Entry::symlink(
-            "d/sym".into(),
-            file("d/sym", b"").meta,
-            "../elsewhere".into(),
-        );
+        link.set_link("d/f");
+        let mut sym = file("d/sym", b"");
+        sym.set_target("../elsewhere");
         let src = vec![dir("d"), dir("d/empty"), file("d/f", b"x"), link, sym];
         let p = plan(&src, &BTreeMap::new(), opt());
         assert_eq!(
@@ -535,7 +532,7 @@ mod tests {
     #[test]
     fn a_replica_holding_the_source_as_it_is_is_the_unchanged_plan() {
         let mut l = file("d/l", b"x");
-        l.set_link(Some("d/f"));
+        l.set_link("d/f");
         let mut s = dir("d/s");
         s.set_target("f");
         let src = vec![dir("d"), file("d/f", b"x"), l, big("d/b", 1), s];
@@ -644,11 +641,11 @@ mod tests {
     #[test]
     fn hard_links_are_redone_when_their_leader_is_rewritten() {
         let mut l = file("b", b"x");
-        l.set_link(Some("a"));
+        l.set_link("a");
         let old = vec![file("a", b"x"), l.clone()];
         assert!(plan(&old, &map(&old), opt()).steps.is_empty());
         let mut l2 = file("b", b"y");
-        l2.set_link(Some("a"));
+        l2.set_link("a");
         let p = plan(&[file("a", b"y"), l2], &map(&old), opt());
         assert_eq!(ops(&p), ["put a", "ln a b"]);
     }

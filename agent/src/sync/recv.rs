@@ -1579,16 +1579,15 @@ impl Session<'_> {
         let began = tokio::time::Instant::now();
         let r = self.join_behind().and_then(|()| {
             if !behind {
-                self.flush_now()
-            } else if !self.pending.is_empty() {
+                return self.flush_now();
+            }
+            if !self.pending.is_empty() {
                 let batch = std::mem::take(&mut self.pending);
                 self.pending_bytes = 0;
                 let (root, stop) = (Arc::clone(&self.tree.root), Arc::clone(&self.target.stop));
                 self.behind = Some(std::thread::spawn(move || settle_batch(root, batch, stop)));
-                Ok(())
-            } else {
-                Ok(())
             }
+            Ok(())
         });
         let spent = began.elapsed();
         self.flushing += spent;

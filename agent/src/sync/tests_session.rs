@@ -142,6 +142,16 @@ impl Pair {
     }
 }
 
+/// Neither end failed a file.
+fn assert_no_failures(s: &send::Sent, r: &recv::Received) {
+    assert!(
+        s.failed.is_empty() && r.failed.is_empty(),
+        "{:?} {:?}",
+        s.failed,
+        r.failed
+    );
+}
+
 fn write(root: &Path, path: &str, content: &[u8]) {
     let p = root.join(path);
     fs::create_dir_all(p.parent().unwrap()).unwrap();
@@ -297,12 +307,7 @@ fn batches_made_durable_behind_the_writing_all_land() {
             .unwrap();
         }
         let (s, r) = p.push();
-        assert!(
-            s.failed.is_empty() && r.failed.is_empty(),
-            "{:?} {:?}",
-            s.failed,
-            r.failed
-        );
+        assert_no_failures(&s, &r);
         assert_eq!(snapshot(&p.src), snapshot(&p.dst), "diverge {diverge}");
         let ino = |path: &str| fs::symlink_metadata(p.dst.join(path)).unwrap().ino();
         assert_eq!(ino("z-links/h1500"), ino("d15/f1500"), "hard link kept");
@@ -317,12 +322,7 @@ fn batches_made_durable_behind_the_writing_all_land() {
         }
         fs::remove_dir_all(p.src.join("d20")).unwrap();
         let (s, r) = p.push_with(true, false, &[]);
-        assert!(
-            s.failed.is_empty() && r.failed.is_empty(),
-            "{:?} {:?}",
-            s.failed,
-            r.failed
-        );
+        assert_no_failures(&s, &r);
         assert_eq!(snapshot(&p.src), snapshot(&p.dst), "diverge {diverge}");
     }
 }
@@ -338,7 +338,7 @@ fn a_delta_copies_long_runs_of_the_old_copy() {
     big[1_500_000..1_500_010].copy_from_slice(b"0123456789");
     write(&p.src, "big.bin", &big);
     let (s, r) = p.push();
-    assert!(s.failed.is_empty() && r.failed.is_empty(), "{:?}", r.failed);
+    assert_no_failures(&s, &r);
     assert!(
         s.bytes_sent < 200_000,
         "a 10-byte edit of 3 MB sent {} bytes",

@@ -234,7 +234,7 @@ fn walk_on(root: &Path, excludes: Option<&Excludes>, threads: usize) -> Result<W
         let leader = w.entries[lead].0.path.clone();
         for &i in group {
             if i != lead {
-                w.entries[i].0.set_link(Some(&leader));
+                w.entries[i].0.set_link(&leader);
             }
         }
     }
