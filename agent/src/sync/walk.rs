@@ -3,6 +3,7 @@
 
 use super::{Entry, Excludes, Kind, Manifest, Meta, Stamp, TEMP_PREFIX};
 use std::collections::HashMap;
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -172,9 +173,11 @@ fn walk_on(root: &Path, excludes: Option<&Excludes>, threads: usize) -> Result<W
     };
     let all: Mutex<Vec<(Entry, Stamp)>> = Mutex::new(Vec::new());
     let work = |part: &mut Part| {
+        // One buffer of directory entries a thread, for every directory it reads.
+        let mut buf: Vec<u8> = Vec::with_capacity(64 << 10);
         while let Some(dir) = queue.take() {
             let links_from = part.links.len();
-            let subdirs = read_dir(root, &dir, excludes, part);
+            let subdirs = read_dir(root, &dir, excludes, part, &mut buf);
             {
                 let mut all = all.lock().unwrap_or_else(|e| e.into_inner());
                 let offset = all.len();
@@ -245,34 +248,56 @@ fn walk_on(root: &Path, excludes: Option<&Excludes>, threads: usize) -> Result<W
 }
 
 /// Reads the directory `dir` of the tree at `root` into `part`; returns its
-/// subdirectories (to read next).
-fn read_dir(root: &Path, dir: &str, excludes: Option<&Excludes>, part: &mut Part) -> Vec<String> {
+/// subdirectories (to read next). Raw `getdents64` into one buffer and `fstatat` on each
+/// name beside the directory's descriptor: no allocation a name but the entry's path.
+fn read_dir(
+    root: &Path,
+    dir: &str,
+    excludes: Option<&Excludes>,
+    part: &mut Part,
+    buf: &mut Vec<u8>,
+) -> Vec<String> {
+    use rustix::fs::{AtFlags, FileType, Mode, OFlags, RawDir};
     let mut subdirs = Vec::new();
     let full = if dir.is_empty() {
         root.to_path_buf()
     } else {
         root.join(dir)
     };
-    let rd = match std::fs::read_dir(&full) {
-        Ok(rd) => rd,
+    // A directory replaced by a symlink meanwhile is not entered (the root itself may be
+    // one, as before).
+    let mut flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC;
+    if !dir.is_empty() {
+        flags |= OFlags::NOFOLLOW;
+    }
+    let fd = match rustix::fs::open(&full, flags, Mode::empty()) {
+        Ok(fd) => fd,
+        Err(rustix::io::Errno::NOENT) if !dir.is_empty() => return subdirs,
         Err(e) => {
-            part.errors.push(format!("{}: {e}", full.display()));
+            part.errors
+                .push(format!("{}: {}", full.display(), std::io::Error::from(e)));
             return subdirs;
         }
     };
-    for de in rd {
+    let mut names = RawDir::new(&fd, buf.spare_capacity_mut());
+    while let Some(de) = names.next() {
         let de = match de {
             Ok(de) => de,
             Err(e) => {
-                part.errors.push(format!("{}: {e}", full.display()));
-                continue;
+                part.errors
+                    .push(format!("{}: {}", full.display(), std::io::Error::from(e)));
+                break;
             }
         };
-        let name = de.file_name();
-        let Some(name) = name.to_str() else {
+        let cname = de.file_name();
+        let bytes = cname.to_bytes();
+        if bytes == b"." || bytes == b".." {
+            continue;
+        }
+        let Ok(name) = std::str::from_utf8(bytes) else {
             part.errors.push(format!(
                 "{}: a name that is not UTF-8 (not pushed)",
-                full.join(&name).display()
+                full.join(std::ffi::OsStr::from_bytes(bytes)).display()
             ));
             continue;
         };
@@ -285,33 +310,30 @@ fn read_dir(root: &Path, dir: &str, excludes: Option<&Excludes>, part: &mut Part
             part.temps.push(path);
             continue;
         }
-        // DirEntry::metadata does not follow symlinks.
-        let m = match de.metadata() {
-            Ok(m) => m,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+        let st = match rustix::fs::statat(&fd, cname, AtFlags::SYMLINK_NOFOLLOW) {
+            Ok(st) => st,
+            Err(rustix::io::Errno::NOENT) => continue,
             Err(e) => {
-                part.errors
-                    .push(format!("{}: {e}", full.join(name).display()));
+                part.errors.push(format!(
+                    "{}: {}",
+                    full.join(name).display(),
+                    std::io::Error::from(e)
+                ));
                 continue;
             }
         };
-        let ft = m.file_type();
-        let kind = if ft.is_dir() {
-            Kind::Dir
-        } else if ft.is_file() {
-            Kind::File
-        } else if ft.is_symlink() {
-            Kind::Symlink
-        } else {
-            continue; // sockets, fifos and devices are not pushed
+        let kind = match FileType::from_raw_mode(st.st_mode) {
+            FileType::Directory => Kind::Dir,
+            FileType::RegularFile => Kind::File,
+            FileType::Symlink => Kind::Symlink,
+            _ => continue, // sockets, fifos and devices are not pushed
         };
         if excludes.is_some_and(|x| x.excluded(&path, kind == Kind::Dir)) {
             continue;
         }
-        let (meta, stamp) = meta_of(&m);
         let target = if kind == Kind::Symlink {
-            match std::fs::read_link(full.join(name)) {
-                Ok(t) => match t.into_os_string().into_string() {
+            match rustix::fs::readlinkat(&fd, cname, Vec::new()) {
+                Ok(t) => match t.into_string() {
                     Ok(t) => Some(t),
                     Err(_) => {
                         part.errors
@@ -320,7 +342,8 @@ fn read_dir(root: &Path, dir: &str, excludes: Option<&Excludes>, part: &mut Part
                     }
                 },
                 Err(e) => {
-                    part.errors.push(format!("{path}: {e}"));
+                    part.errors
+                        .push(format!("{path}: {}", std::io::Error::from(e)));
                     continue;
                 }
             }
@@ -330,19 +353,33 @@ fn read_dir(root: &Path, dir: &str, excludes: Option<&Excludes>, part: &mut Part
         if kind == Kind::Dir {
             subdirs.push(path.clone());
         }
-        if kind == Kind::File && m.nlink() > 1 {
-            part.links.push((m.dev(), m.ino(), part.entries.len()));
+        if kind == Kind::File && st.st_nlink > 1 {
+            part.links.push((st.st_dev, st.st_ino, part.entries.len()));
         }
         part.entries.push((
             Entry {
                 path,
                 kind,
-                size: if kind == Kind::File { m.len() } else { 0 },
-                meta,
+                size: if kind == Kind::File {
+                    st.st_size as u64
+                } else {
+                    0
+                },
+                meta: Meta {
+                    mode: st.st_mode & 0o7777,
+                    uid: st.st_uid,
+                    gid: st.st_gid,
+                    mtime: st.st_mtime,
+                    mtime_ns: st.st_mtime_nsec as u32,
+                },
                 hash: None,
                 other: target.map(Box::new),
             },
-            stamp,
+            Stamp {
+                ctime: st.st_ctime,
+                ctime_ns: st.st_ctime_nsec as u32,
+                ino: st.st_ino,
+            },
         ));
     }
     subdirs
