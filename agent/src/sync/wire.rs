@@ -15,6 +15,7 @@ use super::plan::Step;
 use super::Entry;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
+use std::cell::RefCell;
 use std::io::{self, Read, Write};
 
 /// Bumped on any incompatible change; both sides must agree.
@@ -176,6 +177,55 @@ impl<W: Write> Write for Counted<W> {
     }
 }
 
+thread_local! {
+    /// One zstd context a thread for the frames it writes, one for those it reads: a
+    /// context made for each frame cost more than compressing a small one.
+    static COMPRESSOR: RefCell<Option<zstd::bulk::Compressor<'static>>> = const { RefCell::new(None) };
+    static DECOMPRESSOR: RefCell<Option<zstd::bulk::Decompressor<'static>>> = const { RefCell::new(None) };
+}
+
+fn compress_frame(body: &[u8]) -> io::Result<Vec<u8>> {
+    COMPRESSOR.with(|c| {
+        let mut c = c.borrow_mut();
+        if c.is_none() {
+            *c = Some(zstd::bulk::Compressor::new(1)?);
+        }
+        match c.as_mut() {
+            Some(z) => z.compress(body),
+            None => zstd::bulk::compress(body, 1),
+        }
+    })
+}
+
+/// Inflates a frame's body into a buffer of the size its header declares (refused over
+/// [`MAX_FRAME`]; a body longer than declared fails), or of `MAX_FRAME` when it declares
+/// none.
+fn decompress_frame(packed: &[u8]) -> io::Result<Vec<u8>> {
+    let declared = zstd::zstd_safe::get_frame_content_size(packed)
+        .map_err(|_| io::Error::other("not a zstd frame"))?;
+    let capacity = match declared {
+        Some(n) if n > MAX_FRAME as u64 => {
+            return Err(io::Error::other(format!(
+                "declares {n} bytes, over {MAX_FRAME}"
+            )))
+        }
+        Some(n) => n as usize,
+        None => MAX_FRAME,
+    };
+    let mut out = Vec::with_capacity(capacity);
+    DECOMPRESSOR.with(|d| {
+        let mut d = d.borrow_mut();
+        if d.is_none() {
+            *d = Some(zstd::bulk::Decompressor::new()?);
+        }
+        match d.as_mut() {
+            Some(z) => z.decompress_to_buffer(packed, &mut out),
+            None => Err(io::Error::other("no zstd context")),
+        }
+    })?;
+    Ok(out)
+}
+
 fn write_frame<W: Write>(
     w: &mut W,
     kind: u8,
@@ -185,7 +235,7 @@ fn write_frame<W: Write>(
     let mut flags = 0;
     let packed;
     let body = if compress && body.len() >= COMPRESS_MIN {
-        packed = zstd::bulk::compress(body, 1)?;
+        packed = compress_frame(body)?;
         if packed.len() < body.len() {
             flags |= FLAG_ZSTD;
             &packed[..]
@@ -260,7 +310,7 @@ pub fn read_frame<R: Read>(r: &mut R) -> Result<Frame, WireError> {
         )));
     }
     if head[5] & FLAG_ZSTD != 0 {
-        body = zstd::bulk::decompress(&body, MAX_FRAME)
+        body = decompress_frame(&body)
             .map_err(|e| WireError::Malformed(format!("a compressed frame: {e}")))?;
     }
     let short = || WireError::Malformed("a frame shorter than its header".into());
@@ -366,5 +416,68 @@ mod tests {
         }
         let mut r = &[0, 0, 0, 2, KIND_MSG, 0, b'{', b'}'][..];
         assert!(read_frame(&mut r).unwrap().msg::<ToSender>().is_err());
+    }
+
+    fn zstd_frame(kind: u8, packed: &[u8]) -> Vec<u8> {
+        let mut f = (packed.len() as u32).to_be_bytes().to_vec();
+        f.extend_from_slice(&[kind, FLAG_ZSTD]);
+        f.extend_from_slice(packed);
+        f
+    }
+
+    #[test]
+    fn a_compressed_frame_is_inflated_to_its_declared_size_and_no_more() {
+        let body: Vec<u8> = (0..100_000u32)
+            .flat_map(|i| (i % 97).to_be_bytes())
+            .collect();
+        let mut data = vec![0, 0, 0, 5, 0, 0, 0, 0, 0, 0, 0, 9];
+        data.extend_from_slice(&body);
+        // Declared in the header (as a one-shot compression writes it): read back.
+        let declared = zstd_frame(KIND_DATA, &zstd::bulk::compress(&data, 1).unwrap());
+        let Frame::Data { id, offset, bytes } = read_frame(&mut &declared[..]).unwrap() else {
+            panic!()
+        };
+        assert_eq!((id, offset), (5, 9));
+        assert_eq!(bytes, body);
+        // Not declared (a streaming compressor's frame): read back too.
+        let mut streamed = Vec::new();
+        let mut enc = zstd::stream::write::Encoder::new(&mut streamed, 1).unwrap();
+        enc.include_contentsize(false).unwrap();
+        enc.write_all(&data).unwrap();
+        enc.finish().unwrap();
+        assert!(matches!(
+            zstd::zstd_safe::get_frame_content_size(&streamed),
+            Ok(None)
+        ));
+        let Frame::Data { bytes, .. } =
+            read_frame(&mut &zstd_frame(KIND_DATA, &streamed)[..]).unwrap()
+        else {
+            panic!()
+        };
+        assert_eq!(bytes, body);
+        // Not a zstd frame at all.
+        assert!(matches!(
+            read_frame(&mut &zstd_frame(KIND_DATA, b"not zstd")[..]),
+            Err(WireError::Malformed(_))
+        ));
+        // Many frames through the one context of this thread: each stands alone.
+        let mut w = Vec::new();
+        for i in 0..50u32 {
+            write_data(
+                &mut w,
+                i,
+                u64::from(i),
+                &body[..(i as usize + 1) * 1000],
+                true,
+            )
+            .unwrap();
+        }
+        let mut r = &w[..];
+        for i in 0..50u32 {
+            let Frame::Data { id, bytes, .. } = read_frame(&mut r).unwrap() else {
+                panic!()
+            };
+            assert_eq!((id, &bytes[..]), (i, &body[..(i as usize + 1) * 1000]));
+        }
     }
 }
