@@ -24,6 +24,7 @@ use std::net::TcpStream;
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 /// At most this many files may be open (being written) at once.
@@ -38,6 +39,12 @@ const MAX_SESSION_CHUNKS: u64 = 1 << 22;
 /// A failure reason is kept (and logged) up to this many bytes.
 const MAX_REASON: usize = 300;
 const BATCH_BYTES: u64 = 256 << 20;
+/// Bases being chunked ahead (read, not yet taken by their file's chunk list), all
+/// together, at most this many bytes: their chunk lists wait in memory. A basis that
+/// does not fit is chunked when its list is complete, as before.
+const AHEAD_BYTES: u64 = 64 << 20;
+/// Threads chunking bases ahead, started at a push's first delta.
+const AHEAD_THREADS: usize = 2;
 
 /// The free space a received file must leave on the replica's filesystem (and on the
 /// state directory's): a peer's 20 GB of zeros, which cost it nothing on the wire, cannot
@@ -264,12 +271,14 @@ fn check_meta(m: &Meta) -> Result<(), String> {
 enum Phase {
     /// Data arrives in order from offset 0.
     Literal { hasher: Box<blake3::Hasher> },
-    /// Waiting for `expected` chunk records of a delta against `basis`.
+    /// Waiting for `expected` chunk records of a delta against `basis` (being chunked
+    /// `ahead` meanwhile, when it fitted).
     ChunkList {
         params: Params,
         expected: u32,
         list: Vec<(u32, [u8; 16])>,
         basis: String,
+        ahead: Option<Ahead>,
     },
     /// The chunks the basis lacked: byte ranges still to come.
     AwaitData {
@@ -295,6 +304,76 @@ struct Done_ {
     path: String,
     tmp: String,
     hash: Hash,
+}
+
+/// A basis opened when its delta's step came and chunked on a worker thread while the
+/// chunk list arrives: the basis and its chunks, or `None` when it could not be read.
+type BaseChunks = Option<(File, Vec<chunk::Chunk>)>;
+
+/// A basis being chunked ahead; its size counts against [`AHEAD_BYTES`] until it is
+/// dropped (taken, or its file failed or the session ended).
+struct Ahead {
+    chunks: std::sync::mpsc::Receiver<BaseChunks>,
+    bytes: u64,
+    counted: Arc<AtomicU64>,
+}
+
+impl Drop for Ahead {
+    fn drop(&mut self) {
+        self.counted.fetch_sub(self.bytes, Ordering::Relaxed);
+    }
+}
+
+/// Threads chunking bases ahead of their chunk lists (the receiver's main thread reads
+/// frames and writes meanwhile). They only read: a basis changed meanwhile costs only a
+/// failed whole-file hash check, and the file is asked for whole.
+struct Chunkers {
+    jobs: Option<std::sync::mpsc::Sender<(File, Params, std::sync::mpsc::SyncSender<BaseChunks>)>>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+    /// Bytes of bases being chunked ahead or waiting to be taken.
+    bytes: Arc<AtomicU64>,
+}
+
+impl Chunkers {
+    fn start(stop: &Arc<Stop>) -> Chunkers {
+        let (tx, rx) =
+            std::sync::mpsc::channel::<(File, Params, std::sync::mpsc::SyncSender<BaseChunks>)>();
+        let rx = Arc::new(std::sync::Mutex::new(rx));
+        let threads = (0..AHEAD_THREADS)
+            .map(|_| {
+                let (rx, stop) = (Arc::clone(&rx), Arc::clone(stop));
+                std::thread::spawn(move || loop {
+                    let job = rx
+                        .lock()
+                        .map_err(|_| ())
+                        .and_then(|r| r.recv().map_err(|_| ()));
+                    let Ok((base, params, done)) = job else {
+                        return;
+                    };
+                    let found = if stop.reason().is_some() {
+                        None
+                    } else {
+                        chunk::chunks(&base, params).ok().map(|(c, _, _)| (base, c))
+                    };
+                    let _ = done.send(found);
+                })
+            })
+            .collect();
+        Chunkers {
+            jobs: Some(tx),
+            threads,
+            bytes: Arc::new(AtomicU64::new(0)),
+        }
+    }
+}
+
+impl Drop for Chunkers {
+    fn drop(&mut self) {
+        self.jobs = None;
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+    }
 }
 
 /// A batch made durable and renamed on a thread of its own: the paths it could not
@@ -381,6 +460,8 @@ struct Session<'a> {
     /// many it lost so far; `None` when the push is forced.
     may_delete: Option<u64>,
     deleted: u64,
+    /// Threads chunking bases ahead (from the push's first delta on).
+    chunkers: Option<Chunkers>,
 }
 
 impl Drop for Session<'_> {
@@ -591,6 +672,7 @@ fn serve(
         deleting: false,
         may_delete,
         deleted: 0,
+        chunkers: None,
         tree,
         target,
         owners,
@@ -1023,11 +1105,13 @@ impl Session<'_> {
                                 "over {MAX_SESSION_CHUNKS} chunk records announced at once"
                             ));
                         }
+                        let ahead = self.chunk_ahead(&basis, size, head.params);
                         f.phase = Phase::ChunkList {
                             params: head.params,
                             expected: head.chunks,
                             list: Vec::new(),
                             basis,
+                            ahead,
                         };
                         self.open.insert(id, f);
                         if head.chunks == 0 {
@@ -1421,6 +1505,7 @@ impl Session<'_> {
             expected,
             list,
             basis,
+            ahead,
         } = &mut f.phase
         else {
             return refused(format!("{}: an unexpected chunk list", shown(&f.path)));
@@ -1434,7 +1519,12 @@ impl Session<'_> {
             return Ok(());
         }
         self.listed = self.listed.saturating_sub(u64::from(*expected));
-        let (params, list, basis) = (*params, std::mem::take(list), std::mem::take(basis));
+        let (params, list, basis, ahead) = (
+            *params,
+            std::mem::take(list),
+            std::mem::take(basis),
+            ahead.take(),
+        );
         let total: u64 = list.iter().map(|(l, _)| u64::from(*l)).sum();
         if total != f.size || list.iter().any(|(l, _)| *l == 0 || *l > params.max) {
             return refused(format!("{}: chunk lengths do not add up", shown(&f.path)));
@@ -1442,19 +1532,28 @@ impl Session<'_> {
         // Chunk our copy with the sender's parameters; reuse what matches.
         let wanted: HashSet<[u8; 16]> = list.iter().map(|(_, h)| *h).collect();
         let mut have: HashMap<[u8; 16], (u64, u32)> = HashMap::new();
-        // A basis far bigger than the file is not chunked (its chunk list would cost
-        // memory for nothing): the file is sent whole.
-        let base = self.tree.open_file(&basis).ok().filter(|b| {
-            b.metadata()
-                .is_ok_and(|m| m.len() <= f.size.saturating_mul(8).saturating_add(64 << 20))
-        });
-        if let Some(b) = &base {
-            if let Ok((found, _, _)) = chunk::chunks(b, params) {
-                for c in found {
-                    if wanted.contains(&c.hash) {
-                        have.entry(c.hash).or_insert((c.offset, c.len));
-                    }
-                }
+        let (base, found) = match ahead {
+            Some(a) => match a.chunks.recv().ok().flatten() {
+                Some((b, found)) => (Some(b), found),
+                None => (None, Vec::new()),
+            },
+            None => {
+                let base = self
+                    .tree
+                    .open_file(&basis)
+                    .ok()
+                    .filter(|b| b.metadata().is_ok_and(|m| basis_fits(m.len(), f.size)));
+                let found = base
+                    .as_ref()
+                    .and_then(|b| chunk::chunks(b, params).ok())
+                    .map(|(c, _, _)| c)
+                    .unwrap_or_default();
+                (base, found)
+            }
+        };
+        for c in found {
+            if wanted.contains(&c.hash) {
+                have.entry(c.hash).or_insert((c.offset, c.len));
             }
         }
         let mut ranges = Vec::new();
@@ -1524,6 +1623,30 @@ impl Session<'_> {
         }
         self.open.insert(id, f);
         Ok(())
+    }
+
+    /// Starts chunking `basis` for a delta of a file of `size` bytes on a worker thread,
+    /// when it is readable and fits in what may be chunked ahead; `None` leaves it to be
+    /// chunked when the file's chunk list is complete.
+    fn chunk_ahead(&mut self, basis: &str, size: u64, params: Params) -> Option<Ahead> {
+        let base = self.tree.open_file(basis).ok()?;
+        let bytes = base.metadata().ok()?.len();
+        if !basis_fits(bytes, size) {
+            return None;
+        }
+        let stop = &self.target.stop;
+        let c = self.chunkers.get_or_insert_with(|| Chunkers::start(stop));
+        if c.bytes.load(Ordering::Relaxed).saturating_add(bytes) > AHEAD_BYTES {
+            return None;
+        }
+        let (done, chunks) = std::sync::mpsc::sync_channel(1);
+        c.jobs.as_ref()?.send((base, params, done)).ok()?;
+        c.bytes.fetch_add(bytes, Ordering::Relaxed);
+        Some(Ahead {
+            chunks,
+            bytes,
+            counted: Arc::clone(&c.bytes),
+        })
     }
 
     /// A file's content is all there: set its metadata, queue it for the durable rename.
@@ -1631,6 +1754,12 @@ impl Session<'_> {
         self.pending_bytes = 0;
         Ok(())
     }
+}
+
+/// Whether a basis of `len` bytes is chunked for a file of `size`: one far bigger is not
+/// (its chunk list would cost memory for nothing), and the file is sent whole.
+fn basis_fits(len: u64, size: u64) -> bool {
+    len <= size.saturating_mul(8).saturating_add(64 << 20)
 }
 
 /// Runs `work` on the session, adding its time (less any batch flush inside it, counted
