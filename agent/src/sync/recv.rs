@@ -42,7 +42,7 @@ const BATCH_BYTES: u64 = 256 << 20;
 /// Bases being chunked ahead (read, not yet taken by their file's chunk list), all
 /// together, at most this many bytes: their chunk lists wait in memory. A basis that
 /// does not fit is chunked when its list is complete, as before.
-const AHEAD_BYTES: u64 = 64 << 20;
+const AHEAD_BYTES: u64 = if cfg!(test) { 4 << 20 } else { 64 << 20 };
 /// Threads chunking bases ahead, started at a push's first delta.
 const AHEAD_THREADS: usize = 2;
 
@@ -462,6 +462,8 @@ struct Session<'a> {
     deleted: u64,
     /// Threads chunking bases ahead (from the push's first delta on).
     chunkers: Option<Chunkers>,
+    /// Files whose chunk lists are complete, waiting for their bases chunked ahead.
+    awaiting: std::collections::VecDeque<u32>,
 }
 
 impl Drop for Session<'_> {
@@ -673,6 +675,7 @@ fn serve(
         may_delete,
         deleted: 0,
         chunkers: None,
+        awaiting: std::collections::VecDeque::new(),
         tree,
         target,
         owners,
@@ -718,6 +721,18 @@ fn serve(
         }
         if let Some(reason) = target.stop.reason() {
             return Err(RecvError::Local(reason.to_owned()));
+        }
+        if !s.awaiting.is_empty() {
+            // Files whose bases were chunked ahead, taken up as their chunks come; with
+            // nothing to read (the sender may be waiting for what they need), wait for
+            // the first of them instead of for the sender.
+            let idle = input.buffer().is_empty()
+                && rustix::io::ioctl_fionread(&input.get_ref().inner).is_ok_and(|n| n == 0);
+            timed(&mut s, "chunk lists and bases", |s| s.settle_ahead(idle))?;
+            if idle {
+                input.get_mut().since = tokio::time::Instant::now();
+                continue;
+            }
         }
         let waiting = tokio::time::Instant::now();
         let frame = wire::read_frame(&mut input)?;
@@ -1504,8 +1519,8 @@ impl Session<'_> {
             params,
             expected,
             list,
-            basis,
             ahead,
+            ..
         } = &mut f.phase
         else {
             return refused(format!("{}: an unexpected chunk list", shown(&f.path)));
@@ -1518,25 +1533,84 @@ impl Session<'_> {
             self.open.insert(id, f);
             return Ok(());
         }
-        self.listed = self.listed.saturating_sub(u64::from(*expected));
-        let (params, list, basis, ahead) = (
-            *params,
-            std::mem::take(list),
-            std::mem::take(basis),
-            ahead.take(),
-        );
         let total: u64 = list.iter().map(|(l, _)| u64::from(*l)).sum();
         if total != f.size || list.iter().any(|(l, _)| *l == 0 || *l > params.max) {
             return refused(format!("{}: chunk lengths do not add up", shown(&f.path)));
         }
+        // A basis still being chunked ahead: the file waits (complete list and all) while
+        // the next frames are read; `settle_ahead` takes it up when its chunks are there.
+        let ready = match ahead.as_ref().map(|a| a.chunks.try_recv()) {
+            Some(Err(std::sync::mpsc::TryRecvError::Empty)) => {
+                self.open.insert(id, f);
+                self.awaiting.push_back(id);
+                return Ok(());
+            }
+            Some(Ok(found)) => Some(found),
+            Some(Err(std::sync::mpsc::TryRecvError::Disconnected)) => Some(None),
+            None => None,
+        };
+        self.match_basis(id, f, ready)
+    }
+
+    /// Takes up the files waiting for their bases chunked ahead, in the order their lists
+    /// completed: those whose chunks are there, or (`block`) at least the first, waiting
+    /// for it.
+    fn settle_ahead(&mut self, mut block: bool) -> Result<(), RecvError> {
+        while let Some(&id) = self.awaiting.front() {
+            let Some(Phase::ChunkList { ahead: Some(a), .. }) =
+                self.open.get(&id).map(|f| &f.phase)
+            else {
+                // Abandoned meanwhile.
+                self.awaiting.pop_front();
+                continue;
+            };
+            let found = if block {
+                a.chunks.recv().ok().flatten()
+            } else {
+                match a.chunks.try_recv() {
+                    Ok(found) => found,
+                    Err(std::sync::mpsc::TryRecvError::Empty) => return Ok(()),
+                    Err(std::sync::mpsc::TryRecvError::Disconnected) => None,
+                }
+            };
+            block = false;
+            self.awaiting.pop_front();
+            if let Some(f) = self.open.remove(&id) {
+                self.match_basis(id, f, Some(found))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// A delta's chunk list is complete (checked): chunks our copy with the sender's
+    /// parameters (or takes the chunks found `ahead`), copies what matches into the new
+    /// file and asks for the rest.
+    fn match_basis(
+        &mut self,
+        id: u32,
+        mut f: Incoming,
+        ahead: Option<BaseChunks>,
+    ) -> Result<(), RecvError> {
+        let Phase::ChunkList {
+            params,
+            expected,
+            list,
+            basis,
+            ..
+        } = &mut f.phase
+        else {
+            return refused(format!("{}: an unexpected chunk list", shown(&f.path)));
+        };
+        // Its records count against the session's bound until here (waiting for its
+        // basis included).
+        self.listed = self.listed.saturating_sub(u64::from(*expected));
+        let (params, list, basis) = (*params, std::mem::take(list), std::mem::take(basis));
         // Chunk our copy with the sender's parameters; reuse what matches.
         let wanted: HashSet<[u8; 16]> = list.iter().map(|(_, h)| *h).collect();
         let mut have: HashMap<[u8; 16], (u64, u32)> = HashMap::new();
         let (base, found) = match ahead {
-            Some(a) => match a.chunks.recv().ok().flatten() {
-                Some((b, found)) => (Some(b), found),
-                None => (None, Vec::new()),
-            },
+            Some(Some((b, found))) => (Some(b), found),
+            Some(None) => (None, Vec::new()),
             None => {
                 let base = self
                     .tree

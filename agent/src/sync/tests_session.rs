@@ -347,6 +347,36 @@ fn a_delta_copies_long_runs_of_the_old_copy() {
     assert_eq!(snapshot(&p.src), snapshot(&p.dst));
 }
 
+/// Bases chunked ahead on the worker threads (the small ones, within the 4 MiB a test
+/// session may hold ahead) and on the main thread (the one bigger than that alone): only
+/// the edits travel either way.
+#[test]
+fn deltas_against_bases_chunked_ahead_and_not_send_only_the_edits() {
+    let mut p = Pair::new();
+    let mut files: Vec<(String, Vec<u8>)> = vec![("a-big.bin".into(), noise(5 << 20, 7))];
+    for i in 0..6 {
+        files.push((format!("b-{i}.bin"), noise(1 << 20, 100 + i)));
+    }
+    for (path, content) in &files {
+        write(&p.src, path, content);
+    }
+    p.push();
+    for (path, content) in &mut files {
+        let mid = content.len() / 2;
+        content[mid..mid + 10].copy_from_slice(b"0123456789");
+        write(&p.src, path, content);
+    }
+    let (s, r) = p.push();
+    assert_no_failures(&s, &r);
+    assert_eq!(s.changed, 7);
+    assert!(
+        s.bytes_sent < 400_000,
+        "seven 10-byte edits of 11 MB sent {} bytes",
+        s.bytes_sent
+    );
+    assert_eq!(snapshot(&p.src), snapshot(&p.dst));
+}
+
 #[test]
 fn the_replica_changed_behind_our_back_is_repaired() {
     let mut p = Pair::new();
