@@ -576,8 +576,8 @@ fn serve(
     let manifest = target.manifest.as_deref();
     let full = manifest.is_none_or(|m| Some(&m.generation) != open.generation.as_ref());
     // The listing as it is now (sorted by path, as the walk returns it), hashes filled in
-    // where the manifest vouches for them; looked up by binary search, never copied.
-    let mut now: Listing = Vec::with_capacity(listing.entries.len());
+    // where the manifest vouches for them, in place: the walk's own vector.
+    let mut now: Listing = listing.entries;
     let mut report = Vec::new();
     // Listing and manifest are both sorted by path: walked side by side, no lookup.
     let mut manifest_entries = manifest
@@ -587,7 +587,7 @@ fn serve(
     // What the manifest holds and the replica no longer does (a full state has no use
     // for it: the sender takes the listing as all there is).
     let mut gone: Vec<String> = Vec::new();
-    for (mut e, stamp) in listing.entries {
+    for (e, stamp) in &mut now {
         while let Some((k, _)) = manifest_entries.next_if(|(k, _)| k.path < e.path) {
             if !full {
                 gone.push(k.path.clone());
@@ -597,7 +597,7 @@ fn serve(
             .next_if(|(k, _)| k.path == e.path)
             .map(|(k, s)| (k, s));
         let clean = known.is_some_and(|(k, s)| {
-            *s == stamp
+            s == stamp
                 && k.kind == e.kind
                 && k.size == e.size
                 && k.meta == e.meta
@@ -610,7 +610,6 @@ fn serve(
         if full || !clean {
             report.push(e.clone());
         }
-        now.push((e, stamp));
     }
     if !full {
         gone.extend(manifest_entries.map(|(k, _)| k.path.clone()));
