@@ -298,7 +298,7 @@ pub fn push(stream: TcpStream, src: &Source, progress: &Progress) -> Result<Sent
             inner: BufWriter::with_capacity(256 << 10, write_half),
             bytes: 0,
         },
-        root: src.root,
+        root: walk::open_root(src.root),
         inflight: HashMap::new(),
         awaiting: 0,
         abandoned: HashSet::new(),
@@ -345,7 +345,8 @@ type DoneParts = (String, Vec<(String, String)>, Vec<String>, Option<String>);
 
 struct Transfer<'a> {
     w: Counted<BufWriter<TcpStream>>,
-    root: &'a Path,
+    /// The source's root, opened once: every file is opened beneath it.
+    root: std::io::Result<std::os::fd::OwnedFd>,
     inflight: HashMap<u32, InFlight>,
     awaiting: usize,
     abandoned: HashSet<String>,
@@ -355,6 +356,14 @@ struct Transfer<'a> {
 }
 
 impl Transfer<'_> {
+    /// A file of the source to send, opened beneath its root through no symlink.
+    fn open(&self, path: &str) -> std::io::Result<File> {
+        match &self.root {
+            Ok(top) => walk::open_in_tree(top, path),
+            Err(e) => Err(std::io::Error::new(e.kind(), e.to_string())),
+        }
+    }
+
     fn run(
         &mut self,
         steps: &[Step],
@@ -415,8 +424,7 @@ impl Transfer<'_> {
                     How::Delta { .. } => {
                         let params = Params::for_size(*size);
                         let began = tokio::time::Instant::now();
-                        let cut =
-                            File::open(self.root.join(path)).and_then(|f| chunk::chunks(f, params));
+                        let cut = self.open(path).and_then(|f| chunk::chunks(f, params));
                         self.timing
                             .add_within("chunking changed files", began.elapsed());
                         match cut {
@@ -593,7 +601,7 @@ impl Transfer<'_> {
         offset: u64,
         len: u64,
     ) -> Result<(), SendError> {
-        let f = File::open(self.root.join(path));
+        let f = self.open(path);
         let mut buf = vec![0u8; wire::DATA_BLOCK];
         let mut at = offset;
         let end = offset + len;

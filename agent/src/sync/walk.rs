@@ -3,6 +3,7 @@
 
 use super::{Entry, Excludes, Kind, Manifest, Meta, Stamp, TEMP_PREFIX};
 use std::collections::HashMap;
+use std::os::fd::OwnedFd;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
@@ -171,13 +172,14 @@ fn walk_on(root: &Path, excludes: Option<&Excludes>, threads: usize) -> Result<W
         state: Mutex::new((vec![String::new()], 0)),
         more: Condvar::new(),
     };
+    let top_fd = open_root(root).map_err(|e| format!("{}: {e}", root.display()))?;
     let all: Mutex<Vec<(Entry, Stamp)>> = Mutex::new(Vec::new());
     let work = |part: &mut Part| {
         // One buffer of directory entries a thread, for every directory it reads.
         let mut buf: Vec<u8> = Vec::with_capacity(64 << 10);
         while let Some(dir) = queue.take() {
             let links_from = part.links.len();
-            let subdirs = read_dir(root, &dir, excludes, part, &mut buf);
+            let subdirs = read_dir(root, &top_fd, &dir, excludes, part, &mut buf);
             {
                 let mut all = all.lock().unwrap_or_else(|e| e.into_inner());
                 let offset = all.len();
@@ -247,30 +249,44 @@ fn walk_on(root: &Path, excludes: Option<&Excludes>, threads: usize) -> Result<W
     Ok(w)
 }
 
-/// Reads the directory `dir` of the tree at `root` into `part`; returns its
-/// subdirectories (to read next). Raw `getdents64` into one buffer and `fstatat` on each
-/// name beside the directory's descriptor: no allocation a name but the entry's path.
+/// Reads the directory `dir` of the tree at `root` (open as `top`) into `part`; returns
+/// its subdirectories (to read next). Raw `getdents64` into one buffer and `fstatat` on
+/// each name beside the directory's descriptor: no allocation a name but the entry's path.
 fn read_dir(
     root: &Path,
+    top: &OwnedFd,
     dir: &str,
     excludes: Option<&Excludes>,
     part: &mut Part,
     buf: &mut Vec<u8>,
 ) -> Vec<String> {
-    use rustix::fs::{AtFlags, FileType, Mode, OFlags, RawDir};
+    use rustix::fs::{AtFlags, FileType, Mode, OFlags, RawDir, ResolveFlags};
     let mut subdirs = Vec::new();
     let full = if dir.is_empty() {
         root.to_path_buf()
     } else {
         root.join(dir)
     };
-    // A directory replaced by a symlink meanwhile is not entered (the root itself may be
-    // one, as before).
-    let mut flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC;
-    if !dir.is_empty() {
-        flags |= OFlags::NOFOLLOW;
-    }
-    let fd = match rustix::fs::open(&full, flags, Mode::empty()) {
+    // Opened beneath the root through no symlink: a directory (or one above it) replaced
+    // by a symlink since it was listed is not entered, and nothing outside the tree is
+    // read (the root itself may be a symlink, as before).
+    let opened = if dir.is_empty() {
+        rustix::fs::openat(
+            top,
+            ".",
+            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+    } else {
+        rustix::fs::openat2(
+            top,
+            dir,
+            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::empty(),
+            ResolveFlags::BENEATH | ResolveFlags::NO_SYMLINKS | ResolveFlags::NO_MAGICLINKS,
+        )
+    };
+    let fd = match opened {
         Ok(fd) => fd,
         Err(rustix::io::Errno::NOENT) if !dir.is_empty() => return subdirs,
         Err(e) => {
@@ -420,13 +436,16 @@ pub fn hash_missing(root: &Path, w: &mut Walked, threads: usize) -> u64 {
     let next = AtomicUsize::new(0);
     let results = Mutex::new(Vec::with_capacity(todo.len()));
     let read = AtomicUsize::new(0);
+    let top = open_root(root);
     std::thread::scope(|s| {
         for _ in 0..threads.max(1) {
             s.spawn(|| loop {
                 let k = next.fetch_add(1, Ordering::Relaxed);
                 let Some(&i) = todo.get(k) else { break };
-                let path = root.join(&w.entries[i].0.path);
-                let r = hash_file(&path);
+                let r = match &top {
+                    Ok(top) => open_in_tree(top, &w.entries[i].0.path).and_then(|f| hash_open(&f)),
+                    Err(e) => Err(std::io::Error::new(e.kind(), e.to_string())),
+                };
                 if let Ok((_, n)) = &r {
                     read.fetch_add(*n as usize, Ordering::Relaxed);
                 }
@@ -482,11 +501,46 @@ pub fn hash_missing(root: &Path, w: &mut Walked, threads: usize) -> u64 {
 
 /// The blake3 of a file's bytes, and how many there were.
 pub fn hash_file(path: &Path) -> std::io::Result<(super::Hash, u64)> {
-    let f = std::fs::File::open(path)?;
+    hash_open(&std::fs::File::open(path)?)
+}
+
+fn hash_open(f: &std::fs::File) -> std::io::Result<(super::Hash, u64)> {
     let mut h = blake3::Hasher::new();
-    h.update_reader(&f)?;
+    h.update_reader(f)?;
     let n = f.metadata()?.len();
     Ok((super::Hash(*h.finalize().as_bytes()), n))
+}
+
+/// The root of a tree to read, opened as a directory (following a symlink there: the
+/// source's root may be one).
+pub fn open_root(root: &Path) -> std::io::Result<OwnedFd> {
+    use rustix::fs::{Mode, OFlags};
+    Ok(rustix::fs::open(
+        root,
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )?)
+}
+
+/// Opens the file `path` of the tree open as `top` to read its content: beneath the root,
+/// through no symlink, and only a regular file. A name swapped for a symlink (or a fifo,
+/// or a directory above it for a symlink) after the walk is not followed: nothing from
+/// outside the tree is hashed or sent under a name of the tree.
+pub fn open_in_tree(top: &OwnedFd, path: &str) -> std::io::Result<std::fs::File> {
+    use rustix::fs::{FileType, Mode, OFlags, ResolveFlags};
+    let fd = rustix::fs::openat2(
+        top,
+        path,
+        OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC | OFlags::NONBLOCK,
+        Mode::empty(),
+        ResolveFlags::BENEATH | ResolveFlags::NO_SYMLINKS | ResolveFlags::NO_MAGICLINKS,
+    )?;
+    if FileType::from_raw_mode(rustix::fs::fstat(&fd)?.st_mode) != FileType::RegularFile {
+        return Err(std::io::Error::other(
+            "no longer a regular file (replaced since the walk)",
+        ));
+    }
+    Ok(std::fs::File::from(fd))
 }
 
 #[cfg(test)]
@@ -530,6 +584,66 @@ mod tests {
                 assert_eq!(many.root_dev, one.root_dev);
             }
         }
+    }
+
+    /// Names swapped for symlinks between the walk and the reading of their content (a
+    /// local user racing the push): nothing outside the tree is read under their names.
+    #[test]
+    fn content_is_read_beneath_the_root_through_no_symlink() {
+        let t = tempfile::tempdir().unwrap();
+        let (r, outside) = (t.path().join("tree"), t.path().join("outside"));
+        std::fs::create_dir_all(r.join("d")).unwrap();
+        std::fs::create_dir_all(outside.join("d")).unwrap();
+        for p in ["d/f", "g", "h", "ok"] {
+            std::fs::write(r.join(p), b"mine").unwrap();
+        }
+        std::fs::write(outside.join("secret"), b"secret").unwrap();
+        std::fs::write(outside.join("d/f"), b"secret").unwrap();
+        let mut w = walk(&r, None).unwrap();
+        // After the walk: a file becomes a symlink out, a directory a symlink to one
+        // outside holding the same name, another file a fifo.
+        std::fs::remove_file(r.join("g")).unwrap();
+        std::os::unix::fs::symlink(outside.join("secret"), r.join("g")).unwrap();
+        std::fs::remove_dir_all(r.join("d")).unwrap();
+        std::os::unix::fs::symlink(outside.join("d"), r.join("d")).unwrap();
+        std::fs::remove_file(r.join("h")).unwrap();
+        rustix::fs::mknodat(
+            rustix::fs::CWD,
+            r.join("h"),
+            rustix::fs::FileType::Fifo,
+            rustix::fs::Mode::from_raw_mode(0o600),
+            0,
+        )
+        .unwrap();
+        hash_missing(&r, &mut w, 2);
+        let secret = super::super::Hash(*blake3::hash(b"secret").as_bytes());
+        let hashed: Vec<_> = w
+            .entries
+            .iter()
+            .filter(|(e, _)| e.kind == Kind::File)
+            .map(|(e, _)| (e.path.as_str(), e.hash))
+            .collect();
+        assert_eq!(
+            hashed,
+            [(
+                "ok",
+                Some(super::super::Hash(*blake3::hash(b"mine").as_bytes()))
+            )],
+            "errors: {:?}",
+            w.errors
+        );
+        assert!(!hashed.iter().any(|(_, h)| *h == Some(secret)));
+        assert_eq!(w.errors.len(), 3, "{:?}", w.errors);
+        let top = open_root(&r).unwrap();
+        assert!(open_in_tree(&top, "ok").is_ok());
+        for p in ["g", "d/f", "h", "d", "../outside/secret"] {
+            assert!(open_in_tree(&top, p).is_err(), "{p}");
+        }
+        // The source's root itself may be a symlink (followed there only).
+        std::os::unix::fs::symlink(&r, t.path().join("link")).unwrap();
+        let top = open_root(&t.path().join("link")).unwrap();
+        assert!(open_in_tree(&top, "ok").is_ok());
+        assert!(walk(&t.path().join("link"), None).is_ok());
     }
 
     #[test]
