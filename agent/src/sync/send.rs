@@ -186,7 +186,7 @@ pub fn push(stream: TcpStream, src: &Source, progress: &Progress) -> Result<Sent
     // The replica holds the manifest as it is (nothing reported, nothing gone) and the
     // walk is that manifest again, entry for entry (both sorted): nothing to plan. With
     // the stamps equal too, the manifest needs no writing either.
-    let (same_entries, same_stamps) = match base {
+    let (mut same_entries, same_stamps) = match base {
         Some(m) if reported.is_empty() && gone_paths.is_empty() => {
             let mut stamps = true;
             let entries = m.entries.len() == walked.entries.len()
@@ -236,6 +236,10 @@ pub fn push(stream: TcpStream, src: &Source, progress: &Progress) -> Result<Sent
     progress.phase("hashing changed files");
     let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
     walk::hash_missing(src.root, &mut walked, threads);
+    // What could not be read stays on the replica as it is (the errors are reported).
+    if walk::keep_unread(&mut walked, &believed) > 0 {
+        same_entries = false;
+    }
     phases.mark("hash");
     let source: Vec<&Entry> = walked.entries.iter().map(|(e, _)| e).collect();
     let p = if same_entries {

@@ -8,6 +8,7 @@ use super::wire::{self, Open, ToReceiver};
 use super::*;
 use std::fs;
 use std::net::{TcpListener, TcpStream};
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -374,6 +375,38 @@ fn deltas_against_bases_chunked_ahead_and_not_send_only_the_edits() {
         "seven 10-byte edits of 11 MB sent {} bytes",
         s.bytes_sent
     );
+    assert_eq!(snapshot(&p.src), snapshot(&p.dst));
+}
+
+/// An entry the walk could not read (here: a file become a symlink whose target is not
+/// UTF-8, which cannot be pushed) stays on the replica as it was, named in the errors;
+/// what is really gone is still deleted, and the entry is pushed once it can be read.
+#[test]
+fn what_the_source_could_not_read_is_not_deleted_from_the_replica() {
+    let mut p = Pair::new();
+    write(&p.src, "keep/a", b"precious");
+    write(&p.src, "gone", b"deleted for real");
+    for i in 0..10 {
+        write(&p.src, &format!("other/{i}"), b"x");
+    }
+    p.push();
+    fs::remove_file(p.src.join("keep/a")).unwrap();
+    std::os::unix::fs::symlink(std::ffi::OsStr::from_bytes(b"\xff"), p.src.join("keep/a")).unwrap();
+    fs::remove_file(p.src.join("gone")).unwrap();
+    let (s, r) = p.push();
+    assert!(
+        s.errors.iter().any(|e| e.contains("keep/a")),
+        "{:?}",
+        s.errors
+    );
+    assert_eq!(fs::read(p.dst.join("keep/a")).unwrap(), b"precious");
+    assert!(!p.dst.join("gone").exists());
+    assert!(r.failed.is_empty(), "{:?}", r.failed);
+    // Readable again: pushed.
+    fs::remove_file(p.src.join("keep/a")).unwrap();
+    std::os::unix::fs::symlink("elsewhere", p.src.join("keep/a")).unwrap();
+    let (s, r) = p.push();
+    assert_no_failures(&s, &r);
     assert_eq!(snapshot(&p.src), snapshot(&p.dst));
 }
 

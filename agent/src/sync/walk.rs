@@ -2,7 +2,7 @@
 //! blake3 hashes of the files that a manifest cannot vouch for (in parallel).
 
 use super::{Entry, Excludes, Kind, Manifest, Meta, Stamp, TEMP_PREFIX};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::os::fd::OwnedFd;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
@@ -18,6 +18,10 @@ pub struct Walked {
     pub root_dev: u64,
     /// What could not be read (named; the rest of the walk went on).
     pub errors: Vec<String>,
+    /// The paths behind those errors: an entry that could not be looked at or read, a
+    /// directory that could not be listed (whole) — what the walk cannot say is gone.
+    /// Sorted.
+    pub unread: Vec<String>,
     /// Our own temp files found (left over by a crash).
     pub temps: Vec<String>,
 }
@@ -124,6 +128,7 @@ struct Part {
     /// (device, inode, index in the walk's vector) of each file with more than one link.
     links: Vec<(u64, u64, usize)>,
     errors: Vec<String>,
+    unread: Vec<String>,
     temps: Vec<String>,
 }
 
@@ -226,6 +231,7 @@ fn walk_on(root: &Path, excludes: Option<&Excludes>, threads: usize) -> Result<W
             links.entry((dev, ino)).or_default().push(i);
         }
         w.errors.extend(part.errors);
+        w.unread.extend(part.unread);
         w.temps.extend(part.temps);
     }
     // Hard links: every name but the first (in path order) points at the first.
@@ -245,6 +251,7 @@ fn walk_on(root: &Path, excludes: Option<&Excludes>, threads: usize) -> Result<W
     }
     w.entries.sort_unstable_by(|a, b| a.0.path.cmp(&b.0.path));
     w.errors.sort_unstable();
+    w.unread.sort_unstable();
     w.temps.sort_unstable();
     Ok(w)
 }
@@ -292,6 +299,7 @@ fn read_dir(
         Err(e) => {
             part.errors
                 .push(format!("{}: {}", full.display(), std::io::Error::from(e)));
+            part.unread.push(dir.to_owned());
             return subdirs;
         }
     };
@@ -302,6 +310,7 @@ fn read_dir(
             Err(e) => {
                 part.errors
                     .push(format!("{}: {}", full.display(), std::io::Error::from(e)));
+                part.unread.push(dir.to_owned());
                 break;
             }
         };
@@ -335,6 +344,7 @@ fn read_dir(
                     full.join(name).display(),
                     std::io::Error::from(e)
                 ));
+                part.unread.push(path);
                 continue;
             }
         };
@@ -354,12 +364,14 @@ fn read_dir(
                     Err(_) => {
                         part.errors
                             .push(format!("{path}: a symlink target that is not UTF-8"));
+                        part.unread.push(path);
                         continue;
                     }
                 },
                 Err(e) => {
                     part.errors
                         .push(format!("{path}: {}", std::io::Error::from(e)));
+                    part.unread.push(path);
                     continue;
                 }
             }
@@ -462,6 +474,7 @@ pub fn hash_missing(root: &Path, w: &mut Walked, threads: usize) -> u64 {
             Err(e) => {
                 if e.kind() != std::io::ErrorKind::NotFound {
                     w.errors.push(format!("{}: {e}", w.entries[i].0.path));
+                    w.unread.push(w.entries[i].0.path.clone());
                 }
                 drop[i] = true;
             }
@@ -496,7 +509,47 @@ pub fn hash_missing(root: &Path, w: &mut Walked, threads: usize) -> u64 {
         i += 1;
         keep
     });
+    w.unread.sort_unstable();
     read.load(Ordering::Relaxed) as u64
+}
+
+/// Whether `path` is one of `unread` or lies under one of them ("" is the root).
+fn under_unread(path: &str, unread: &HashSet<&str>) -> bool {
+    unread.contains("")
+        || unread.contains(path)
+        || path
+            .match_indices('/')
+            .any(|(i, _)| unread.contains(&path[..i]))
+}
+
+/// Keeps what the replica holds (`believed`, sorted) at and under the paths the walk
+/// could not read, as if the source still held it: a directory that could not be listed
+/// or a file that could not be read (a failing disk) is neither deleted nor changed on
+/// the replica by this push; the next push that reads them pushes them. Adds those
+/// entries of the replica the walk lacks to it (a zero stamp, so the next push reads
+/// them again) and keeps it sorted; returns how many.
+pub fn keep_unread(w: &mut Walked, believed: &[&Entry]) -> usize {
+    if w.unread.is_empty() {
+        return 0;
+    }
+    let unread: HashSet<&str> = w.unread.iter().map(String::as_str).collect();
+    let mut walked = w.entries.iter().map(|(e, _)| e.path.as_str()).peekable();
+    let mut missing: Vec<(Entry, Stamp)> = Vec::new();
+    for b in believed {
+        while walked.next_if(|p| *p < b.path.as_str()).is_some() {}
+        if walked.peek() == Some(&b.path.as_str()) {
+            continue;
+        }
+        if under_unread(&b.path, &unread) {
+            missing.push(((*b).clone(), Stamp::default()));
+        }
+    }
+    let n = missing.len();
+    if n > 0 {
+        w.entries.extend(missing);
+        w.entries.sort_unstable_by(|a, b| a.0.path.cmp(&b.0.path));
+    }
+    n
 }
 
 /// The blake3 of a file's bytes, and how many there were.
@@ -644,6 +697,38 @@ mod tests {
         let top = open_root(&t.path().join("link")).unwrap();
         assert!(open_in_tree(&top, "ok").is_ok());
         assert!(walk(&t.path().join("link"), None).is_ok());
+    }
+
+    fn file(path: &str) -> Entry {
+        Entry::new(path.into(), Kind::File, 1, Meta::default(), None)
+    }
+
+    #[test]
+    fn what_could_not_be_read_is_kept_as_the_replica_holds_it() {
+        let mut w = Walked {
+            entries: ["a", "d", "z"]
+                .iter()
+                .map(|p| (file(p), Stamp::default()))
+                .collect(),
+            unread: vec!["d".into(), "f".into()],
+            ..Walked::default()
+        };
+        let replica: Vec<Entry> = ["a", "d", "d-e", "d/x", "d/y/z", "e", "f", "f/g", "z"]
+            .iter()
+            .map(|p| file(p))
+            .collect();
+        let believed: Vec<&Entry> = replica.iter().collect();
+        assert_eq!(keep_unread(&mut w, &believed), 4);
+        let paths: Vec<_> = w.entries.iter().map(|(e, _)| e.path.as_str()).collect();
+        // "d-e" and "e" are gone from the source for real: still deleted.
+        assert_eq!(paths, ["a", "d", "d/x", "d/y/z", "f", "f/g", "z"]);
+        // The root unread: all of the replica is kept.
+        w.unread = vec![String::new()];
+        assert_eq!(keep_unread(&mut w, &believed), 2);
+        assert_eq!(w.entries.len(), replica.len());
+        // Nothing unread: nothing added.
+        let mut clean = Walked::default();
+        assert_eq!(keep_unread(&mut clean, &believed), 0);
     }
 
     #[test]
