@@ -1511,6 +1511,9 @@ impl Session<'_> {
         if self.dead.contains(&id) {
             return Ok(());
         }
+        if self.awaiting.contains(&id) {
+            return refused(format!("more chunk records for file {id} after its list"));
+        }
         let Some(mut f) = self.open.remove(&id) else {
             return refused(format!("a chunk list for file {id}, which is not open"));
         };
