@@ -310,6 +310,9 @@ struct Done_ {
 /// chunk list arrives: the basis and its chunks, or `None` when it could not be read.
 type BaseChunks = Option<(File, Vec<chunk::Chunk>)>;
 
+/// A basis to chunk ahead, with its chunking, and where its chunks go.
+type AheadJob = (File, Params, std::sync::mpsc::SyncSender<BaseChunks>);
+
 /// A basis being chunked ahead; its size counts against [`AHEAD_BYTES`] until it is
 /// dropped (taken, or its file failed or the session ended).
 struct Ahead {
@@ -328,7 +331,7 @@ impl Drop for Ahead {
 /// frames and writes meanwhile). They only read: a basis changed meanwhile costs only a
 /// failed whole-file hash check, and the file is asked for whole.
 struct Chunkers {
-    jobs: Option<std::sync::mpsc::Sender<(File, Params, std::sync::mpsc::SyncSender<BaseChunks>)>>,
+    jobs: Option<std::sync::mpsc::Sender<AheadJob>>,
     threads: Vec<std::thread::JoinHandle<()>>,
     /// Bytes of bases being chunked ahead or waiting to be taken.
     bytes: Arc<AtomicU64>,
@@ -336,8 +339,7 @@ struct Chunkers {
 
 impl Chunkers {
     fn start(stop: &Arc<Stop>) -> Chunkers {
-        let (tx, rx) =
-            std::sync::mpsc::channel::<(File, Params, std::sync::mpsc::SyncSender<BaseChunks>)>();
+        let (tx, rx) = std::sync::mpsc::channel::<AheadJob>();
         let rx = Arc::new(std::sync::Mutex::new(rx));
         let threads = (0..AHEAD_THREADS)
             .map(|_| {

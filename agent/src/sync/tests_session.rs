@@ -338,14 +338,17 @@ fn a_delta_copies_long_runs_of_the_old_copy() {
     p.push();
     big[1_500_000..1_500_010].copy_from_slice(b"0123456789");
     write(&p.src, "big.bin", &big);
+    push_sending_less_than(&mut p, 200_000, "a 10-byte edit of 3 MB");
+}
+
+/// Pushes: no failure, fewer than `most` bytes sent (`what` said otherwise), the replica
+/// equal to the source.
+fn push_sending_less_than(p: &mut Pair, most: u64, what: &str) -> send::Sent {
     let (s, r) = p.push();
     assert_no_failures(&s, &r);
-    assert!(
-        s.bytes_sent < 200_000,
-        "a 10-byte edit of 3 MB sent {} bytes",
-        s.bytes_sent
-    );
+    assert!(s.bytes_sent < most, "{what} sent {} bytes", s.bytes_sent);
     assert_eq!(snapshot(&p.src), snapshot(&p.dst));
+    s
 }
 
 /// Bases chunked ahead on the worker threads (the small ones, within the 4 MiB a test
@@ -367,15 +370,8 @@ fn deltas_against_bases_chunked_ahead_and_not_send_only_the_edits() {
         content[mid..mid + 10].copy_from_slice(b"0123456789");
         write(&p.src, path, content);
     }
-    let (s, r) = p.push();
-    assert_no_failures(&s, &r);
+    let s = push_sending_less_than(&mut p, 400_000, "seven 10-byte edits of 11 MB");
     assert_eq!(s.changed, 7);
-    assert!(
-        s.bytes_sent < 400_000,
-        "seven 10-byte edits of 11 MB sent {} bytes",
-        s.bytes_sent
-    );
-    assert_eq!(snapshot(&p.src), snapshot(&p.dst));
 }
 
 /// An entry the walk could not read (here: a file become a symlink whose target is not

@@ -57,7 +57,7 @@ pub fn stat_entry(
     name: &str,
     path: &str,
 ) -> std::io::Result<Option<(Entry, Stamp, u64)>> {
-    use rustix::fs::{AtFlags, FileType};
+    use rustix::fs::AtFlags;
     if name.starts_with(TEMP_PREFIX) {
         return Ok(None);
     }
@@ -66,11 +66,8 @@ pub fn stat_entry(
         Err(rustix::io::Errno::NOENT) => return Ok(None),
         Err(e) => return Err(e.into()),
     };
-    let kind = match FileType::from_raw_mode(st.st_mode) {
-        FileType::Directory => Kind::Dir,
-        FileType::RegularFile => Kind::File,
-        FileType::Symlink => Kind::Symlink,
-        _ => return Ok(None),
+    let Some(kind) = kind_of(&st) else {
+        return Ok(None);
     };
     let target = if kind == Kind::Symlink {
         match rustix::fs::readlinkat(dir, name, Vec::new())?.into_string() {
@@ -80,8 +77,32 @@ pub fn stat_entry(
     } else {
         None
     };
+    let (entry, stamp) = entry_of(&st, path.to_owned(), kind, target);
+    Ok(Some((entry, stamp, st.st_nlink)))
+}
+
+/// What a walk lists of a `stat`: a directory, a regular file or a symlink (sockets,
+/// fifos and devices are not pushed).
+fn kind_of(st: &rustix::fs::Stat) -> Option<Kind> {
+    use rustix::fs::FileType;
+    match FileType::from_raw_mode(st.st_mode) {
+        FileType::Directory => Some(Kind::Dir),
+        FileType::RegularFile => Some(Kind::File),
+        FileType::Symlink => Some(Kind::Symlink),
+        _ => None,
+    }
+}
+
+/// The entry at `path` of kind `kind` (with a symlink's `target`) and its stamp, from
+/// its `stat`.
+fn entry_of(
+    st: &rustix::fs::Stat,
+    path: String,
+    kind: Kind,
+    target: Option<String>,
+) -> (Entry, Stamp) {
     let entry = Entry {
-        path: path.to_owned(),
+        path,
         kind,
         size: if kind == Kind::File {
             st.st_size as u64
@@ -103,7 +124,7 @@ pub fn stat_entry(
         ctime_ns: st.st_ctime_nsec as u32,
         ino: st.st_ino,
     };
-    Ok(Some((entry, stamp, st.st_nlink)))
+    (entry, stamp)
 }
 
 /// Walks `root` (which must be a directory; the root itself is not an entry). Excluded
@@ -114,7 +135,7 @@ pub fn walk(root: &Path, excludes: Option<&Excludes>) -> Result<Walked, String> 
 }
 
 /// Threads for a walk: one a core, four at most (a push should not take every core of a
-/// big machine; measured here on two: 200 000 entries in 0.26 s against 0.48 s on one).
+/// big machine; measured here on two: 200 000 entries in 0.18 s against 0.34 s on one).
 pub fn walk_threads() -> usize {
     std::thread::available_parallelism().map_or(2, |n| n.get().min(4))
 }
@@ -267,7 +288,7 @@ fn read_dir(
     part: &mut Part,
     buf: &mut Vec<u8>,
 ) -> Vec<String> {
-    use rustix::fs::{AtFlags, FileType, Mode, OFlags, RawDir, ResolveFlags};
+    use rustix::fs::{AtFlags, Mode, OFlags, RawDir, ResolveFlags};
     let mut subdirs = Vec::new();
     let full = if dir.is_empty() {
         root.to_path_buf()
@@ -348,11 +369,8 @@ fn read_dir(
                 continue;
             }
         };
-        let kind = match FileType::from_raw_mode(st.st_mode) {
-            FileType::Directory => Kind::Dir,
-            FileType::RegularFile => Kind::File,
-            FileType::Symlink => Kind::Symlink,
-            _ => continue, // sockets, fifos and devices are not pushed
+        let Some(kind) = kind_of(&st) else {
+            continue;
         };
         if excludes.is_some_and(|x| x.excluded(&path, kind == Kind::Dir)) {
             continue;
@@ -384,31 +402,7 @@ fn read_dir(
         if kind == Kind::File && st.st_nlink > 1 {
             part.links.push((st.st_dev, st.st_ino, part.entries.len()));
         }
-        part.entries.push((
-            Entry {
-                path,
-                kind,
-                size: if kind == Kind::File {
-                    st.st_size as u64
-                } else {
-                    0
-                },
-                meta: Meta {
-                    mode: st.st_mode & 0o7777,
-                    uid: st.st_uid,
-                    gid: st.st_gid,
-                    mtime: st.st_mtime,
-                    mtime_ns: st.st_mtime_nsec as u32,
-                },
-                hash: None,
-                other: target.map(Box::new),
-            },
-            Stamp {
-                ctime: st.st_ctime,
-                ctime_ns: st.st_ctime_nsec as u32,
-                ino: st.st_ino,
-            },
-        ));
+        part.entries.push(entry_of(&st, path, kind, target));
     }
     subdirs
 }

@@ -187,13 +187,11 @@ thread_local! {
 fn compress_frame(body: &[u8]) -> io::Result<Vec<u8>> {
     COMPRESSOR.with(|c| {
         let mut c = c.borrow_mut();
-        if c.is_none() {
-            *c = Some(zstd::bulk::Compressor::new(1)?);
-        }
-        match c.as_mut() {
-            Some(z) => z.compress(body),
-            None => zstd::bulk::compress(body, 1),
-        }
+        let z = match &mut *c {
+            Some(z) => z,
+            none => none.insert(zstd::bulk::Compressor::new(1)?),
+        };
+        z.compress(body)
     })
 }
 
@@ -215,13 +213,11 @@ fn decompress_frame(packed: &[u8]) -> io::Result<Vec<u8>> {
     let mut out = Vec::with_capacity(capacity);
     DECOMPRESSOR.with(|d| {
         let mut d = d.borrow_mut();
-        if d.is_none() {
-            *d = Some(zstd::bulk::Decompressor::new()?);
-        }
-        match d.as_mut() {
-            Some(z) => z.decompress_to_buffer(packed, &mut out),
-            None => Err(io::Error::other("no zstd context")),
-        }
+        let z = match &mut *d {
+            Some(z) => z,
+            none => none.insert(zstd::bulk::Decompressor::new()?),
+        };
+        z.decompress_to_buffer(packed, &mut out)
     })?;
     Ok(out)
 }
