@@ -308,6 +308,7 @@ pub fn push(stream: TcpStream, src: &Source, progress: &Progress) -> Result<Sent
         abandoned: HashSet::new(),
         progress,
         timing: super::Phases::default(),
+        data: wire::DataBuf::default(),
     };
     let result = t.run(&p.steps, &rx);
     let _ = stream.shutdown(std::net::Shutdown::Both);
@@ -357,6 +358,8 @@ struct Transfer<'a> {
     progress: &'a Progress,
     /// Where the transfer's time went (`Phases::within`).
     timing: super::Phases,
+    /// The data frame being written (one buffer for the whole push).
+    data: wire::DataBuf,
 }
 
 impl Transfer<'_> {
@@ -606,21 +609,21 @@ impl Transfer<'_> {
         len: u64,
     ) -> Result<(), SendError> {
         let f = self.open(path);
-        let mut buf = vec![0u8; wire::DATA_BLOCK];
         let mut at = offset;
         let end = offset + len;
         let mut failure = None;
+        self.data.new_file();
         match f {
             Ok(f) => {
                 while at < end {
-                    let want = ((end - at) as usize).min(buf.len());
-                    match f.read_at(&mut buf[..want], at) {
+                    let want = usize::try_from(end - at).unwrap_or(usize::MAX);
+                    match f.read_at(self.data.room(want), at) {
                         Ok(0) => {
                             failure = Some("it shrank while being sent".to_owned());
                             break;
                         }
                         Ok(n) => {
-                            wire::write_data(&mut self.w, id, at, &buf[..n], true)?;
+                            self.data.write(&mut self.w, id, at, n)?;
                             at += n as u64;
                         }
                         Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
