@@ -365,10 +365,7 @@ struct Transfer<'a> {
 impl Transfer<'_> {
     /// A file of the source to send, opened beneath its root through no symlink.
     fn open(&self, path: &str) -> std::io::Result<File> {
-        match &self.root {
-            Ok(top) => walk::open_in_tree(top, path),
-            Err(e) => Err(std::io::Error::new(e.kind(), e.to_string())),
-        }
+        walk::open_beneath(&self.root, path)
     }
 
     fn run(

@@ -448,10 +448,7 @@ pub fn hash_missing(root: &Path, w: &mut Walked, threads: usize) -> u64 {
             s.spawn(|| loop {
                 let k = next.fetch_add(1, Ordering::Relaxed);
                 let Some(&i) = todo.get(k) else { break };
-                let r = match &top {
-                    Ok(top) => open_in_tree(top, &w.entries[i].0.path).and_then(|f| hash_open(&f)),
-                    Err(e) => Err(std::io::Error::new(e.kind(), e.to_string())),
-                };
+                let r = open_beneath(&top, &w.entries[i].0.path).and_then(|f| hash_open(&f));
                 if let Ok((_, n)) = &r {
                     read.fetch_add(*n as usize, Ordering::Relaxed);
                 }
@@ -567,6 +564,15 @@ pub fn open_root(root: &Path) -> std::io::Result<OwnedFd> {
         OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
         Mode::empty(),
     )?)
+}
+
+/// [`open_in_tree`] of the root as [`open_root`] gave it: its error for every file when
+/// the root could not be opened.
+pub fn open_beneath(top: &std::io::Result<OwnedFd>, path: &str) -> std::io::Result<std::fs::File> {
+    match top {
+        Ok(top) => open_in_tree(top, path),
+        Err(e) => Err(std::io::Error::new(e.kind(), e.to_string())),
+    }
 }
 
 /// Opens the file `path` of the tree open as `top` to read its content: beneath the root,
