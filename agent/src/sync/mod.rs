@@ -424,6 +424,27 @@ impl<'de> Deserialize<'de> for Entries {
 }
 
 impl Manifest {
+    /// About how many bytes of memory the decoded manifest holds: its vector's, each
+    /// path's and each symlink target's or link leader's, with 16 bytes of the
+    /// allocator's own for each allocation.
+    pub fn memory(&self) -> usize {
+        const OWN: usize = 16;
+        let slots = self.entries.0.capacity() * std::mem::size_of::<(Entry, Stamp)>();
+        let heap: usize = self
+            .entries
+            .0
+            .iter()
+            .map(|(e, _)| {
+                e.path.capacity()
+                    + OWN
+                    + e.other.as_ref().map_or(0, |o| {
+                        std::mem::size_of::<String>() + o.capacity() + 2 * OWN
+                    })
+            })
+            .sum();
+        slots + heap + self.generation.capacity()
+    }
+
     /// The compact binary form, for the state store ([`manifest_codec`]).
     pub fn encode(&self) -> std::io::Result<Vec<u8>> {
         Ok(manifest_codec::encode(self))
