@@ -243,7 +243,7 @@ pub fn push(stream: TcpStream, src: &Source, progress: &Progress) -> Result<Sent
     phases.mark("hash");
     let source: Vec<&Entry> = walked.entries.iter().map(|(e, _)| e).collect();
     let p = if same_entries {
-        plan::Plan::unchanged(&source)
+        plan::Planned::unchanged(&source)
     } else {
         plan::plan_borrowed(
             &source,
@@ -255,18 +255,19 @@ pub fn push(stream: TcpStream, src: &Source, progress: &Progress) -> Result<Sent
             },
         )
     };
-    sent.files_total = p.files_total;
-    sent.bytes_total = p.bytes_total;
-    sent.changed = p.changed;
-    sent.deletions = p.deletions;
+    sent.files_total = p.plan.files_total;
+    sent.bytes_total = p.plan.bytes_total;
+    sent.changed = p.plan.changed;
+    sent.deletions = p.plan.deletions;
     phases.mark("plan");
-    if p.refused.is_some() || src.dry_run {
+    if p.plan.refused.is_some() || src.dry_run {
+        let p = p.into_plan();
         sent.refused = p.refused;
         sent.steps = p.steps;
         sent.phases = phases;
         return Ok(sent);
     }
-    let unchanged_manifest = p.steps.is_empty()
+    let unchanged_manifest = p.is_empty()
         && src.manifest.is_some_and(|m| {
             m.generation == generation
                 && m.entries.len() == walked.entries.len()
@@ -282,7 +283,7 @@ pub fn push(stream: TcpStream, src: &Source, progress: &Progress) -> Result<Sent
     progress.phase("sending");
     progress
         .steps_total
-        .store(p.steps.len() as u64, Ordering::Relaxed);
+        .store(p.len() as u64, Ordering::Relaxed);
     let (tx, rx) = mpsc::channel::<Result<ToSender, WireError>>();
     let reader = std::thread::spawn(move || loop {
         let m = wire::read_frame(&mut input).and_then(|f| match f {
@@ -310,7 +311,8 @@ pub fn push(stream: TcpStream, src: &Source, progress: &Progress) -> Result<Sent
         timing: super::Phases::default(),
         data: wire::DataBuf::default(),
     };
-    let result = t.run(&p.steps, &rx);
+    let result = t.run(p.steps(), &rx);
+    drop(p);
     let _ = stream.shutdown(std::net::Shutdown::Both);
     let _ = reader.join();
     sent.bytes_sent = t.w.bytes;
@@ -370,11 +372,12 @@ impl Transfer<'_> {
 
     fn run(
         &mut self,
-        steps: &[Step],
+        steps: impl Iterator<Item = Step>,
         rx: &mpsc::Receiver<Result<ToSender, WireError>>,
     ) -> Result<DoneParts, SendError> {
         let mut id = 0u32;
         for step in steps {
+            let step = &step;
             id += 1;
             // Hard links, metadata and late deletions act on names that copies and deltas
             // write: let every one of those be answered (its data is then ahead in the
