@@ -172,6 +172,9 @@ enum Item {
     DirMeta(usize),
 }
 
+// What `Planned` says an item costs.
+const _: () = assert!(std::mem::size_of::<Item>() <= 24);
+
 /// How a file's content gets there ([`How`] with an index for a path).
 #[derive(Debug, Clone, Copy)]
 enum Via {
