@@ -580,7 +580,9 @@ fn serve(
     // The listing as it is now (sorted by path, as the walk returns it), hashes filled in
     // where the manifest vouches for them, in place: the walk's own vector.
     let mut now: Listing = listing.entries;
-    let mut report = Vec::new();
+    // What to report, as indexes into the listing (a full state is all of it: a copy of
+    // each entry had doubled the listing's memory); sent a batch at a time.
+    let mut report: Vec<usize> = Vec::new();
     // Listing and manifest are both sorted by path: walked side by side, no lookup.
     let mut manifest_entries = manifest
         .map_or(&[][..], |m| m.entries.as_slice())
@@ -589,7 +591,7 @@ fn serve(
     // What the manifest holds and the replica no longer does (a full state has no use
     // for it: the sender takes the listing as all there is).
     let mut gone: Vec<String> = Vec::new();
-    for (e, stamp) in &mut now {
+    for (i, (e, stamp)) in now.iter_mut().enumerate() {
         while let Some((k, _)) = manifest_entries.next_if(|(k, _)| k.path < e.path) {
             if !full {
                 gone.push(k.path.clone());
@@ -610,7 +612,7 @@ fn serve(
             e.hash = known.and_then(|(k, _)| k.hash);
         }
         if full || !clean {
-            report.push(e.clone());
+            report.push(i);
         }
     }
     if !full {
@@ -627,7 +629,7 @@ fn serve(
             &ToSender::State {
                 generation: generation.clone(),
                 full,
-                entries: batch.to_vec(),
+                entries: batch.iter().map(|i| now[*i].0.clone()).collect(),
                 gone: if last {
                     gone.take().unwrap_or_default()
                 } else {
