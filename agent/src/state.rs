@@ -1092,20 +1092,8 @@ mod tests {
 
     #[tokio::test]
     async fn a_kept_manifest_is_read_at_once_and_the_last_one_kept_is_the_one_written() {
-        use crate::sync::{Entry, Kind, Manifest, Meta, Stamp};
         let dir = tempfile::tempdir().unwrap();
-        let manifest = |generation: &str, files: usize| {
-            let mut m = Manifest {
-                generation: generation.into(),
-                ..Manifest::default()
-            };
-            for i in 0..files {
-                let path = format!("f{i:06}");
-                let e = Entry::new(path.clone(), Kind::File, 1, Meta::default(), None);
-                m.entries.insert(path, (e, Stamp::default()));
-            }
-            Arc::new(m)
-        };
+        let manifest = manifest_of;
         let store = Store::open(dir.path()).await.unwrap();
         assert!(store.manifest("s", "j", "send").await.unwrap().is_none());
         // Three in a row, the first big (its write is still going when the others come).
@@ -1129,6 +1117,7 @@ mod tests {
         store.close().await;
     }
 
+    /// A manifest of `files` files named `f000000`….
     fn manifest_of(generation: &str, files: usize) -> Arc<crate::sync::Manifest> {
         use crate::sync::{Entry, Kind, Manifest, Meta, Stamp};
         let mut m = Manifest {

@@ -269,6 +269,9 @@ pub fn write_msg<W: Write, T: Serialize>(w: &mut W, msg: &T) -> Result<(), WireE
     write_frame(w, KIND_MSG, &body, true).map(drop)
 }
 
+/// A data frame written from a slice (tests; the sender builds its frames in a
+/// [`DataBuf`]).
+#[cfg(test)]
 pub fn write_data<W: Write>(
     w: &mut W,
     id: u32,
