@@ -140,12 +140,10 @@ pub fn walk_threads() -> usize {
     std::thread::available_parallelism().map_or(2, |n| n.get().min(4))
 }
 
-/// What one thread of a walk found (its entries go, a directory at a time, into the
-/// walk's one vector: no second copy of the listing to merge).
+/// What one thread of a walk found besides the entries (those go, a directory at a
+/// time, into the walk's one vector: no second copy of the listing to merge).
 #[derive(Default)]
 struct Part {
-    /// The directory being read.
-    entries: Vec<(Entry, Stamp)>,
     /// (device, inode, index in the walk's vector) of each file with more than one link.
     links: Vec<(u64, u64, usize)>,
     errors: Vec<String>,
@@ -153,16 +151,29 @@ struct Part {
     temps: Vec<String>,
 }
 
-/// The directories left to read, and how many threads are reading one now.
+/// One directory as read: where its entries (sorted by name) sit in the walk's vector, and
+/// where among them its subdirectories' own blocks go in the paths' byte order.
+#[derive(Default)]
+struct Block {
+    start: usize,
+    len: usize,
+    /// (how many of this block's entries come first, the subdirectory's block), in order.
+    /// A directory `d`'s subtree sorts as `d/`: after `d` itself and after a sibling such
+    /// as `d-1` or `d.txt` (`-` and `.` are below `/`), before `d0`.
+    descend: Vec<(usize, usize)>,
+}
+
+/// The directories left to read (with the block each fills), and how many threads are
+/// reading one now.
 struct Queue {
-    state: Mutex<(Vec<String>, usize)>,
+    state: Mutex<(Vec<(String, usize)>, usize)>,
     more: Condvar,
 }
 
 impl Queue {
     /// The next directory to read; `None` when none is left and none is being read (the
     /// walk is over).
-    fn take(&self) -> Option<String> {
+    fn take(&self) -> Option<(String, usize)> {
         let mut g = self.state.lock().unwrap_or_else(|e| e.into_inner());
         loop {
             if let Some(dir) = g.0.pop() {
@@ -177,7 +188,7 @@ impl Queue {
     }
 
     /// A directory read: its subdirectories join the queue.
-    fn done(&self, subdirs: Vec<String>) {
+    fn done(&self, subdirs: Vec<(String, usize)>) {
         let mut g = self.state.lock().unwrap_or_else(|e| e.into_inner());
         g.1 -= 1;
         let wake = !subdirs.is_empty() || g.1 == 0;
@@ -189,32 +200,146 @@ impl Queue {
     }
 }
 
+/// An entry's name: its path less the `skip` bytes of its directory's path and `/`.
+fn named(e: &(Entry, Stamp), skip: usize) -> &str {
+    e.0.path.get(skip..).unwrap_or_default()
+}
+
+/// `a/` against `b/`: how a directory's subtree sorts among its siblings' subtrees.
+fn cmp_subtrees(a: &str, b: &str) -> std::cmp::Ordering {
+    a.bytes().chain([b'/']).cmp(b.bytes().chain([b'/']))
+}
+
+/// Puts `v[perm[i]]` at `i` for every `i`, in place (`perm` is used up: left as the
+/// identity).
+fn permute<T>(v: &mut [T], perm: &mut [u32]) {
+    debug_assert_eq!(v.len(), perm.len());
+    for i in 0..v.len() {
+        let mut cur = i;
+        loop {
+            let next = perm[cur] as usize;
+            perm[cur] = cur as u32;
+            if next == i {
+                break;
+            }
+            v.swap(cur, next);
+            cur = next;
+        }
+    }
+}
+
+/// The walk's vector, read a directory at a time (each directory's entries together,
+/// sorted by name), into the paths' byte order: the blocks followed depth first, each
+/// subdirectory's block where its subtree sorts. No comparison of whole paths.
+fn byte_order(all: &mut [(Entry, Stamp)], blocks: &[Block]) {
+    let mut perm: Vec<u32> = Vec::with_capacity(all.len());
+    // (block, its entries placed, its subdirectories entered)
+    let mut stack: Vec<(usize, usize, usize)> = vec![(0, 0, 0)];
+    while let Some((b, placed, entered)) = stack.last_mut() {
+        let block = &blocks[*b];
+        match block.descend.get(*entered) {
+            Some(&(before, sub)) if before == *placed => {
+                *entered += 1;
+                stack.push((sub, 0, 0));
+            }
+            _ if *placed < block.len => {
+                perm.push((block.start + *placed) as u32);
+                *placed += 1;
+            }
+            _ => {
+                stack.pop();
+            }
+        }
+    }
+    debug_assert_eq!(perm.len(), all.len());
+    permute(all, &mut perm);
+}
+
 fn walk_on(root: &Path, excludes: Option<&Excludes>, threads: usize) -> Result<Walked, String> {
     let top = std::fs::metadata(root).map_err(|e| format!("{}: {e}", root.display()))?;
     if !top.is_dir() {
         return Err(format!("{} is not a directory", root.display()));
     }
     let queue = Queue {
-        state: Mutex::new((vec![String::new()], 0)),
+        state: Mutex::new((vec![(String::new(), 0)], 0)),
         more: Condvar::new(),
     };
     let top_fd = open_root(root).map_err(|e| format!("{}: {e}", root.display()))?;
-    let all: Mutex<Vec<(Entry, Stamp)>> = Mutex::new(Vec::new());
+    // The entries, a directory's together, and each directory's block (the root's first).
+    #[allow(clippy::type_complexity)]
+    let all: Mutex<(Vec<(Entry, Stamp)>, Vec<Block>)> =
+        Mutex::new((Vec::new(), vec![Block::default()]));
     let work = |part: &mut Part| {
-        // One buffer of directory entries a thread, for every directory it reads.
+        // One buffer of directory entries a thread, and one for a directory's entries,
+        // for every directory it reads.
         let mut buf: Vec<u8> = Vec::with_capacity(64 << 10);
-        while let Some(dir) = queue.take() {
-            let links_from = part.links.len();
-            let subdirs = read_dir(root, &top_fd, &dir, excludes, part, &mut buf);
-            {
-                let mut all = all.lock().unwrap_or_else(|e| e.into_inner());
-                let offset = all.len();
-                for link in &mut part.links[links_from..] {
-                    link.2 += offset;
+        let mut entries: Vec<(Entry, Stamp)> = Vec::new();
+        let mut links: Vec<(u64, u64, usize)> = Vec::new();
+        while let Some((dir, id)) = queue.take() {
+            read_dir(
+                root,
+                &top_fd,
+                &dir,
+                excludes,
+                part,
+                &mut entries,
+                &mut links,
+                &mut buf,
+            );
+            // By name (every path here begins with `dir/`).
+            let skip = if dir.is_empty() { 0 } else { dir.len() + 1 };
+            let mut order: Vec<u32> = (0..entries.len() as u32).collect();
+            order.sort_unstable_by(|&a, &b| {
+                named(&entries[a as usize], skip).cmp(named(&entries[b as usize], skip))
+            });
+            // Where each file with links went (most directories have none).
+            if !links.is_empty() {
+                let mut at = vec![0usize; entries.len()];
+                for (to, &from) in order.iter().enumerate() {
+                    at[from as usize] = to;
                 }
-                all.append(&mut part.entries);
+                for link in &mut links {
+                    link.2 = at[link.2];
+                }
             }
-            queue.done(subdirs);
+            permute(&mut entries, &mut order);
+            let mut subdirs: Vec<usize> = (0..entries.len())
+                .filter(|&i| entries[i].0.kind == Kind::Dir)
+                .collect();
+            subdirs.sort_unstable_by(|&a, &b| {
+                cmp_subtrees(named(&entries[a], skip), named(&entries[b], skip))
+            });
+            let before: Vec<usize> = subdirs
+                .iter()
+                .map(|&d| {
+                    let key = named(&entries[d], skip);
+                    entries.partition_point(|e| {
+                        named(e, skip).bytes().cmp(key.bytes().chain([b'/']))
+                            == std::cmp::Ordering::Less
+                    })
+                })
+                .collect();
+            let mut queued: Vec<(String, usize)> = Vec::with_capacity(subdirs.len());
+            {
+                let mut g = all.lock().unwrap_or_else(|e| e.into_inner());
+                let (all, blocks) = &mut *g;
+                let start = all.len();
+                let mut descend = Vec::with_capacity(subdirs.len());
+                for (&d, before) in subdirs.iter().zip(before) {
+                    descend.push((before, blocks.len()));
+                    queued.push((entries[d].0.path.clone(), blocks.len()));
+                    blocks.push(Block::default());
+                }
+                blocks[id] = Block {
+                    start,
+                    len: entries.len(),
+                    descend,
+                };
+                part.links
+                    .extend(links.drain(..).map(|(dev, ino, i)| (dev, ino, start + i)));
+                all.append(&mut entries);
+            }
+            queue.done(queued);
         }
     };
     let mut parts: Vec<Part> = Vec::new();
@@ -241,9 +366,16 @@ fn walk_on(root: &Path, excludes: Option<&Excludes>, threads: usize) -> Result<W
             }
         });
     }
+    let (entries, blocks) = all.into_inner().unwrap_or_else(|e| e.into_inner());
+    if u32::try_from(entries.len()).is_err() {
+        return Err(format!(
+            "{}: more entries than a walk can hold",
+            root.display()
+        ));
+    }
     let mut w = Walked {
         root_dev: top.dev(),
-        entries: all.into_inner().unwrap_or_else(|e| e.into_inner()),
+        entries,
         ..Walked::default()
     };
     let mut links: HashMap<(u64, u64), Vec<usize>> = HashMap::new();
@@ -270,26 +402,31 @@ fn walk_on(root: &Path, excludes: Option<&Excludes>, threads: usize) -> Result<W
             }
         }
     }
-    w.entries.sort_unstable_by(|a, b| a.0.path.cmp(&b.0.path));
+    byte_order(&mut w.entries, &blocks);
+    debug_assert!(w.entries.windows(2).all(|p| p[0].0.path < p[1].0.path));
     w.errors.sort_unstable();
     w.unread.sort_unstable();
     w.temps.sort_unstable();
     Ok(w)
 }
 
-/// Reads the directory `dir` of the tree at `root` (open as `top`) into `part`; returns
-/// its subdirectories (to read next). Raw `getdents64` into one buffer and `fstatat` on
-/// each name beside the directory's descriptor: no allocation a name but the entry's path.
+/// Reads the directory `dir` of the tree at `root` (open as `top`) into `entries` (in the
+/// order listed), with (device, inode, index in `entries`) of each file with more than one
+/// link in `links`, and what could not be read into `part`. Raw `getdents64` into one
+/// buffer and `fstatat` on each name beside the directory's descriptor: no allocation a
+/// name but the entry's path.
+#[allow(clippy::too_many_arguments)]
 fn read_dir(
     root: &Path,
     top: &OwnedFd,
     dir: &str,
     excludes: Option<&Excludes>,
     part: &mut Part,
+    entries: &mut Vec<(Entry, Stamp)>,
+    links: &mut Vec<(u64, u64, usize)>,
     buf: &mut Vec<u8>,
-) -> Vec<String> {
+) {
     use rustix::fs::{AtFlags, Mode, OFlags, RawDir, ResolveFlags};
-    let mut subdirs = Vec::new();
     let full = if dir.is_empty() {
         root.to_path_buf()
     } else {
@@ -316,12 +453,12 @@ fn read_dir(
     };
     let fd = match opened {
         Ok(fd) => fd,
-        Err(rustix::io::Errno::NOENT) if !dir.is_empty() => return subdirs,
+        Err(rustix::io::Errno::NOENT) if !dir.is_empty() => return,
         Err(e) => {
             part.errors
                 .push(format!("{}: {}", full.display(), std::io::Error::from(e)));
             part.unread.push(dir.to_owned());
-            return subdirs;
+            return;
         }
     };
     let mut names = RawDir::new(&fd, buf.spare_capacity_mut());
@@ -350,7 +487,11 @@ fn read_dir(
         let path = if dir.is_empty() {
             name.to_owned()
         } else {
-            format!("{dir}/{name}")
+            let mut p = String::with_capacity(dir.len() + 1 + name.len());
+            p.push_str(dir);
+            p.push('/');
+            p.push_str(name);
+            p
         };
         if name.starts_with(TEMP_PREFIX) {
             part.temps.push(path);
@@ -396,15 +537,11 @@ fn read_dir(
         } else {
             None
         };
-        if kind == Kind::Dir {
-            subdirs.push(path.clone());
-        }
         if kind == Kind::File && st.st_nlink > 1 {
-            part.links.push((st.st_dev, st.st_ino, part.entries.len()));
+            links.push((st.st_dev, st.st_ino, entries.len()));
         }
-        part.entries.push(entry_of(&st, path, kind, target));
+        entries.push(entry_of(&st, path, kind, target));
     }
-    subdirs
 }
 
 /// Takes each file's hash from `manifest` where its stamp, size and mtime are those the
@@ -636,6 +773,52 @@ mod tests {
                 assert_eq!(many.errors, one.errors);
                 assert_eq!(many.root_dev, one.root_dev);
             }
+        }
+    }
+
+    /// The walk's order is the paths' byte order, which is not a depth-first walk with
+    /// each directory sorted by name: `c-d` and `c.e` sort before `c/x` (`-` and `.` are
+    /// below `/`), `c/` before `c0`.
+    #[test]
+    fn a_walk_lists_in_the_byte_order_of_the_paths() {
+        let t = tempfile::tempdir().unwrap();
+        let r = t.path();
+        for d in ["c/c/q", "c/c-1", "c-d/y", "c d", "é/a", "c0/0", "d"] {
+            std::fs::create_dir_all(r.join(d)).unwrap();
+        }
+        for f in [
+            "c.e", "c!", "c/x", "c/ z", "c/c.txt", "c/c/q/f", "c-d/y/z", "cc", "é/a/b",
+        ] {
+            std::fs::write(r.join(f), f).unwrap();
+        }
+        std::fs::hard_link(r.join("c/x"), r.join("c-d/x")).unwrap();
+        let mut expected: Vec<String> = Vec::new();
+        let mut todo = vec![r.to_path_buf()];
+        while let Some(d) = todo.pop() {
+            for e in std::fs::read_dir(&d).unwrap() {
+                let p = e.unwrap().path();
+                expected.push(p.strip_prefix(r).unwrap().to_str().unwrap().to_owned());
+                if p.is_dir() {
+                    todo.push(p);
+                }
+            }
+        }
+        expected.sort();
+        for threads in [1, 2, 4] {
+            let w = walk_on(r, None, threads).unwrap();
+            let paths: Vec<&str> = w.entries.iter().map(|(e, _)| e.path.as_str()).collect();
+            assert_eq!(paths, expected, "{threads} threads");
+            assert_eq!(
+                paths[..9],
+                ["c", "c d", "c!", "c-d", "c-d/x", "c-d/y", "c-d/y/z", "c.e", "c/ z"]
+            );
+            let links: Vec<_> = w
+                .entries
+                .iter()
+                .filter_map(|(e, _)| Some((e.path.as_str(), e.link()?)))
+                .collect();
+            // `c-d/x` comes before `c/x` in byte order: it leads.
+            assert_eq!(links, [("c/x", "c-d/x")], "{threads} threads");
         }
     }
 
