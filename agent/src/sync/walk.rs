@@ -1,7 +1,7 @@
 //! Reading a tree: a stat walk that never follows symlinks, hard links grouped, and
 //! blake3 hashes of the files that a manifest cannot vouch for (in parallel).
 
-use super::{Entry, Excludes, Kind, Manifest, Meta, Stamp, TEMP_PREFIX};
+use super::{Entry, Excludes, Kind, Manifest, Meta, Stamp, MAX_ENTRIES, TEMP_PREFIX};
 use std::collections::{HashMap, HashSet};
 use std::os::fd::OwnedFd;
 use std::os::unix::ffi::OsStrExt;
@@ -129,9 +129,11 @@ fn entry_of(
 
 /// Walks `root` (which must be a directory; the root itself is not an entry). Excluded
 /// entries are left out and excluded directories not entered. Directories are read on
-/// up to [`walk_threads`] threads (the kernel's `stat` is most of a walk's time).
+/// up to [`walk_threads`] threads (the kernel's `stat` is most of a walk's time). A tree
+/// of more than [`MAX_ENTRIES`] entries is an error, found before more than a few
+/// thousand past it are held: what a push holds in memory is bounded by that.
 pub fn walk(root: &Path, excludes: Option<&Excludes>) -> Result<Walked, String> {
-    walk_on(root, excludes, walk_threads())
+    walk_limited(root, excludes, walk_threads(), MAX_ENTRIES)
 }
 
 /// Threads for a walk: one a core, four at most (a push should not take every core of a
@@ -255,7 +257,20 @@ fn byte_order(all: &mut [(Entry, Stamp)], blocks: &[Block]) {
     permute(all, &mut perm);
 }
 
+#[cfg(test)]
 fn walk_on(root: &Path, excludes: Option<&Excludes>, threads: usize) -> Result<Walked, String> {
+    walk_limited(root, excludes, threads, MAX_ENTRIES)
+}
+
+/// How often a directory being read checks the walk's count against its limit.
+const COUNT_EVERY: usize = 1024;
+
+fn walk_limited(
+    root: &Path,
+    excludes: Option<&Excludes>,
+    threads: usize,
+    limit: usize,
+) -> Result<Walked, String> {
     let top = std::fs::metadata(root).map_err(|e| format!("{}: {e}", root.display()))?;
     if !top.is_dir() {
         return Err(format!("{} is not a directory", root.display()));
@@ -269,6 +284,9 @@ fn walk_on(root: &Path, excludes: Option<&Excludes>, threads: usize) -> Result<W
     #[allow(clippy::type_complexity)]
     let all: Mutex<(Vec<(Entry, Stamp)>, Vec<Block>)> =
         Mutex::new((Vec::new(), vec![Block::default()]));
+    // Entries read so far (each directory's added once read), and whether past `limit`.
+    let counted = AtomicUsize::new(0);
+    let over = std::sync::atomic::AtomicBool::new(false);
     let work = |part: &mut Part| {
         // One buffer of directory entries a thread, and one for a directory's entries,
         // for every directory it reads.
@@ -276,7 +294,12 @@ fn walk_on(root: &Path, excludes: Option<&Excludes>, threads: usize) -> Result<W
         let mut entries: Vec<(Entry, Stamp)> = Vec::new();
         let mut links: Vec<(u64, u64, usize)> = Vec::new();
         while let Some((dir, id)) = queue.take() {
-            read_dir(
+            if over.load(Ordering::Relaxed) {
+                // Past the limit: what is queued is let go unread.
+                queue.done(Vec::new());
+                continue;
+            }
+            let within = read_dir(
                 root,
                 &top_fd,
                 &dir,
@@ -285,7 +308,17 @@ fn walk_on(root: &Path, excludes: Option<&Excludes>, threads: usize) -> Result<W
                 &mut entries,
                 &mut links,
                 &mut buf,
+                |n| !over.load(Ordering::Relaxed) && counted.load(Ordering::Relaxed) + n <= limit,
             );
+            if !within
+                || counted.fetch_add(entries.len(), Ordering::Relaxed) + entries.len() > limit
+            {
+                over.store(true, Ordering::Relaxed);
+                entries.clear();
+                links.clear();
+                queue.done(Vec::new());
+                continue;
+            }
             // By name (every path here begins with `dir/`).
             let skip = if dir.is_empty() { 0 } else { dir.len() + 1 };
             let mut order: Vec<u32> = (0..entries.len() as u32).collect();
@@ -366,6 +399,13 @@ fn walk_on(root: &Path, excludes: Option<&Excludes>, threads: usize) -> Result<W
             }
         });
     }
+    if over.into_inner() {
+        return Err(format!(
+            "{} holds more than {limit} entries, the most one push job takes: split it into \
+             several jobs (a path each), or exclude part of it",
+            root.display()
+        ));
+    }
     let (entries, blocks) = all.into_inner().unwrap_or_else(|e| e.into_inner());
     if u32::try_from(entries.len()).is_err() {
         return Err(format!(
@@ -414,7 +454,9 @@ fn walk_on(root: &Path, excludes: Option<&Excludes>, threads: usize) -> Result<W
 /// order listed), with (device, inode, index in `entries`) of each file with more than one
 /// link in `links`, and what could not be read into `part`. Raw `getdents64` into one
 /// buffer and `fstatat` on each name beside the directory's descriptor: no allocation a
-/// name but the entry's path.
+/// name but the entry's path. Every [`COUNT_EVERY`] entries it asks `within` (given how
+/// many it holds) whether the walk is still within its limit, and stops (returning
+/// `false`) when not.
 #[allow(clippy::too_many_arguments)]
 fn read_dir(
     root: &Path,
@@ -425,7 +467,8 @@ fn read_dir(
     entries: &mut Vec<(Entry, Stamp)>,
     links: &mut Vec<(u64, u64, usize)>,
     buf: &mut Vec<u8>,
-) {
+    within: impl Fn(usize) -> bool,
+) -> bool {
     use rustix::fs::{AtFlags, Mode, OFlags, RawDir, ResolveFlags};
     let full = if dir.is_empty() {
         root.to_path_buf()
@@ -453,12 +496,12 @@ fn read_dir(
     };
     let fd = match opened {
         Ok(fd) => fd,
-        Err(rustix::io::Errno::NOENT) if !dir.is_empty() => return,
+        Err(rustix::io::Errno::NOENT) if !dir.is_empty() => return true,
         Err(e) => {
             part.errors
                 .push(format!("{}: {}", full.display(), std::io::Error::from(e)));
             part.unread.push(dir.to_owned());
-            return;
+            return true;
         }
     };
     let mut names = RawDir::new(&fd, buf.spare_capacity_mut());
@@ -541,7 +584,11 @@ fn read_dir(
             links.push((st.st_dev, st.st_ino, entries.len()));
         }
         entries.push(entry_of(&st, path, kind, target));
+        if entries.len() % COUNT_EVERY == 0 && !within(entries.len()) {
+            return false;
+        }
     }
+    true
 }
 
 /// Takes each file's hash from `manifest` where its stamp, size and mtime are those the
@@ -819,6 +866,43 @@ mod tests {
                 .collect();
             // `c-d/x` comes before `c/x` in byte order: it leads.
             assert_eq!(links, [("c/x", "c-d/x")], "{threads} threads");
+        }
+    }
+
+    /// A tree past the walk's limit is an error that says what to do: one entry past it,
+    /// and a directory alone far bigger than it.
+    #[test]
+    fn a_walk_past_its_limit_is_refused_with_what_to_do() {
+        let t = tempfile::tempdir().unwrap();
+        let r = t.path();
+        for d in 0..3 {
+            std::fs::create_dir(r.join(format!("d{d}"))).unwrap();
+            for f in 0..40 {
+                std::fs::write(r.join(format!("d{d}/f{f}")), b"").unwrap();
+            }
+        }
+        for threads in [1, 2] {
+            assert_eq!(
+                walk_limited(r, None, threads, 123).unwrap().entries.len(),
+                123
+            );
+            let e = walk_limited(r, None, threads, 122).unwrap_err();
+            assert!(
+                e.contains("more than 122 entries") && e.contains("split"),
+                "{e}"
+            );
+        }
+        let big = r.join("d1");
+        for f in 40..3000 {
+            std::fs::write(big.join(format!("f{f}")), b"").unwrap();
+        }
+        for threads in [1, 2] {
+            let e = walk_limited(r, None, threads, 1500).unwrap_err();
+            assert!(e.contains("more than 1500 entries"), "{e}");
+            assert_eq!(
+                walk_limited(r, None, threads, 3083).unwrap().entries.len(),
+                3083
+            );
         }
     }
 
