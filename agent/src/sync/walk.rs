@@ -153,16 +153,27 @@ struct Part {
     temps: Vec<String>,
 }
 
-/// One directory as read: where its entries (sorted by name) sit in the walk's vector, and
-/// where among them its subdirectories' own blocks go in the paths' byte order.
-#[derive(Default)]
+/// One directory as read: where its entries (sorted by name) sit in the walk's vector,
+/// and where its subdirectories' own blocks go among them in the paths' byte order
+/// (`Gathered::descend[from..to]`). Indexes are `u32`: a walk holds fewer entries.
+#[derive(Default, Clone, Copy)]
 struct Block {
-    start: usize,
-    len: usize,
-    /// (how many of this block's entries come first, the subdirectory's block), in order.
-    /// A directory `d`'s subtree sorts as `d/`: after `d` itself and after a sibling such
-    /// as `d-1` or `d.txt` (`-` and `.` are below `/`), before `d0`.
-    descend: Vec<(usize, usize)>,
+    start: u32,
+    len: u32,
+    from: u32,
+    to: u32,
+}
+
+/// What the walk's threads gathered: the entries, a directory's together, each
+/// directory's block (the root's first), and for each block's subdirectories in order
+/// (how many of the block's entries come first, the subdirectory's block). A directory
+/// `d`'s subtree sorts as `d/`: after `d` itself and after a sibling such as `d-1` or
+/// `d.txt` (`-` and `.` are below `/`), before `d0`.
+#[derive(Default)]
+struct Gathered {
+    entries: Vec<(Entry, Stamp)>,
+    blocks: Vec<Block>,
+    descend: Vec<(u32, u32)>,
 }
 
 /// The directories left to read (with the block each fills), and how many threads are
@@ -233,19 +244,22 @@ fn permute<T>(v: &mut [T], perm: &mut [u32]) {
 /// The walk's vector, read a directory at a time (each directory's entries together,
 /// sorted by name), into the paths' byte order: the blocks followed depth first, each
 /// subdirectory's block where its subtree sorts. No comparison of whole paths.
-fn byte_order(all: &mut [(Entry, Stamp)], blocks: &[Block]) {
-    let mut perm: Vec<u32> = Vec::with_capacity(all.len());
-    // (block, its entries placed, its subdirectories entered)
-    let mut stack: Vec<(usize, usize, usize)> = vec![(0, 0, 0)];
-    while let Some((b, placed, entered)) = stack.last_mut() {
-        let block = &blocks[*b];
-        match block.descend.get(*entered) {
-            Some(&(before, sub)) if before == *placed => {
-                *entered += 1;
-                stack.push((sub, 0, 0));
+fn byte_order(g: &mut Gathered) {
+    let mut perm: Vec<u32> = Vec::with_capacity(g.entries.len());
+    // (block, its entries placed, its next subdirectory in `g.descend`)
+    let root = g.blocks.first().map_or(0, |b| b.from);
+    let mut stack: Vec<(usize, u32, u32)> = vec![(0, 0, root)];
+    while let Some((b, placed, next)) = stack.last_mut() {
+        let block = g.blocks[*b];
+        let sub = (*next < block.to).then(|| g.descend[*next as usize]);
+        match sub {
+            Some((before, sub)) if before == *placed => {
+                *next += 1;
+                let from = g.blocks[sub as usize].from;
+                stack.push((sub as usize, 0, from));
             }
             _ if *placed < block.len => {
-                perm.push((block.start + *placed) as u32);
+                perm.push(block.start + *placed);
                 *placed += 1;
             }
             _ => {
@@ -253,8 +267,8 @@ fn byte_order(all: &mut [(Entry, Stamp)], blocks: &[Block]) {
             }
         }
     }
-    debug_assert_eq!(perm.len(), all.len());
-    permute(all, &mut perm);
+    debug_assert_eq!(perm.len(), g.entries.len());
+    permute(&mut g.entries, &mut perm);
 }
 
 #[cfg(test)]
@@ -280,10 +294,16 @@ fn walk_limited(
         more: Condvar::new(),
     };
     let top_fd = open_root(root).map_err(|e| format!("{}: {e}", root.display()))?;
-    // The entries, a directory's together, and each directory's block (the root's first).
-    #[allow(clippy::type_complexity)]
-    let all: Mutex<(Vec<(Entry, Stamp)>, Vec<Block>)> =
-        Mutex::new((Vec::new(), vec![Block::default()]));
+    if u32::try_from(limit.saturating_add(threads.max(1) * COUNT_EVERY)).is_err() {
+        return Err(format!(
+            "{}: a walk of more than 4 billion entries",
+            root.display()
+        ));
+    }
+    let all = Mutex::new(Gathered {
+        blocks: vec![Block::default()],
+        ..Gathered::default()
+    });
     // Entries read so far (each directory's added once read), and whether past `limit`.
     let counted = AtomicUsize::new(0);
     let over = std::sync::atomic::AtomicBool::new(false);
@@ -355,22 +375,24 @@ fn walk_limited(
             let mut queued: Vec<(String, usize)> = Vec::with_capacity(subdirs.len());
             {
                 let mut g = all.lock().unwrap_or_else(|e| e.into_inner());
-                let (all, blocks) = &mut *g;
-                let start = all.len();
-                let mut descend = Vec::with_capacity(subdirs.len());
+                let g = &mut *g;
+                let start = g.entries.len();
+                let from = g.descend.len() as u32;
                 for (&d, before) in subdirs.iter().zip(before) {
-                    descend.push((before, blocks.len()));
-                    queued.push((entries[d].0.path.clone(), blocks.len()));
-                    blocks.push(Block::default());
+                    let sub = g.blocks.len();
+                    g.descend.push((before as u32, sub as u32));
+                    queued.push((entries[d].0.path.clone(), sub));
+                    g.blocks.push(Block::default());
                 }
-                blocks[id] = Block {
-                    start,
-                    len: entries.len(),
-                    descend,
+                g.blocks[id] = Block {
+                    start: start as u32,
+                    len: entries.len() as u32,
+                    from,
+                    to: g.descend.len() as u32,
                 };
                 part.links
                     .extend(links.drain(..).map(|(dev, ino, i)| (dev, ino, start + i)));
-                all.append(&mut entries);
+                g.entries.append(&mut entries);
             }
             queue.done(queued);
         }
@@ -406,16 +428,9 @@ fn walk_limited(
             root.display()
         ));
     }
-    let (entries, blocks) = all.into_inner().unwrap_or_else(|e| e.into_inner());
-    if u32::try_from(entries.len()).is_err() {
-        return Err(format!(
-            "{}: more entries than a walk can hold",
-            root.display()
-        ));
-    }
+    let mut gathered = all.into_inner().unwrap_or_else(|e| e.into_inner());
     let mut w = Walked {
         root_dev: top.dev(),
-        entries,
         ..Walked::default()
     };
     let mut links: HashMap<(u64, u64), Vec<usize>> = HashMap::new();
@@ -428,21 +443,23 @@ fn walk_limited(
         w.temps.extend(part.temps);
     }
     // Hard links: every name but the first (in path order) points at the first.
+    let all = &mut gathered.entries;
     for group in links.values().filter(|g| g.len() > 1) {
         let Some(&lead) = group
             .iter()
-            .min_by(|a, b| w.entries[**a].0.path.cmp(&w.entries[**b].0.path))
+            .min_by(|a, b| all[**a].0.path.cmp(&all[**b].0.path))
         else {
             continue;
         };
-        let leader = w.entries[lead].0.path.clone();
+        let leader = all[lead].0.path.clone();
         for &i in group {
             if i != lead {
-                w.entries[i].0.set_link(&leader);
+                all[i].0.set_link(&leader);
             }
         }
     }
-    byte_order(&mut w.entries, &blocks);
+    byte_order(&mut gathered);
+    w.entries = gathered.entries;
     debug_assert!(w.entries.windows(2).all(|p| p[0].0.path < p[1].0.path));
     w.errors.sort_unstable();
     w.unread.sort_unstable();
