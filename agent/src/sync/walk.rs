@@ -304,7 +304,8 @@ fn walk_limited(
         blocks: vec![Block::default()],
         ..Gathered::default()
     });
-    // Entries read so far (each directory's added once read), and whether past `limit`.
+    // Entries read so far (a directory's counted every `COUNT_EVERY` entries as it is
+    // read, the rest once it is), and whether past `limit`.
     let counted = AtomicUsize::new(0);
     let over = std::sync::atomic::AtomicBool::new(false);
     let work = |part: &mut Part| {
@@ -328,11 +329,15 @@ fn walk_limited(
                 &mut entries,
                 &mut links,
                 &mut buf,
-                |n| !over.load(Ordering::Relaxed) && counted.load(Ordering::Relaxed) + n <= limit,
+                // Counted as they are read, so that directories read at once on
+                // several threads cannot each hold up to the limit.
+                || {
+                    !over.load(Ordering::Relaxed)
+                        && counted.fetch_add(COUNT_EVERY, Ordering::Relaxed) + COUNT_EVERY <= limit
+                },
             );
-            if !within
-                || counted.fetch_add(entries.len(), Ordering::Relaxed) + entries.len() > limit
-            {
+            let rest = entries.len() % COUNT_EVERY;
+            if !within || counted.fetch_add(rest, Ordering::Relaxed) + rest > limit {
                 over.store(true, Ordering::Relaxed);
                 entries.clear();
                 links.clear();
@@ -471,9 +476,8 @@ fn walk_limited(
 /// order listed), with (device, inode, index in `entries`) of each file with more than one
 /// link in `links`, and what could not be read into `part`. Raw `getdents64` into one
 /// buffer and `fstatat` on each name beside the directory's descriptor: no allocation a
-/// name but the entry's path. Every [`COUNT_EVERY`] entries it asks `within` (given how
-/// many it holds) whether the walk is still within its limit, and stops (returning
-/// `false`) when not.
+/// name but the entry's path. Every [`COUNT_EVERY`] entries it asks `within` whether the
+/// walk is still within its limit (counting them), and stops (returning `false`) when not.
 #[allow(clippy::too_many_arguments)]
 fn read_dir(
     root: &Path,
@@ -484,7 +488,7 @@ fn read_dir(
     entries: &mut Vec<(Entry, Stamp)>,
     links: &mut Vec<(u64, u64, usize)>,
     buf: &mut Vec<u8>,
-    within: impl Fn(usize) -> bool,
+    within: impl Fn() -> bool,
 ) -> bool {
     use rustix::fs::{AtFlags, Mode, OFlags, RawDir, ResolveFlags};
     let full = if dir.is_empty() {
@@ -601,7 +605,7 @@ fn read_dir(
             links.push((st.st_dev, st.st_ino, entries.len()));
         }
         entries.push(entry_of(&st, path, kind, target));
-        if entries.len() % COUNT_EVERY == 0 && !within(entries.len()) {
+        if entries.len() % COUNT_EVERY == 0 && !within() {
             return false;
         }
     }
