@@ -1093,19 +1093,18 @@ mod tests {
     #[tokio::test]
     async fn a_kept_manifest_is_read_at_once_and_the_last_one_kept_is_the_one_written() {
         let dir = tempfile::tempdir().unwrap();
-        let manifest = manifest_of;
         let store = Store::open(dir.path()).await.unwrap();
         assert!(store.manifest("s", "j", "send").await.unwrap().is_none());
         // Three in a row, the first big (its write is still going when the others come).
         for (generation, files) in [("g1", 50_000), ("g2", 10), ("g3", 20)] {
             store
-                .keep_manifest("s", "j", "send", manifest(generation, files), 1)
+                .keep_manifest("s", "j", "send", manifest_of(generation, files), 1)
                 .await;
             let now = store.manifest("s", "j", "send").await.unwrap().unwrap();
             assert_eq!(now.generation, generation, "read from memory at once");
         }
         store
-            .keep_manifest("s", "j", "receive", manifest("r1", 5), 1)
+            .keep_manifest("s", "j", "receive", manifest_of("r1", 5), 1)
             .await;
         store.close().await;
         // What a restarted agent reads: the last kept of each.

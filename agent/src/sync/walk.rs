@@ -294,7 +294,8 @@ fn walk_limited(
         more: Condvar::new(),
     };
     let top_fd = open_root(root).map_err(|e| format!("{}: {e}", root.display()))?;
-    if u32::try_from(limit.saturating_add(threads.max(1) * COUNT_EVERY)).is_err() {
+    // The walk never holds more than `limit` entries: indexes into it fit in a `u32`.
+    if u32::try_from(limit).is_err() {
         return Err(format!(
             "{}: a walk of more than 4 billion entries",
             root.display()
