@@ -197,6 +197,123 @@ fn promote_switches_over_and_back_and_a_failed_step_is_undone() {
     assert_eq!(fo.www(), "192.0.2.2");
 }
 
+/// `orch promote` on bob, and bob's agent killed while his promote playbook runs (it
+/// finishes on its own: bob's site is promoted, the DNS not swapped, alice demoted):
+/// the agent started again undoes the switchover at once — alice serves again (her
+/// promote playbook), bob follows her again (his demote and rejoin playbooks) — instead
+/// of leaving alice down until her 20 minutes pass and bob promoted beside her. A
+/// switchover afterwards goes through.
+#[test]
+fn a_switchover_cut_off_by_a_stop_of_the_agent_is_undone_when_it_starts() {
+    let test = "a_switchover_cut_off_by_a_stop_of_the_agent_is_undone_when_it_starts";
+    if !needs(test) {
+        return;
+    }
+    // The promote playbook notes its start, then waits while `hold` is in the node's
+    // state dir (40 s at most), then notes its end.
+    const HOLDS: &str = "[[step]]\nname = \"mark\"\n\
+        shell = \"echo {epoch} >> {state_dir}/promoting; i=0; \
+        while [ -e {state_dir}/hold ] && [ $i -lt 400 ]; do sleep 0.1; i=$((i+1)); done; \
+        echo {epoch} >> {state_dir}/promoted\"\n";
+    let mut fo = Fo::new(
+        test,
+        Case {
+            promote: HOLDS,
+            ..Case::default()
+        },
+    );
+    let hold = fo.pair.bob.join("state/hold");
+    std::fs::write(&hold, "").unwrap();
+    let config = fo.pair.config("bob");
+    let cli = std::thread::spawn(move || {
+        orch::run(&["--config", config.to_str().unwrap(), "promote", SITE])
+    });
+    eventually("bob's promote playbook runs", WITHIN, || {
+        let started = fo.noted("bob", "promoting");
+        (started == ["2"])
+            .then_some(())
+            .ok_or_else(|| format!("{started:?}\n{}", fo.logs()))
+    });
+    assert_eq!(fo.noted("alice", "demoted"), ["1"], "alice demoted first");
+    fo.lab
+        .proc(fo.agents[1])
+        .signal_and_wait(libc::SIGKILL, Duration::from_secs(5))
+        .expect("bob's agent dies");
+    let out = cli.join().unwrap();
+    let (stdout, stderr) = orch::text(&out);
+    assert_eq!(orch::code(&out), 1, "{stdout}{stderr}");
+    assert!(
+        stderr.contains("the agent stopped answering before `orch promote alice-web` finished"),
+        "{stdout}{stderr}"
+    );
+    // Bob's promote playbook finishes without its agent: the worst case.
+    std::fs::remove_file(&hold).unwrap();
+    eventually("bob's promote playbook ends", WITHIN, || {
+        let done = fo.promoted("bob");
+        (done == ["2"])
+            .then_some(())
+            .ok_or_else(|| format!("{done:?}"))
+    });
+    let f = fo.failover("alice").unwrap();
+    assert_eq!(f["state"], "handing-over", "{f:#}");
+    fo.expect_lock("master=alice epoch=1").unwrap();
+
+    // Bob's agent starts while alice cannot be reached: it waits, and says so.
+    super::failover::ip(&["-n", &fo.alice.netns, "link", "set", "eth0", "down"]);
+    fo.spawn_agent("bob");
+    let f = fo.wait_bob(
+        "undoing-switchover",
+        "was cut off before its DNS swap (this node's agent stopped): waiting for alice's agent to undo it",
+        WITHIN,
+    );
+    assert!(
+        f["summary"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("`orch promote alice-web --force` takes the site"),
+        "{f:#}"
+    );
+    assert_eq!(fo.noted("bob", "demoted"), Vec::<String>::new());
+    let restarted = Instant::now();
+    super::failover::ip(&["-n", &fo.alice.netns, "link", "set", "eth0", "up"]);
+    eventually("alice serves again, undone", WITHIN, || {
+        let f = fo.failover("alice")?;
+        (f["state"] == "master" && fo.promoted("alice") == ["1"])
+            .then_some(())
+            .ok_or_else(|| format!("{f:#}\n{:?}", fo.promoted("alice")))
+    });
+    eventually("bob follows alice again", WITHIN, || {
+        let noted = (fo.noted("bob", "demoted"), fo.noted("bob", "rejoined"));
+        (noted == (vec!["1".to_owned()], vec!["1".to_owned()]))
+            .then_some(())
+            .ok_or_else(|| format!("{noted:?}\n{}", fo.logs()))
+    });
+    eprintln!(
+        "undone {:?} after alice was reachable again",
+        restarted.elapsed()
+    );
+    settled(&fo, "alice", 1, "192.0.2.1");
+    assert_eq!(fo.promoted("bob"), ["2"], "bob's promote did not run again");
+    let history = fo.history("bob");
+    assert!(
+        history.contains("was cut off before its DNS swap (this node's agent stopped): undone; alice serves it again, bob follows it again"),
+        "{history}"
+    );
+    let text =
+        fo.mail("[orch] SWITCHOVER alice-web: the switchover of alice-web from alice to bob");
+    assert!(text.contains("bob: rejoined ok"), "{text}");
+    // Alice is not fenced: her pushes go out again.
+    let out = fo.orch("alice", &["push", SITE]);
+    assert_eq!(orch::code(&out), 0, "{:?}\n{}", orch::text(&out), fo.logs());
+
+    // Nothing is left half-way: a switchover now goes through.
+    let (code, out) = promote(&fo, "bob", &[]);
+    assert_eq!(code, 0, "{out}\n{}", fo.logs());
+    settled(&fo, "bob", 2, "192.0.2.2");
+    assert_eq!(fo.promoted("bob"), ["2", "2"]);
+    assert_eq!(fo.noted("alice", "rejoined"), ["2"]);
+}
+
 /// Waits until the writer has committed `more` rows past what it had.
 fn writes_go_on(writer: &Writer, more: usize, fo: &Fo) {
     let had = writer.committed().len();

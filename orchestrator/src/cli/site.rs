@@ -360,6 +360,13 @@ pub(super) fn promote(loaded: &Loaded, site: &str, dry_run: bool, force: bool) -
             };
             Err(super::Exit::failed(anyhow::anyhow!(why)))
         }
-        Err(e) => Err(super::control_failed(loaded, e)),
+        Err(e @ agent::control::ControlError::Unreachable { .. }) => {
+            Err(super::control_failed(loaded, e))
+        }
+        // The agent stopped (or stopped answering) half-way.
+        Err(e) => Err(super::Exit::failed(anyhow::anyhow!(e).context(format!(
+            "the agent stopped answering before `orch promote {}` finished: `orch status` says where the site stands (a switchover cut off before its DNS swap is undone when the agent starts again)",
+            site.name
+        )))),
     }
 }

@@ -108,6 +108,23 @@ pub struct Handing {
     pub demoted: Vec<String>,
 }
 
+/// A planned switchover to this node (`orch promote` on the standby), kept in the state
+/// store from just before the master is asked to demote until the DNS swap is journaled
+/// (an [`Intent`] from then on) or the switchover has stopped and been undone. An agent
+/// that starts with one was stopped in between: the switchover is undone (the master
+/// serves again; this node follows it again when its promote playbooks had started),
+/// never finished (the master waits at most [`HANDOVER_SWAP_BY`] for the swap).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Switching {
+    pub from_master: String,
+    pub from_epoch: i64,
+    pub to_epoch: i64,
+    /// Unix ms of the demote request.
+    pub started: i64,
+    /// The promote playbooks here had started.
+    pub promoting: bool,
+}
+
 /// How long a demoted master waits for its peer to take the lock or undo before it
 /// serves again on its own (the peer dead in the middle of a switchover). The peer does
 /// not swap the DNS later than [`HANDOVER_SWAP_BY`] after the demote.
@@ -141,6 +158,7 @@ pub enum Journal {
     Takeover(Intent),
     Rejoin(Rejoin),
     Handing(Handing),
+    Switching(Switching),
 }
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
@@ -212,6 +230,8 @@ struct SiteRun {
     rejoin: Option<Rejoin>,
     /// A planned switchover to the peer, under way on the master's side.
     handing: Option<Handing>,
+    /// A planned switchover to this node, under way before its DNS swap.
+    switching: Option<Switching>,
     /// The master side: replaced, fenced or still master.
     recovery: Recovery,
     /// A failed rejoin was alerted (cleared once the rejoin succeeds).
@@ -355,12 +375,17 @@ pub async fn run(
                 None
             }
         });
-        let (intent, rejoin, handing) = match journal {
-            Some(Journal::Takeover(i)) => (Some(i), None, None),
-            Some(Journal::Rejoin(r)) => (None, Some(r), None),
-            Some(Journal::Handing(h)) => (None, None, Some(h)),
-            None => (None, None, None),
-        };
+        let (mut intent, mut rejoin, mut handing, mut switching) = (None, None, None, None);
+        match journal {
+            Some(Journal::Takeover(i)) => intent = Some(i),
+            Some(Journal::Rejoin(r)) => rejoin = Some(r),
+            Some(Journal::Handing(h)) => handing = Some(h),
+            Some(Journal::Switching(s)) => switching = Some(s),
+            None => {}
+        }
+        if let Some(s) = &switching {
+            tracing::warn!(site = %site.name, from = %s.from_master, to_epoch = s.to_epoch, promoting = s.promoting, "A switchover to this node was cut off before its DNS swap: undoing it");
+        }
         if let Some(h) = &handing {
             tracing::warn!(site = %site.name, to = %h.to, "Resuming a handover to the peer that was under way");
             task.roles
@@ -391,6 +416,7 @@ pub async fn run(
                 intent,
                 rejoin,
                 handing,
+                switching,
                 recovery: Recovery::new(site.after),
                 rejoin_alerted: false,
                 failed_over_at: None,
@@ -455,7 +481,11 @@ impl Task {
                     .roles
                     .get(&site.name)
                     .is_ok_and(|r| !r.is_master(self.me()));
-                if run.intent.is_some() || run.rejoin.is_some() || !standby {
+                if run.intent.is_some()
+                    || run.rejoin.is_some()
+                    || run.switching.is_some()
+                    || !standby
+                {
                     continue;
                 }
                 if let Some(zone) = self.provider(site, run).await {
@@ -536,6 +566,10 @@ impl Task {
                 return;
             }
         };
+        if run.switching.is_some() && run.intent.is_none() {
+            self.undo_cut_switchover(site, run, &role, agent).await;
+            return;
+        }
         if let Some((zone, seen)) = seen {
             self.watch_master(site, run, &role, agent, &zone, seen)
                 .await;
@@ -1274,11 +1308,12 @@ impl Task {
 
     /// Writes the intent (or its absence) and the armed flag; false if the store failed.
     async fn journal(&self, site: &Site, run: &SiteRun) -> bool {
-        let journal = match (&run.intent, &run.rejoin, &run.handing) {
-            (Some(i), _, _) => Some(Journal::Takeover(i.clone())),
-            (None, Some(r), _) => Some(Journal::Rejoin(r.clone())),
-            (None, None, Some(h)) => Some(Journal::Handing(h.clone())),
-            (None, None, None) => None,
+        let journal = match (&run.intent, &run.rejoin, &run.handing, &run.switching) {
+            (Some(i), _, _, _) => Some(Journal::Takeover(i.clone())),
+            (None, Some(r), _, _) => Some(Journal::Rejoin(r.clone())),
+            (None, None, Some(h), _) => Some(Journal::Handing(h.clone())),
+            (None, None, None, Some(s)) => Some(Journal::Switching(s.clone())),
+            (None, None, None, None) => None,
         };
         let text = journal.and_then(|j| serde_json::to_string(&j).ok());
         match self

@@ -323,7 +323,7 @@ pub fn render(s: &StatusReport) -> String {
         "gauge",
         "The site's epoch (raised by every failover and switchover).",
     );
-    m.family("orch_failover_state", "gauge", "The site's failover state on this node: 1 for the current one (master, watching, counting, holding, taking-over, failed-over, handing-over, fenced, rejoining, rejoined, standby, off).");
+    m.family("orch_failover_state", "gauge", "The site's failover state on this node: 1 for the current one (master, watching, counting, holding, taking-over, failed-over, handing-over, fenced, rejoining, rejoined, standby, undoing-switchover, off).");
     m.family(
         "orch_failover_armed",
         "gauge",

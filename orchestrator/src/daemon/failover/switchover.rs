@@ -16,8 +16,10 @@
 //! peer undoes, or [`HANDOVER_EXPIRES`] passes (it serves again on its own).
 
 use super::{
-    clock, now_ms, Handing, Intent, SiteRun, Stage, Task, HANDOVER_EXPIRES, HANDOVER_SWAP_BY,
+    clock, now_ms, Handing, Intent, SiteRun, Stage, Switching, Task, HANDOVER_EXPIRES,
+    HANDOVER_SWAP_BY,
 };
+use crate::api::Probe;
 use crate::cluster::lock::{self, Holder, Lock};
 use crate::cluster::roles::SiteRole;
 use crate::config::Site;
@@ -34,6 +36,9 @@ const CHECK_TIMEOUT: Duration = Duration::from_secs(120);
 const STEP_TIMEOUT: Duration = Duration::from_secs(30 * 60);
 /// How long this node's databases may take to reach the master's final positions.
 const CATCH_UP: Duration = Duration::from_secs(120);
+/// How long the master may take to undo a switchover cut off by a stop of this agent
+/// (its promote playbooks; asked again at a later tick if it took longer).
+const UNDO_TIMEOUT: Duration = Duration::from_secs(5 * 60);
 /// The least free space a sync target here must have.
 const MIN_FREE: u64 = 64 << 20;
 
@@ -131,7 +136,25 @@ impl Task {
     }
 
     /// `orch promote SITE [--dry-run]` on the site's standby: the planned switchover.
+    /// Its journal ([`Switching`]) is dropped once it has ended either way; it stays while
+    /// a takeover it journaled is still settling (an unclear DNS answer), so that one that
+    /// ends without the lock is undone too.
     pub(super) async fn switchover(
+        &self,
+        runs: &mut BTreeMap<String, SiteRun>,
+        name: &str,
+        dry_run: bool,
+    ) -> Result<String, String> {
+        let answer = self.switch_over(runs, name, dry_run).await;
+        if let (Some(site), Some(run)) = (self.loaded.config.site(name), runs.get_mut(name)) {
+            if run.intent.is_none() && run.switching.take().is_some() {
+                self.journal(site, run).await;
+            }
+        }
+        answer
+    }
+
+    async fn switch_over(
         &self,
         runs: &mut BTreeMap<String, SiteRun>,
         name: &str,
@@ -154,7 +177,11 @@ impl Task {
                 self.peer()
             ));
         }
-        if run.intent.is_some() || run.rejoin.is_some() || run.handing.is_some() {
+        if run.intent.is_some()
+            || run.rejoin.is_some()
+            || run.handing.is_some()
+            || run.switching.is_some()
+        {
             return Err(format!(
                 "{name} is changing hands already (see `orch status`); nothing was changed"
             ));
@@ -483,7 +510,21 @@ impl Task {
         }
         said.say(format!("  1. final push: ok ({})", secs(t)));
 
-        // 2. The master's demote playbooks, its final positions.
+        // 2. The master's demote playbooks, its final positions. Journaled first: an
+        // agent stopped from here until the swap undoes the switchover when it starts.
+        run.switching = Some(Switching {
+            from_master: role.master.clone(),
+            from_epoch: role.epoch,
+            to_epoch: new_lock.epoch,
+            started: now_ms(),
+            promoting: false,
+        });
+        if !self.journal(site, run).await {
+            let why = "the state store could not record the switchover";
+            return Err(self
+                .stopped(&mut said, site, &role, 2, why, false, false)
+                .await);
+        }
         let t = Instant::now();
         said.say(format!("  2. demote playbooks on {}: running", role.master));
         let demoted = self
@@ -548,6 +589,15 @@ impl Task {
         said.say(format!("  3. databases caught up: ok ({})", secs(t)));
 
         // 4. The promote playbooks here.
+        if let Some(s) = run.switching.as_mut() {
+            s.promoting = true;
+        }
+        if !self.journal(site, run).await {
+            let why = "the state store could not record the switchover";
+            return Err(self
+                .stopped(&mut said, site, &role, 4, why, true, false)
+                .await);
+        }
         let t = Instant::now();
         for book in &site.promote {
             said.say(format!("  4. promote playbook {book}: running"));
@@ -774,33 +824,16 @@ impl Task {
                 self.me(),
                 role.master
             ));
-            let ctx = crate::playbook::Context {
-                loaded: &self.loaded,
-                site,
-                epoch: Ok(role.epoch),
-                self_public_ip: self.public_ip().await,
-                peer_public_ip: Err(format!(
-                    "{}'s address is in the site's records",
+            let (lines, failed) = self.follow_again(site, role).await;
+            for l in lines {
+                said.say(format!("       {l}"));
+            }
+            if let Some(book) = failed {
+                here = format!(
+                    "{} is standby, but its databases may not follow {}: playbook {book} failed; fix it by hand",
+                    self.me(),
                     role.master
-                )),
-            };
-            for book in site.demote.iter().chain(site.rejoin.iter()) {
-                let (took, failure) = self.run_playbook(&ctx, book).await;
-                match failure {
-                    None => said.say(format!("       {book} ok ({took:.1} s)")),
-                    Some(f) => {
-                        said.say(format!(
-                            "       {book} FAILED: {}",
-                            f.lines().next().unwrap_or_default()
-                        ));
-                        here = format!(
-                            "{} is standby, but its databases may not follow {}: playbook {book} failed; fix it by hand",
-                            self.me(),
-                            role.master
-                        );
-                        break;
-                    }
-                }
+                );
             }
         }
         said.say(format!(
@@ -818,6 +851,142 @@ impl Task {
             .notice(name, crate::notify::Event::Switchover, &text)
             .await;
         text
+    }
+
+    /// This node's demote and rejoin playbooks, to follow `role`'s master again after
+    /// its own promote playbooks ran in a switchover that did not finish: a line each,
+    /// and the one that failed (the rest not run).
+    async fn follow_again(&self, site: &Site, role: &SiteRole) -> (Vec<String>, Option<String>) {
+        let ctx = crate::playbook::Context {
+            loaded: &self.loaded,
+            site,
+            epoch: Ok(role.epoch),
+            self_public_ip: self.public_ip().await,
+            peer_public_ip: Err(format!(
+                "{}'s address is in the site's records",
+                role.master
+            )),
+        };
+        let mut lines = Vec::new();
+        for book in site.demote.iter().chain(site.rejoin.iter()) {
+            let (took, failure) = self.run_playbook(&ctx, book).await;
+            match failure {
+                None => lines.push(format!("{book} ok ({took:.1} s)")),
+                Some(f) => {
+                    lines.push(format!(
+                        "{book} FAILED: {}",
+                        f.lines().next().unwrap_or_default()
+                    ));
+                    return (lines, Some(book.clone()));
+                }
+            }
+        }
+        (lines, None)
+    }
+
+    /// A switchover to this node that an agent stop cut off before its DNS swap (found
+    /// journaled at the start): undone once the master's agent answers — it serves again
+    /// (its promote playbooks; nothing to do if it already does), then this node follows
+    /// it again when its own promote playbooks had started. Until then nothing else is
+    /// done for the site here (no failover); the status says so.
+    pub(super) async fn undo_cut_switchover(
+        &self,
+        site: &Site,
+        run: &mut SiteRun,
+        role: &SiteRole,
+        agent: &Probe,
+    ) {
+        let Some(cut) = run.switching.clone() else {
+            return;
+        };
+        let name = &site.name;
+        if role.master != cut.from_master || role.epoch != cut.from_epoch {
+            // It went through (the swap or the roles recorded before the stop), or the
+            // site has moved since: nothing to undo.
+            tracing::info!(site = %name, epoch = role.epoch, "A switchover journal older than the site's role: dropped");
+            run.switching = None;
+            self.journal(site, run).await;
+            return;
+        }
+        let cut_off = format!(
+            "the switchover of {name} from {} to {} (epoch {} → {}), started at {}, was cut off before its DNS swap (this node's agent stopped)",
+            cut.from_master,
+            self.me(),
+            cut.from_epoch,
+            cut.to_epoch,
+            clock(cut.started)
+        );
+        let there = if agent.ok {
+            self.ask_peer(name, cut.from_epoch, HandoverStep::Undo, UNDO_TIMEOUT)
+                .await
+        } else {
+            Err(agent.detail.clone())
+        };
+        let there = match there {
+            Ok(r) => r,
+            Err(e) => {
+                let text = format!(
+                    "{cut_off}: waiting for {}'s agent to undo it ({e}); {} serves again on its own within {} min of its demote. If it is dead, `orch promote {name} --force` takes the site",
+                    cut.from_master,
+                    cut.from_master,
+                    HANDOVER_EXPIRES.as_secs() / 60
+                );
+                self.publish(site, run, "undoing-switchover", text, None, None);
+                return;
+            }
+        };
+        let mut lines: Vec<String> = there.lines.clone();
+        let mut outcome = if there.ok {
+            Outcome::Warn
+        } else {
+            Outcome::Fail
+        };
+        let mut now = if there.ok {
+            format!("{} serves it again", cut.from_master)
+        } else {
+            format!(
+                "{} is master but its undo FAILED: its services may be down, fix them by hand",
+                cut.from_master
+            )
+        };
+        if cut.promoting {
+            lines.push(format!(
+                "{}: demote and rejoin playbooks ({} follows {} again)",
+                self.me(),
+                self.me(),
+                cut.from_master
+            ));
+            let (here, failed) = self.follow_again(site, role).await;
+            lines.extend(here.into_iter().map(|l| format!("{}: {l}", self.me())));
+            match failed {
+                None => now.push_str(&format!(", {} follows it again", self.me())),
+                Some(book) => {
+                    outcome = Outcome::Fail;
+                    now.push_str(&format!(
+                        ", {} is standby but its databases may not follow {}: playbook {book} failed; fix it by hand",
+                        self.me(),
+                        cut.from_master
+                    ));
+                }
+            }
+        } else {
+            now.push_str(&format!(
+                ", {} is standby as before (its promote playbooks had not started)",
+                self.me()
+            ));
+        }
+        run.switching = None;
+        self.journal(site, run).await;
+        let text = format!("{cut_off}: undone; {now}. The DNS was not changed.");
+        tracing::warn!(site = %name, %text, "Switchover undone");
+        self.history(name, outcome, &text, None).await;
+        self.alerter
+            .notice(
+                name,
+                crate::notify::Event::Switchover,
+                &format!("{text}\n\n{}", lines.join("\n")),
+            )
+            .await;
     }
 
     // ---- the master's side ------------------------------------------------------
