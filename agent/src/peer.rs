@@ -74,6 +74,11 @@ pub struct Heartbeat {
 pub struct SiteClaim {
     pub master: String,
     pub epoch: i64,
+    /// The sender is taking the site over in a planned switchover (`orch promote`), from
+    /// just before it asks the master to demote until the switchover has ended either
+    /// way: a master handing the site over waits for it while this holds.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub switching: bool,
 }
 
 impl Heartbeat {
@@ -634,6 +639,7 @@ mod tests {
             SiteClaim {
                 master: "alice".into(),
                 epoch: 3,
+                switching: false,
             },
         );
         Heartbeat {
@@ -777,6 +783,7 @@ mod tests {
             SiteClaim {
                 master: "alice".into(),
                 epoch: 1,
+                switching: false,
             },
         );
         assert!(h.check().is_err());
@@ -980,6 +987,7 @@ mod tests {
                 SiteClaim {
                     master: "a".into(),
                     epoch: 1,
+                    switching: false,
                 },
             );
         }

@@ -210,10 +210,10 @@ fn a_switchover_cut_off_by_a_stop_of_the_agent_is_undone_when_it_starts() {
         return;
     }
     // The promote playbook notes its start, then waits while `hold` is in the node's
-    // state dir (40 s at most), then notes its end.
-    const HOLDS: &str = "[[step]]\nname = \"mark\"\n\
+    // state dir (120 s at most), then notes its end.
+    const HOLDS: &str = "[[step]]\nname = \"mark\"\ntimeout = \"150s\"\n\
         shell = \"echo {epoch} >> {state_dir}/promoting; i=0; \
-        while [ -e {state_dir}/hold ] && [ $i -lt 400 ]; do sleep 0.1; i=$((i+1)); done; \
+        while [ -e {state_dir}/hold ] && [ $i -lt 1200 ]; do sleep 0.1; i=$((i+1)); done; \
         echo {epoch} >> {state_dir}/promoted\"\n";
     let mut fo = Fo::new(
         test,
@@ -235,6 +235,15 @@ fn a_switchover_cut_off_by_a_stop_of_the_agent_is_undone_when_it_starts() {
             .ok_or_else(|| format!("{started:?}\n{}", fo.logs()))
     });
     assert_eq!(fo.noted("alice", "demoted"), ["1"], "alice demoted first");
+    // While bob switches over, alice waits for him, past the time after which she
+    // believes a peer that says it is not switching over (bob says he is).
+    let end = Instant::now() + Duration::from_secs(40);
+    while Instant::now() < end {
+        let f = fo.failover("alice").unwrap();
+        assert_eq!(f["state"], "handing-over", "{f:#}\n{}", fo.logs());
+        std::thread::sleep(Duration::from_secs(1));
+    }
+    assert_eq!(fo.promoted("alice"), Vec::<String>::new());
     fo.lab
         .proc(fo.agents[1])
         .signal_and_wait(libc::SIGKILL, Duration::from_secs(5))
@@ -312,6 +321,66 @@ fn a_switchover_cut_off_by_a_stop_of_the_agent_is_undone_when_it_starts() {
     settled(&fo, "bob", 2, "192.0.2.2");
     assert_eq!(fo.promoted("bob"), ["2", "2"]);
     assert_eq!(fo.noted("alice", "rejoined"), ["2"]);
+}
+
+/// Alice demoted for a switchover that then stopped without its undo reaching her (here
+/// the demote asked by hand, as bob's agent would, and nothing after it): bob's agent,
+/// answering, says it is not switching over, so she serves again half a minute after
+/// the demote instead of 20 minutes.
+#[test]
+fn a_demoted_master_whose_peer_stopped_switching_serves_again() {
+    let test = "a_demoted_master_whose_peer_stopped_switching_serves_again";
+    if !needs(test) {
+        return;
+    }
+    let fo = Fo::new(test, Case::default());
+    let tool = format!("{}/tools/handover.py", env!("CARGO_MANIFEST_DIR"));
+    let out = fo.lab.run(
+        &fo.bob,
+        &[
+            "/usr/bin/python3",
+            &tool,
+            "198.51.100.1:7440",
+            "bob",
+            SITE,
+            "1",
+            "demote",
+        ],
+    );
+    let (stdout, stderr) = orch::text(&out);
+    assert!(out.status.success(), "{stdout}{stderr}");
+    assert!(stdout.contains("\"ok\": true"), "{stdout}");
+    let demoted = Instant::now();
+    assert_eq!(fo.noted("alice", "demoted"), ["1"]);
+    eventually("alice waits for bob, and says so", WITHIN, || {
+        let f = fo.failover("alice")?;
+        let summary = f["summary"].as_str().unwrap_or_default();
+        (f["state"] == "handing-over"
+            && summary.contains("or once bob says it is not switching over"))
+        .then_some(())
+        .ok_or_else(|| format!("{f:#}"))
+    });
+    eventually("alice serves again", Duration::from_secs(90), || {
+        let f = fo.failover("alice")?;
+        (f["state"] == "master" && fo.promoted("alice") == ["1"])
+            .then_some(())
+            .ok_or_else(|| format!("{f:#}\n{:?}", fo.promoted("alice")))
+    });
+    let took = demoted.elapsed();
+    eprintln!("alice served again {took:?} after her demote");
+    assert!(
+        took >= Duration::from_secs(25),
+        "served again {took:?} after the demote: before the quiet time\n{}",
+        fo.logs()
+    );
+    let history = fo.history("alice");
+    assert!(
+        history.contains("bob is not switching over any more"),
+        "{history}"
+    );
+    settled(&fo, "alice", 1, "192.0.2.1");
+    let out = fo.orch("alice", &["push", SITE]);
+    assert_eq!(orch::code(&out), 0, "{:?}\n{}", orch::text(&out), fo.logs());
 }
 
 /// Waits until the writer has committed `more` rows past what it had.

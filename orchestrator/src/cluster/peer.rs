@@ -3,7 +3,7 @@
 
 use super::roles::SiteRole;
 use agent::peer::{Heartbeat, SiteClaim};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::time::Duration;
 use tokio::time::Instant;
@@ -28,11 +28,12 @@ impl PeerView {
     }
 }
 
-/// This node's heartbeat: its sites' masters and epochs, and where it sees the peer's
-/// packets come from.
+/// This node's heartbeat: its sites' masters and epochs, those it is taking over in a
+/// switchover (`switching`), and where it sees the peer's packets come from.
 pub fn heartbeat(
     me: &str,
     roles: BTreeMap<String, SiteRole>,
+    switching: &BTreeSet<String>,
     observed_endpoint: Option<SocketAddr>,
 ) -> Heartbeat {
     Heartbeat {
@@ -43,6 +44,7 @@ pub fn heartbeat(
                 let claim = SiteClaim {
                     master: role.master,
                     epoch: role.epoch,
+                    switching: switching.contains(&name),
                 };
                 (name, claim)
             })

@@ -130,6 +130,10 @@ pub struct Switching {
 /// not swap the DNS later than [`HANDOVER_SWAP_BY`] after the demote.
 pub const HANDOVER_EXPIRES: Duration = Duration::from_secs(20 * 60);
 pub const HANDOVER_SWAP_BY: Duration = Duration::from_secs(15 * 60);
+/// How long after its demote a master handing over waits at least before it believes a
+/// peer that says it is not switching over (a heartbeat the peer made before it asked
+/// for the demote says so too; heartbeats are at most seconds old).
+pub const HANDOVER_QUIET: Duration = Duration::from_secs(30);
 
 /// The old master's way back, kept in the state store from the moment it learns it was
 /// replaced until it is a standby again: the new role is recorded first (it never acts as
@@ -321,6 +325,13 @@ fn now_ms() -> i64 {
     agent::unix_millis(SystemTime::now())
 }
 
+/// Whether this node is taking a site over in a planned switchover: from just before it
+/// asks the master to demote until the switchover (and the takeover it journals for its
+/// DNS swap) has ended. Said in the heartbeats: a master handing over waits while it is.
+fn switching_over(switching: Option<&Switching>, intent: Option<&Intent>) -> bool {
+    switching.is_some() || intent.is_some_and(|i| i.switchover)
+}
+
 /// Local wall-clock time of a unix-ms instant, for sentences.
 fn clock(ms: i64) -> String {
     chrono::DateTime::from_timestamp_millis(ms)
@@ -383,6 +394,10 @@ pub async fn run(
             Some(Journal::Switching(s)) => switching = Some(s),
             None => {}
         }
+        task.roles.set_switching(
+            &site.name,
+            switching_over(switching.as_ref(), intent.as_ref()),
+        );
         if let Some(s) = &switching {
             tracing::warn!(site = %site.name, from = %s.from_master, to_epoch = s.to_epoch, promoting = s.promoting, "A switchover to this node was cut off before its DNS swap: undoing it");
         }
@@ -515,6 +530,7 @@ impl Task {
         let beat = crate::cluster::peer::heartbeat(
             self.me(),
             self.roles.all(),
+            &self.roles.switching(),
             self.tunnel.stats().endpoint,
         );
         let request = Request::Heartbeat(beat);
@@ -664,7 +680,10 @@ impl Task {
                 }
                 if run.handing.is_some() {
                     let dns_says = read.as_ref().map(|r| &r.holder);
-                    self.still_handing(site, run, theirs.as_ref(), dns_says)
+                    let switching = beat
+                        .and_then(|h| h.sites.get(&site.name))
+                        .is_some_and(|c| c.switching);
+                    self.still_handing(site, run, theirs.as_ref(), switching, dns_says)
                         .await;
                     return;
                 }
@@ -1306,8 +1325,14 @@ impl Task {
 
     // ---- the takeover --------------------------------------------------------------
 
-    /// Writes the intent (or its absence) and the armed flag; false if the store failed.
+    /// Writes the site's change of hands under way (or its absence) and the armed flag;
+    /// false if the store failed. Says in the heartbeats whether it is a switchover to
+    /// this node.
     async fn journal(&self, site: &Site, run: &SiteRun) -> bool {
+        self.roles.set_switching(
+            &site.name,
+            switching_over(run.switching.as_ref(), run.intent.as_ref()),
+        );
         let journal = match (&run.intent, &run.rejoin, &run.handing, &run.switching) {
             (Some(i), _, _, _) => Some(Journal::Takeover(i.clone())),
             (None, Some(r), _, _) => Some(Journal::Rejoin(r.clone())),
@@ -1612,7 +1637,18 @@ impl Task {
     /// The lock was not taken: nothing was promoted. `retry`: decide again at the next
     /// tick; otherwise someone else moved the site and a person must look.
     async fn abort(&self, site: &Site, run: &mut SiteRun, from: &SiteRole, retry: bool, why: &str) {
-        run.intent = None;
+        // A switchover's promote playbooks ran before its swap: undone at the next tick
+        // when no switchover is under way here to undo it (this takeover was resumed
+        // after a stop of the agent).
+        if let Some(i) = run.intent.take().filter(|i| i.switchover) {
+            run.switching.get_or_insert(Switching {
+                from_master: i.from_master,
+                from_epoch: i.from_epoch,
+                to_epoch: i.to_epoch,
+                started: i.started,
+                promoting: true,
+            });
+        }
         run.fresh = false;
         run.machine.lock_lost(retry);
         self.journal(site, run).await;

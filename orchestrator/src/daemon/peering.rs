@@ -44,6 +44,7 @@ impl Peering {
         crate::cluster::peer::heartbeat(
             &self.loaded.me,
             self.roles.all(),
+            &self.roles.switching(),
             self.tunnel.borrow().endpoint,
         )
     }

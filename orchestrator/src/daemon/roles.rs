@@ -16,7 +16,7 @@
 use crate::cluster::roles::SiteRole;
 use crate::config::{Config, Site};
 use agent::state::{Store, StoreError};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
 use std::path::Path;
 use std::pin::Pin;
@@ -90,6 +90,8 @@ struct Inner {
     /// a master that can reach neither its peer nor the DNS, and one that is rejoining).
     /// A `std` mutex: never held across an await.
     fenced: std::sync::Mutex<BTreeMap<String, String>>,
+    /// Sites this node is taking over in a planned switchover now (said in heartbeats).
+    switching: std::sync::Mutex<BTreeSet<String>>,
 }
 
 impl Roles {
@@ -116,6 +118,7 @@ impl Roles {
                 sites,
                 write: tokio::sync::Mutex::new(()),
                 fenced: std::sync::Mutex::new(BTreeMap::new()),
+                switching: std::sync::Mutex::new(BTreeSet::new()),
             }),
         })
     }
@@ -158,6 +161,30 @@ impl Roles {
             Some(why) => fenced.insert(site.to_owned(), why),
             None => fenced.remove(site),
         };
+    }
+
+    /// Marks `site` as being taken over by this node in a planned switchover (`true`),
+    /// or no longer (`false`).
+    pub fn set_switching(&self, site: &str, on: bool) {
+        let mut switching = self
+            .inner
+            .switching
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if on {
+            switching.insert(site.to_owned());
+        } else {
+            switching.remove(site);
+        }
+    }
+
+    /// The sites this node is taking over in a planned switchover now.
+    pub fn switching(&self) -> BTreeSet<String> {
+        self.inner
+            .switching
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
     }
 
     /// Why `site` is fenced on this node, if it is.

@@ -17,7 +17,7 @@
 
 use super::{
     clock, now_ms, Handing, Intent, SiteRun, Stage, Switching, Task, HANDOVER_EXPIRES,
-    HANDOVER_SWAP_BY,
+    HANDOVER_QUIET, HANDOVER_SWAP_BY,
 };
 use crate::api::Probe;
 use crate::cluster::lock::{self, Holder, Lock};
@@ -510,8 +510,9 @@ impl Task {
         }
         said.say(format!("  1. final push: ok ({})", secs(t)));
 
-        // 2. The master's demote playbooks, its final positions. Journaled first: an
-        // agent stopped from here until the swap undoes the switchover when it starts.
+        // 2. The master's demote playbooks, its final positions. Journaled first (and
+        // said in the heartbeats from then on: the master waits while it is): an agent
+        // stopped from here until the swap undoes the switchover when it starts.
         run.switching = Some(Switching {
             from_master: role.master.clone(),
             from_epoch: role.epoch,
@@ -1375,7 +1376,8 @@ impl Task {
     }
 
     /// The master's tick while it hands the site over: it waits for the peer's lock, and
-    /// serves again on its own once [`HANDOVER_EXPIRES`] has passed without it.
+    /// serves again on its own once [`HANDOVER_EXPIRES`] has passed without it, or sooner
+    /// when the peer's agent says it is not switching over any more ([`handover_end`]).
     ///
     /// It serves again only when it knows the peer did not take the site: the lock record
     /// read now names this node at the handover's epoch, or the peer's agent says this
@@ -1385,6 +1387,7 @@ impl Task {
         site: &Site,
         run: &mut SiteRun,
         peer_says: Option<&Lock>,
+        peer_switching: bool,
         dns_says: Option<&Holder>,
     ) {
         let Some(h) = run.handing.clone() else {
@@ -1398,15 +1401,24 @@ impl Task {
         };
         let still_mine =
             peer_says == Some(&mine) || matches!(dns_says, Some(Holder::Held(l)) if *l == mine);
-        let waited = now_ms().saturating_sub(h.started);
-        if waited > HANDOVER_EXPIRES.as_millis() as i64 && still_mine {
-            let why = format!(
-                "{} did not take the lock within {} min of the demote at {}",
-                h.to,
-                HANDOVER_EXPIRES.as_secs() / 60,
-                clock(h.started)
-            );
-            tracing::warn!(site = %site.name, %why, "Handover expired: serving again");
+        let waited = Duration::from_millis(now_ms().saturating_sub(h.started).max(0) as u64);
+        let peer_idle = peer_says == Some(&mine) && !peer_switching;
+        if let Some(end) = handover_end(waited, still_mine, peer_idle) {
+            let why = match end {
+                HandoverEnd::PeerStopped => format!(
+                    "{} is not switching over any more ({} s after the demote at {}) and did not ask to undo it",
+                    h.to,
+                    waited.as_secs(),
+                    clock(h.started)
+                ),
+                HandoverEnd::Expired => format!(
+                    "{} did not take the lock within {} min of the demote at {}",
+                    h.to,
+                    HANDOVER_EXPIRES.as_secs() / 60,
+                    clock(h.started)
+                ),
+            };
+            tracing::warn!(site = %site.name, %why, "Handover ended: serving again");
             let reply = self.hand_undo(site, run, &why).await;
             let key = format!("switchover:{}:expired", site.name);
             self.alerter
@@ -1425,18 +1437,73 @@ impl Task {
             return;
         }
         let text = format!(
-            "{fence}: demoted at {}, waiting for {} to take the lock (serves again on its own after {} min)",
+            "{fence}: demoted at {}, waiting for {} to take the lock (serves again on its own after {} min, or once {} says it is not switching over)",
             clock(h.started),
             h.to,
-            HANDOVER_EXPIRES.as_secs() / 60
+            HANDOVER_EXPIRES.as_secs() / 60,
+            h.to
         );
         self.publish(site, run, "handing-over", text, None, None);
     }
 }
 
+/// Why a master handing a site over serves it again on its own.
+#[derive(Debug, PartialEq, Eq)]
+pub(super) enum HandoverEnd {
+    /// The peer's agent names this node master and says it is not switching over: its
+    /// switchover stopped without its undo reaching here (this node's agent restarted
+    /// during the demote, or the peer's request was lost).
+    PeerStopped,
+    /// [`HANDOVER_EXPIRES`] passed (the peer is silent or still switching over).
+    Expired,
+}
+
+/// Whether a master that demoted `waited` ago for a switchover serves again now.
+/// `still_mine`: the lock record or the peer's agent names this node at the handover's
+/// epoch (else the peer may hold the site: never). `peer_idle`: the peer's agent, heard
+/// now, names it and is not switching over — believed only [`HANDOVER_QUIET`] after the
+/// demote, when a heartbeat made before the demote request can no longer arrive.
+pub(super) fn handover_end(
+    waited: Duration,
+    still_mine: bool,
+    peer_idle: bool,
+) -> Option<HandoverEnd> {
+    if !still_mine {
+        None
+    } else if waited > HANDOVER_EXPIRES {
+        Some(HandoverEnd::Expired)
+    } else if peer_idle && waited > HANDOVER_QUIET {
+        Some(HandoverEnd::PeerStopped)
+    } else {
+        None
+    }
+}
+
 #[cfg(test)]
 mod tests {
-    use super::inert;
+    use super::{handover_end, inert, HandoverEnd, HANDOVER_EXPIRES, HANDOVER_QUIET};
+    use std::time::Duration;
+
+    #[test]
+    fn a_master_handing_over_serves_again_only_once_the_site_is_known_to_be_its_own() {
+        let s = Duration::from_secs;
+        // The peer idle: believed only after the quiet time, and never when the lock or
+        // the peer may name the peer.
+        assert_eq!(handover_end(s(5), true, true), None);
+        assert_eq!(handover_end(HANDOVER_QUIET, true, true), None);
+        assert_eq!(
+            handover_end(HANDOVER_QUIET + s(1), true, true),
+            Some(HandoverEnd::PeerStopped)
+        );
+        assert_eq!(handover_end(HANDOVER_QUIET + s(1), false, true), None);
+        // The peer switching over, or silent: the whole expiry.
+        assert_eq!(handover_end(HANDOVER_EXPIRES - s(1), true, false), None);
+        assert_eq!(
+            handover_end(HANDOVER_EXPIRES + s(1), true, false),
+            Some(HandoverEnd::Expired)
+        );
+        assert_eq!(handover_end(HANDOVER_EXPIRES + s(1), false, false), None);
+    }
 
     #[test]
     fn a_peer_text_reaches_the_terminal_inert_and_short() {
