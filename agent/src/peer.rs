@@ -502,7 +502,17 @@ pub async fn open_push(
         .map_err(|_| PeerError::Timeout(timeout))?
 }
 
-/// Connects to the peer agent and makes one request.
+/// How long a connection to the peer's agent may take to open: over a live tunnel it
+/// takes milliseconds (a handshake first, after a quiet spell); a dead peer never
+/// answers (its end of the tunnel died with its agent) and the kernel would retry for
+/// two minutes.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// Connects to the peer agent and makes one request. A request may run for minutes (a
+/// switchover's steps run the peer's playbooks), but a peer that dies meanwhile is
+/// noticed within about 30 s, not at `timeout`: TCP keepalive probes, which a live but
+/// busy peer's kernel answers, and `TCP_USER_TIMEOUT` (no reset ever arrives from a
+/// dead agent's tunnel).
 pub async fn call(
     addr: SocketAddr,
     me: &str,
@@ -511,10 +521,24 @@ pub async fn call(
     timeout: Duration,
 ) -> Result<Response, PeerError> {
     let exchange = async {
-        let mut stream = TcpStream::connect(addr)
+        let mut stream = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr))
             .await
+            .unwrap_or_else(|_| {
+                Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    format!("no answer within {} s", CONNECT_TIMEOUT.as_secs()),
+                ))
+            })
             .map_err(|e| PeerError::Connect(addr, e))?;
         stream.set_nodelay(true)?;
+        let s = socket2::SockRef::from(&stream);
+        s.set_tcp_keepalive(
+            &socket2::TcpKeepalive::new()
+                .with_time(Duration::from_secs(10))
+                .with_interval(Duration::from_secs(5))
+                .with_retries(3),
+        )?;
+        s.set_tcp_user_timeout(Some(Duration::from_secs(30)))?;
         hello(&mut stream, me, peer).await?;
         write_frame(&mut stream, request).await?;
         match read_frame::<Response, _>(&mut stream).await? {

@@ -383,6 +383,109 @@ fn a_demoted_master_whose_peer_stopped_switching_serves_again() {
     assert_eq!(orch::code(&out), 0, "{:?}\n{}", orch::text(&out), fo.logs());
 }
 
+/// Alice's agent killed while her demote playbook runs (it finishes on its own): bob's
+/// `orch promote` notices within a minute, not at its 30-minute step timeout, and stops;
+/// when alice's agent is back it hears that bob is not switching over and she serves
+/// again (her promote playbook) at once, not 20 minutes after her demote.
+#[test]
+fn an_old_master_killed_during_its_demote_serves_again_when_back() {
+    let test = "an_old_master_killed_during_its_demote_serves_again_when_back";
+    if !needs(test) {
+        return;
+    }
+    let mut fo = Fo::new(test, Case::default());
+    // Alice's demote playbook notes its start, waits while `hold` is in her state dir
+    // (120 s at most), then notes its end.
+    let books = fo.pair.config("alice").parent().unwrap().join("playbooks");
+    std::fs::write(
+        books.join("demoted.toml"),
+        "[[step]]\nname = \"note\"\ntimeout = \"150s\"\n\
+         shell = \"echo {epoch} >> {state_dir}/demoting; i=0; \
+         while [ -e {state_dir}/hold ] && [ $i -lt 1200 ]; do sleep 0.1; i=$((i+1)); done; \
+         echo {epoch} >> {state_dir}/demoted\"\n",
+    )
+    .unwrap();
+    let hold = fo.pair.alice.join("state/hold");
+    std::fs::write(&hold, "").unwrap();
+    let config = fo.pair.config("bob");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(orch::run(&[
+            "--config",
+            config.to_str().unwrap(),
+            "promote",
+            SITE,
+        ]));
+    });
+    eventually("alice's demote playbook runs", WITHIN, || {
+        let started = fo.noted("alice", "demoting");
+        (started == ["1"])
+            .then_some(())
+            .ok_or_else(|| format!("{started:?}\n{}", fo.logs()))
+    });
+    fo.lab
+        .proc(fo.agents[0])
+        .signal_and_wait(libc::SIGKILL, Duration::from_secs(5))
+        .expect("alice's agent dies");
+    let killed = Instant::now();
+    std::fs::remove_file(&hold).unwrap();
+    let out = rx
+        .recv_timeout(Duration::from_secs(120))
+        .unwrap_or_else(|_| {
+            panic!(
+                "orch promote still waits 120 s after alice's agent died\n{}",
+                fo.logs()
+            )
+        });
+    let (stdout, stderr) = orch::text(&out);
+    eprintln!(
+        "orch promote ended {:?} after alice's agent died",
+        killed.elapsed()
+    );
+    assert_eq!(orch::code(&out), 1, "{stdout}{stderr}");
+    for line in [
+        "2. FAILED: the demote",
+        "alice could not be asked to undo",
+        "switchover of alice-web stopped at step 2",
+        "The DNS was not changed.",
+    ] {
+        assert!(
+            stdout.contains(line) || stderr.contains(line),
+            "{line}\n{stdout}{stderr}"
+        );
+    }
+    assert_eq!(
+        fo.noted("alice", "demoted"),
+        ["1"],
+        "her demote finished alone"
+    );
+    fo.expect_lock("master=alice epoch=1").unwrap();
+
+    let back = Instant::now();
+    fo.spawn_agent("alice");
+    eventually("alice serves again", WITHIN, || {
+        let f = fo.failover("alice")?;
+        (f["state"] == "master" && fo.promoted("alice") == ["1"])
+            .then_some(())
+            .ok_or_else(|| format!("{f:#}\n{:?}", fo.promoted("alice")))
+    });
+    eprintln!(
+        "alice served again {:?} after her agent started",
+        back.elapsed()
+    );
+    let history = fo.history("alice");
+    assert!(
+        history.contains("bob is not switching over any more"),
+        "{history}"
+    );
+    settled(&fo, "alice", 1, "192.0.2.1");
+    assert_eq!(
+        fo.promoted("bob"),
+        Vec::<String>::new(),
+        "bob promoted nothing"
+    );
+}
+
 /// Waits until the writer has committed `more` rows past what it had.
 fn writes_go_on(writer: &Writer, more: usize, fo: &Fo) {
     let had = writer.committed().len();

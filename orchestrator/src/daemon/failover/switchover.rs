@@ -811,8 +811,10 @@ impl Task {
                 }
                 Err(e) => {
                     there = format!(
-                        "{} could not be asked to undo ({e}): it serves again on its own within {} min of the demote",
+                        "{} could not be asked to undo ({e}): it serves again on its own once it hears from {} that this switchover has ended ({} s after the demote at the soonest), or {} min after the demote",
                         role.master,
+                        self.me(),
+                        HANDOVER_QUIET.as_secs(),
                         HANDOVER_EXPIRES.as_secs() / 60
                     );
                 }
