@@ -486,6 +486,83 @@ fn an_old_master_killed_during_its_demote_serves_again_when_back() {
     );
 }
 
+/// One switchover at a time in the pair: while bob switches alice-web over (his promote
+/// playbook held), alice's `orch promote bob-cloud` (the other site, bob's) is refused at
+/// once by its pre-checks — each node's failover task answers the other's steps one at a
+/// time, and the two switchovers would each wait for the other for their timeouts.
+/// Afterwards it goes through.
+#[test]
+fn one_switchover_at_a_time_in_the_pair() {
+    let test = "one_switchover_at_a_time_in_the_pair";
+    if !needs(test) {
+        return;
+    }
+    // The promote playbook waits while `hold` is in the node's state dir (120 s at most).
+    const HOLDS: &str = "[[step]]\nname = \"mark\"\ntimeout = \"150s\"\n\
+        shell = \"echo {epoch} >> {state_dir}/promoting; i=0; \
+        while [ -e {state_dir}/hold ] && [ $i -lt 1200 ]; do sleep 0.1; i=$((i+1)); done; \
+        echo {epoch} >> {state_dir}/promoted\"\n";
+    let fo = Fo::new(
+        test,
+        Case {
+            promote: HOLDS,
+            ..Case::default()
+        },
+    );
+    let hold = fo.pair.bob.join("state/hold");
+    std::fs::write(&hold, "").unwrap();
+    let config = fo.pair.config("bob");
+    let cli = std::thread::spawn(move || {
+        orch::run(&["--config", config.to_str().unwrap(), "promote", SITE])
+    });
+    eventually("bob's promote playbook runs", WITHIN, || {
+        let started = fo.noted("bob", "promoting");
+        (started == ["2"])
+            .then_some(())
+            .ok_or_else(|| format!("{started:?}\n{}", fo.logs()))
+    });
+    let config = fo.pair.config("alice");
+    let (tx, rx) = std::sync::mpsc::channel();
+    let asked = Instant::now();
+    std::thread::spawn(move || {
+        let _ = tx.send(orch::run(&[
+            "--config",
+            config.to_str().unwrap(),
+            "promote",
+            "bob-cloud",
+        ]));
+    });
+    let out = rx
+        .recv_timeout(Duration::from_secs(30))
+        .unwrap_or_else(|_| panic!("alice's orch promote still waits after 30 s\n{}", fo.logs()));
+    let (stdout, stderr) = orch::text(&out);
+    eprintln!("refused in {:?}", asked.elapsed());
+    assert_eq!(orch::code(&out), 1, "{stdout}{stderr}");
+    let text = format!("{stdout}{stderr}");
+    for line in [
+        "FAIL  peer not switching over: bob is switching alice-web over to itself now: one switchover at a time in the pair",
+        "pre-check(s) failed",
+        "nothing was changed",
+    ] {
+        assert!(text.contains(line), "{line}\n{text}");
+    }
+
+    std::fs::remove_file(&hold).unwrap();
+    let out = cli.join().unwrap();
+    let (stdout, stderr) = orch::text(&out);
+    assert_eq!(orch::code(&out), 0, "{stdout}{stderr}\n{}", fo.logs());
+    settled(&fo, "bob", 2, "192.0.2.2");
+    // The check has nothing to say now: bob-cloud moves to alice.
+    let config = fo.pair.config("alice");
+    let out = orch::run(&["--config", config.to_str().unwrap(), "promote", "bob-cloud"]);
+    let (stdout, stderr) = orch::text(&out);
+    assert_eq!(orch::code(&out), 0, "{stdout}{stderr}\n{}", fo.logs());
+    assert!(
+        stdout.contains("ok    peer not switching over: bob is switching no site over"),
+        "{stdout}"
+    );
+}
+
 /// Waits until the writer has committed `more` rows past what it had.
 fn writes_go_on(writer: &Writer, more: usize, fo: &Fo) {
     let had = writer.committed().len();

@@ -178,6 +178,12 @@ impl Peering {
                     ));
                 }
             }
+            // A site of databases alone: nothing to push.
+            Err(super::push::PushError::NoJob { job: None, .. }) => {
+                reply
+                    .lines
+                    .push(format!("{me}: final push: no sync jobs, nothing to push"));
+            }
             Err(e) => {
                 reply.ok = false;
                 reply

@@ -150,6 +150,11 @@ impl Task {
             if run.intent.is_none() && run.switching.take().is_some() {
                 self.journal(site, run).await;
             }
+            // Raised for the pre-checks too: lowered unless still under way.
+            self.roles.set_switching(
+                name,
+                super::switching_over(run.switching.as_ref(), run.intent.as_ref()),
+            );
         }
         answer
     }
@@ -203,9 +208,22 @@ impl Task {
         said.say("pre-checks:");
         let mut failed = Vec::new();
 
+        // One switchover at a time in the pair (each node's failover task answers the
+        // other's steps one at a time: two at once, each waiting for the other, would
+        // stall both for their timeouts). This node says it is switching over before it
+        // reads the peer's heartbeat: of two started at once, one sees the other.
+        if !dry_run {
+            self.roles.set_switching(name, true);
+        }
         // The tunnel and the peer's agent: a heartbeat first (a dead peer costs seconds,
         // not the check's timeout), then the master's own checks.
-        let (probe, _) = self.probe_agent().await;
+        let (probe, beat) = self.probe_agent().await;
+        let busy: Vec<&str> = beat
+            .iter()
+            .flat_map(|h| h.sites.iter())
+            .filter(|(_, c)| c.switching)
+            .map(|(n, _)| n.as_str())
+            .collect();
         let stats = self.tunnel.stats();
         let endpoint = stats
             .endpoint
@@ -228,8 +246,21 @@ impl Task {
             )
         };
         check(&mut said, &mut failed, "tunnel up", tunnel);
+        if beat.is_some() {
+            let quiet = if busy.is_empty() {
+                Ok(format!("{peer} is switching no site over"))
+            } else {
+                Err(format!(
+                    "{peer} is switching {} over to itself now: one switchover at a time in the pair; run this again once it has ended (`orch status` on {peer})",
+                    busy.join(", ")
+                ))
+            };
+            check(&mut said, &mut failed, "peer not switching over", quiet);
+        }
         let t0 = Instant::now();
-        let peer_check = if probe.ok {
+        let peer_check = if !busy.is_empty() {
+            Err(format!("not asked: {peer} is switching over"))
+        } else if probe.ok {
             self.ask_peer(name, role.epoch, HandoverStep::Check, CHECK_TIMEOUT)
                 .await
         } else {
