@@ -1,7 +1,9 @@
 //! `orch promote SITE`, the planned switchover, end to end in the failover lab (real
 //! agents and tunnel, BIND holding the records and the lock, SMTP): the dry run changes
 //! nothing; the switchover moves the site with the files pushed last; the switchback
-//! returns it; a failing promote step leaves the old master serving.
+//! returns it; a failing promote step leaves the old master serving; either agent
+//! killed half-way leaves no node demoted or promoted for long; one switchover at a time
+//! in the pair.
 
 use super::failover::{needs, Case, Fo};
 use orch_tests::dbserver::{self, Commit, Servers, Writer};
@@ -9,6 +11,8 @@ use orch_tests::fixture::write_secret;
 use orch_tests::{eventually, orch};
 use std::collections::BTreeSet;
 use std::path::PathBuf;
+use std::process::Output;
+use std::sync::mpsc::Receiver;
 use std::time::{Duration, Instant};
 
 const SITE: &str = "alice-web";
@@ -16,6 +20,28 @@ const SITE: &str = "alice-web";
 const FAILS_WHEN_ASKED: &str = "[[step]]\nname = \"mark\"\n\
     shell = \"test ! -e {state_dir}/fail-promote && echo {epoch} >> {state_dir}/promoted\"\n";
 const WITHIN: Duration = Duration::from_secs(60);
+/// The `mark` promote playbook, noting its start in `promoting`, then waiting while
+/// `hold` is in the node's state dir (120 s at most), then noting its end in `promoted`.
+const HOLDS: &str = "[[step]]\nname = \"mark\"\ntimeout = \"150s\"\n\
+    shell = \"echo {epoch} >> {state_dir}/promoting; i=0; \
+    while [ -e {state_dir}/hold ] && [ $i -lt 1200 ]; do sleep 0.1; i=$((i+1)); done; \
+    echo {epoch} >> {state_dir}/promoted\"\n";
+
+/// `orch promote SITE` on `node`, run on a thread: its output arrives on the channel.
+fn promote_in_background(fo: &Fo, node: &str, site: &str) -> Receiver<Output> {
+    let config = fo.pair.config(node);
+    let site = site.to_owned();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(orch::run(&[
+            "--config",
+            config.to_str().unwrap(),
+            "promote",
+            &site,
+        ]));
+    });
+    rx
+}
 
 /// `orch promote` on `node`: its exit code and its stdout + stderr.
 pub(crate) fn promote(fo: &Fo, node: &str, args: &[&str]) -> (i32, String) {
@@ -209,12 +235,6 @@ fn a_switchover_cut_off_by_a_stop_of_the_agent_is_undone_when_it_starts() {
     if !needs(test) {
         return;
     }
-    // The promote playbook notes its start, then waits while `hold` is in the node's
-    // state dir (120 s at most), then notes its end.
-    const HOLDS: &str = "[[step]]\nname = \"mark\"\ntimeout = \"150s\"\n\
-        shell = \"echo {epoch} >> {state_dir}/promoting; i=0; \
-        while [ -e {state_dir}/hold ] && [ $i -lt 1200 ]; do sleep 0.1; i=$((i+1)); done; \
-        echo {epoch} >> {state_dir}/promoted\"\n";
     let mut fo = Fo::new(
         test,
         Case {
@@ -224,10 +244,7 @@ fn a_switchover_cut_off_by_a_stop_of_the_agent_is_undone_when_it_starts() {
     );
     let hold = fo.pair.bob.join("state/hold");
     std::fs::write(&hold, "").unwrap();
-    let config = fo.pair.config("bob");
-    let cli = std::thread::spawn(move || {
-        orch::run(&["--config", config.to_str().unwrap(), "promote", SITE])
-    });
+    let cli = promote_in_background(&fo, "bob", SITE);
     eventually("bob's promote playbook runs", WITHIN, || {
         let started = fo.noted("bob", "promoting");
         (started == ["2"])
@@ -248,7 +265,7 @@ fn a_switchover_cut_off_by_a_stop_of_the_agent_is_undone_when_it_starts() {
         .proc(fo.agents[1])
         .signal_and_wait(libc::SIGKILL, Duration::from_secs(5))
         .expect("bob's agent dies");
-    let out = cli.join().unwrap();
+    let out = cli.recv_timeout(WITHIN).expect("orch promote ends");
     let (stdout, stderr) = orch::text(&out);
     assert_eq!(orch::code(&out), 1, "{stdout}{stderr}");
     assert!(
@@ -407,16 +424,7 @@ fn an_old_master_killed_during_its_demote_serves_again_when_back() {
     .unwrap();
     let hold = fo.pair.alice.join("state/hold");
     std::fs::write(&hold, "").unwrap();
-    let config = fo.pair.config("bob");
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let _ = tx.send(orch::run(&[
-            "--config",
-            config.to_str().unwrap(),
-            "promote",
-            SITE,
-        ]));
-    });
+    let rx = promote_in_background(&fo, "bob", SITE);
     eventually("alice's demote playbook runs", WITHIN, || {
         let started = fo.noted("alice", "demoting");
         (started == ["1"])
@@ -497,11 +505,6 @@ fn one_switchover_at_a_time_in_the_pair() {
     if !needs(test) {
         return;
     }
-    // The promote playbook waits while `hold` is in the node's state dir (120 s at most).
-    const HOLDS: &str = "[[step]]\nname = \"mark\"\ntimeout = \"150s\"\n\
-        shell = \"echo {epoch} >> {state_dir}/promoting; i=0; \
-        while [ -e {state_dir}/hold ] && [ $i -lt 1200 ]; do sleep 0.1; i=$((i+1)); done; \
-        echo {epoch} >> {state_dir}/promoted\"\n";
     let fo = Fo::new(
         test,
         Case {
@@ -511,28 +514,15 @@ fn one_switchover_at_a_time_in_the_pair() {
     );
     let hold = fo.pair.bob.join("state/hold");
     std::fs::write(&hold, "").unwrap();
-    let config = fo.pair.config("bob");
-    let cli = std::thread::spawn(move || {
-        orch::run(&["--config", config.to_str().unwrap(), "promote", SITE])
-    });
+    let cli = promote_in_background(&fo, "bob", SITE);
     eventually("bob's promote playbook runs", WITHIN, || {
         let started = fo.noted("bob", "promoting");
         (started == ["2"])
             .then_some(())
             .ok_or_else(|| format!("{started:?}\n{}", fo.logs()))
     });
-    let config = fo.pair.config("alice");
-    let (tx, rx) = std::sync::mpsc::channel();
     let asked = Instant::now();
-    std::thread::spawn(move || {
-        let _ = tx.send(orch::run(&[
-            "--config",
-            config.to_str().unwrap(),
-            "promote",
-            "bob-cloud",
-        ]));
-    });
-    let out = rx
+    let out = promote_in_background(&fo, "alice", "bob-cloud")
         .recv_timeout(Duration::from_secs(30))
         .unwrap_or_else(|_| panic!("alice's orch promote still waits after 30 s\n{}", fo.logs()));
     let (stdout, stderr) = orch::text(&out);
@@ -548,7 +538,7 @@ fn one_switchover_at_a_time_in_the_pair() {
     }
 
     std::fs::remove_file(&hold).unwrap();
-    let out = cli.join().unwrap();
+    let out = cli.recv_timeout(WITHIN).expect("bob's orch promote ends");
     let (stdout, stderr) = orch::text(&out);
     assert_eq!(orch::code(&out), 0, "{stdout}{stderr}\n{}", fo.logs());
     settled(&fo, "bob", 2, "192.0.2.2");

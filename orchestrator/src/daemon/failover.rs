@@ -1640,6 +1640,7 @@ impl Task {
         // A switchover's promote playbooks ran before its swap: undone at the next tick
         // when no switchover is under way here to undo it (this takeover was resumed
         // after a stop of the agent).
+        let switchover = run.intent.as_ref().is_some_and(|i| i.switchover);
         if let Some(i) = run.intent.take().filter(|i| i.switchover) {
             run.switching.get_or_insert(Switching {
                 from_master: i.from_master,
@@ -1656,6 +1657,11 @@ impl Task {
             format!(
                 "not taking over {} from {}: {why}; deciding again",
                 site.name, from.master
+            )
+        } else if switchover {
+            format!(
+                "not taking over {} from {} (a switchover): {why}. The switchover is undone (its promote playbooks had run here); automatic failover waits for `orch ack {}`",
+                site.name, from.master, site.name
             )
         } else {
             format!(
