@@ -27,6 +27,29 @@ const HOLDS: &str = "[[step]]\nname = \"mark\"\ntimeout = \"150s\"\n\
     while [ -e {state_dir}/hold ] && [ $i -lt 1200 ]; do sleep 0.1; i=$((i+1)); done; \
     echo {epoch} >> {state_dir}/promoted\"\n";
 
+/// A switchover of the site to bob, held in his promote playbook ([`HOLDS`]) until the
+/// returned `hold` file is removed: the lab, that file, and `orch promote`'s output to
+/// come.
+fn held_switchover(test: &str) -> (Fo, PathBuf, Receiver<Output>) {
+    let fo = Fo::new(
+        test,
+        Case {
+            promote: HOLDS,
+            ..Case::default()
+        },
+    );
+    let hold = fo.pair.bob.join("state/hold");
+    std::fs::write(&hold, "").unwrap();
+    let cli = promote_in_background(&fo, "bob", SITE);
+    eventually("bob's promote playbook runs", WITHIN, || {
+        let started = fo.noted("bob", "promoting");
+        (started == ["2"])
+            .then_some(())
+            .ok_or_else(|| format!("{started:?}\n{}", fo.logs()))
+    });
+    (fo, hold, cli)
+}
+
 /// `orch promote SITE` on `node`, run on a thread: its output arrives on the channel.
 fn promote_in_background(fo: &Fo, node: &str, site: &str) -> Receiver<Output> {
     let config = fo.pair.config(node);
@@ -235,22 +258,7 @@ fn a_switchover_cut_off_by_a_stop_of_the_agent_is_undone_when_it_starts() {
     if !needs(test) {
         return;
     }
-    let mut fo = Fo::new(
-        test,
-        Case {
-            promote: HOLDS,
-            ..Case::default()
-        },
-    );
-    let hold = fo.pair.bob.join("state/hold");
-    std::fs::write(&hold, "").unwrap();
-    let cli = promote_in_background(&fo, "bob", SITE);
-    eventually("bob's promote playbook runs", WITHIN, || {
-        let started = fo.noted("bob", "promoting");
-        (started == ["2"])
-            .then_some(())
-            .ok_or_else(|| format!("{started:?}\n{}", fo.logs()))
-    });
+    let (mut fo, hold, cli) = held_switchover(test);
     assert_eq!(fo.noted("alice", "demoted"), ["1"], "alice demoted first");
     // While bob switches over, alice waits for him, past the time after which she
     // believes a peer that says it is not switching over (bob says he is).
@@ -505,22 +513,7 @@ fn one_switchover_at_a_time_in_the_pair() {
     if !needs(test) {
         return;
     }
-    let fo = Fo::new(
-        test,
-        Case {
-            promote: HOLDS,
-            ..Case::default()
-        },
-    );
-    let hold = fo.pair.bob.join("state/hold");
-    std::fs::write(&hold, "").unwrap();
-    let cli = promote_in_background(&fo, "bob", SITE);
-    eventually("bob's promote playbook runs", WITHIN, || {
-        let started = fo.noted("bob", "promoting");
-        (started == ["2"])
-            .then_some(())
-            .ok_or_else(|| format!("{started:?}\n{}", fo.logs()))
-    });
+    let (fo, hold, cli) = held_switchover(test);
     let asked = Instant::now();
     let out = promote_in_background(&fo, "alice", "bob-cloud")
         .recv_timeout(Duration::from_secs(30))

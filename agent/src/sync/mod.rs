@@ -472,25 +472,13 @@ impl Manifest {
 }
 
 /// Sets up a push connection: blocking, with `idle` as the longest silence tolerated,
-/// and a dead peer noticed within about 30 s even while we only wait (TCP keepalive
-/// probes, which a live but busy peer's kernel answers) or while our data stays
-/// unacknowledged (TCP_USER_TIMEOUT). A peer whose agent dies takes its end of the tunnel
-/// with it: no reset ever arrives.
+/// and a dead peer noticed within about 30 s ([`crate::peer::notice_dead_peer`]).
 pub fn tune(stream: &std::net::TcpStream, idle: std::time::Duration) -> std::io::Result<()> {
-    use std::time::Duration;
     stream.set_nonblocking(false)?;
     stream.set_read_timeout(Some(idle))?;
     stream.set_write_timeout(Some(idle))?;
     stream.set_nodelay(true)?;
-    let s = socket2::SockRef::from(stream);
-    s.set_tcp_keepalive(
-        &socket2::TcpKeepalive::new()
-            .with_time(Duration::from_secs(10))
-            .with_interval(Duration::from_secs(5))
-            .with_retries(3),
-    )?;
-    s.set_tcp_user_timeout(Some(Duration::from_secs(30)))?;
-    Ok(())
+    crate::peer::notice_dead_peer(socket2::SockRef::from(stream))
 }
 
 /// A fresh random generation id (128 bits, hex).

@@ -1640,8 +1640,9 @@ impl Task {
         // A switchover's promote playbooks ran before its swap: undone at the next tick
         // when no switchover is under way here to undo it (this takeover was resumed
         // after a stop of the agent).
-        let switchover = run.intent.as_ref().is_some_and(|i| i.switchover);
-        if let Some(i) = run.intent.take().filter(|i| i.switchover) {
+        let switched = run.intent.take().filter(|i| i.switchover);
+        let switchover = switched.is_some();
+        if let Some(i) = switched {
             run.switching.get_or_insert(Switching {
                 from_master: i.from_master,
                 from_epoch: i.from_epoch,
