@@ -502,20 +502,6 @@ pub async fn open_push(
         .map_err(|_| PeerError::Timeout(timeout))?
 }
 
-/// Makes a connection to the peer's agent notice within about 30 s that the peer died,
-/// even while we only wait for it: TCP keepalive probes, which a live but busy peer's
-/// kernel answers, and `TCP_USER_TIMEOUT` while our data stays unacknowledged. A peer
-/// whose agent dies takes its end of the tunnel with it: no reset ever arrives.
-pub fn notice_dead_peer(s: socket2::SockRef<'_>) -> io::Result<()> {
-    s.set_tcp_keepalive(
-        &socket2::TcpKeepalive::new()
-            .with_time(Duration::from_secs(10))
-            .with_interval(Duration::from_secs(5))
-            .with_retries(3),
-    )?;
-    s.set_tcp_user_timeout(Some(Duration::from_secs(30)))
-}
-
 /// How long a connection to the peer's agent may take to open: over a live tunnel it
 /// takes milliseconds (a handshake first, after a quiet spell); a dead peer never
 /// answers (its end of the tunnel died with its agent) and the kernel would retry for
@@ -524,7 +510,7 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// Connects to the peer agent and makes one request. A request may run for minutes (a
 /// switchover's steps run the peer's playbooks), but a peer that dies meanwhile is
-/// noticed within about 30 s, not at `timeout` ([`notice_dead_peer`]).
+/// noticed within about 30 s, not at `timeout` ([`crate::sync::notice_dead_peer`]).
 pub async fn call(
     addr: SocketAddr,
     me: &str,
@@ -543,7 +529,7 @@ pub async fn call(
             })
             .map_err(|e| PeerError::Connect(addr, e))?;
         stream.set_nodelay(true)?;
-        notice_dead_peer(socket2::SockRef::from(&stream))?;
+        crate::sync::notice_dead_peer(socket2::SockRef::from(&stream))?;
         hello(&mut stream, me, peer).await?;
         write_frame(&mut stream, request).await?;
         match read_frame::<Response, _>(&mut stream).await? {

@@ -472,13 +472,27 @@ impl Manifest {
 }
 
 /// Sets up a push connection: blocking, with `idle` as the longest silence tolerated,
-/// and a dead peer noticed within about 30 s ([`crate::peer::notice_dead_peer`]).
+/// and a dead peer noticed within about 30 s ([`notice_dead_peer`]).
 pub fn tune(stream: &std::net::TcpStream, idle: std::time::Duration) -> std::io::Result<()> {
     stream.set_nonblocking(false)?;
     stream.set_read_timeout(Some(idle))?;
     stream.set_write_timeout(Some(idle))?;
     stream.set_nodelay(true)?;
-    crate::peer::notice_dead_peer(socket2::SockRef::from(stream))
+    notice_dead_peer(socket2::SockRef::from(stream))
+}
+
+/// Makes a connection to the peer's agent notice within about 30 s that the peer died,
+/// even while we only wait for it: TCP keepalive probes, which a live but busy peer's
+/// kernel answers, and `TCP_USER_TIMEOUT` while our data stays unacknowledged. A peer
+/// whose agent dies takes its end of the tunnel with it: no reset ever arrives.
+pub fn notice_dead_peer(s: socket2::SockRef<'_>) -> std::io::Result<()> {
+    s.set_tcp_keepalive(
+        &socket2::TcpKeepalive::new()
+            .with_time(std::time::Duration::from_secs(10))
+            .with_interval(std::time::Duration::from_secs(5))
+            .with_retries(3),
+    )?;
+    s.set_tcp_user_timeout(Some(std::time::Duration::from_secs(30)))
 }
 
 /// A fresh random generation id (128 bits, hex).
