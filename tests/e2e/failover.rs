@@ -93,7 +93,13 @@ impl Fo {
         let dns = lab.host("dns", &["192.0.2.53/24"]);
         let w1 = lab.host("w1", &["192.0.2.61/24"]);
         let w2 = lab.host("w2", &["192.0.2.62/24"]);
-        let bind = Bind::start(&mut lab, &dns, "example.org", &[("www", "192.0.2.1")]);
+        // `blog` is for tests that add a second site of alice's.
+        let bind = Bind::start(
+            &mut lab,
+            &dns,
+            "example.org",
+            &[("www", "192.0.2.1"), ("blog", "192.0.2.1")],
+        );
         let smtp_port = free_port();
         let pair = failover_pair(
             &dir,
@@ -330,7 +336,7 @@ impl Fo {
 
     /// Checks for `d` that the site did not move: alice holds the lock at epoch 1, the
     /// record is where it was, bob promoted nothing.
-    fn stays_put(&self, www: &str, d: Duration) {
+    pub(crate) fn stays_put(&self, www: &str, d: Duration) {
         let end = Instant::now() + d;
         while Instant::now() < end {
             self.expect_lock("master=alice epoch=1")

@@ -1,7 +1,8 @@
 //! The old master comes back after a failover, in the failover lab (`failover.rs`): it
 //! learns it was replaced, demotes, rejoins, re-points its name and the tunnel, and the
 //! pushes go the other way, keeping what it wrote meanwhile; or it can reach nobody and
-//! stays fenced until it can.
+//! stays fenced until it can. And a standby whose database stopped replicating does not
+//! take over.
 
 use super::failover::{assert_failed_over_to_bob, ip, needs, Case, Fo};
 use orch_tests::dbserver::{self, Servers};
@@ -208,6 +209,81 @@ fn holds_bytes(dir: &std::path::Path, needle: &[u8]) -> bool {
         }
     }
     false
+}
+
+/// No automatic failover onto a standby whose database stopped replicating: its last
+/// check that reached the master said so, alice is then lost, bob holds, alerts with what
+/// to do, and the lock, the records and his database stay as they were.
+#[test]
+fn a_standby_whose_replication_broke_does_not_take_over() {
+    let test = "a_standby_whose_replication_broke_does_not_take_over";
+    let programs = dbserver::pg_programs();
+    if !needs(test)
+        || !orch_tests::prerequisites(
+            test,
+            true,
+            &programs.iter().map(String::as_str).collect::<Vec<_>>(),
+        )
+    {
+        return;
+    }
+    const ORCH_PW: &str = "orch-db-pw-5e0f";
+    const REPL_PW: &str = "repl-pw-77a2";
+    let mut servers = Servers::new();
+    let (a_data, b_data) = (servers.dir().join("pg-alice"), servers.dir().join("pg-bob"));
+    let password = servers.dir().join("db.pass");
+    write_secret(&password, ORCH_PW);
+    let mut fo = Fo::new(
+        test,
+        Case {
+            extra: format!(
+                "\n[[sites.alice-web.database]]\nname = \"app\"\nkind = \"postgres\"\n\
+                 url = \"postgres://orch@{{node}}:5432/app\"\npassword_file = \"{}\"\n\
+                 interval = \"2s\"\nheartbeat = false\n",
+                password.display(),
+            ),
+            ..Case::default()
+        },
+    );
+    let (alice, bob) = (fo.alice.clone(), fo.bob.clone());
+    let pg_alice = servers.postgres_primary(&mut fo.lab, &alice, "198.51.100.1", ORCH_PW, REPL_PW);
+    let pg_bob =
+        servers.postgres_standby(&mut fo.lab, &bob, "198.51.100.1", "198.51.100.2", REPL_PW);
+    assert_eq!((&pg_alice, &pg_bob), (&a_data, &b_data));
+    let verdict = |want: &str| {
+        eventually(
+            &format!("bob's check of the database is {want}"),
+            WITHIN,
+            || {
+                let s = orch::status_json(&fo.pair.config("bob"))?;
+                let db = &s["databases"][0];
+                (db["verdict"] == want)
+                    .then_some(())
+                    .ok_or_else(|| format!("{db:#}"))
+            },
+        );
+    };
+    verdict("healthy");
+    // Replication breaks while alice is up: bob's server no longer knows where its
+    // primary is (its WAL receiver stops).
+    servers.psql_on(
+        &fo.lab,
+        &bob,
+        &b_data,
+        "app",
+        "ALTER SYSTEM SET primary_conninfo = ''",
+    );
+    servers.psql_on(&fo.lab, &bob, &b_data, "app", "SELECT pg_reload_conf()");
+    verdict("broken");
+
+    fo.kill_alice();
+    fo.wait_bob("holding", "failing over now would lose data", WITHIN);
+    fo.stays_put("192.0.2.1", Duration::from_secs(8));
+    let text =
+        fo.mail("[orch] ALERT alice-web: alice looks lost, but failing over now would lose data");
+    assert!(text.contains("orch promote alice-web --force"), "{text}");
+    let got = servers.psql_on(&fo.lab, &bob, &b_data, "app", "SELECT pg_is_in_recovery()");
+    assert_eq!(got, "t", "bob's database was promoted");
 }
 
 #[test]

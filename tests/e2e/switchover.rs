@@ -3,7 +3,7 @@
 //! nothing; the switchover moves the site with the files pushed last; the switchback
 //! returns it; a failing promote step leaves the old master serving; either agent
 //! killed half-way leaves no node demoted or promoted for long; one switchover at a time
-//! in the pair.
+//! in the pair; a switchover held up does not hold another site's failover up.
 
 use super::failover::{needs, Case, Fo};
 use orch_tests::dbserver::{self, Commit, Servers, Writer};
@@ -31,10 +31,16 @@ const HOLDS: &str = "[[step]]\nname = \"mark\"\ntimeout = \"150s\"\n\
 /// returned `hold` file is removed: the lab, that file, and `orch promote`'s output to
 /// come.
 fn held_switchover(test: &str) -> (Fo, PathBuf, Receiver<Output>) {
+    held_switchover_with(test, String::new())
+}
+
+/// [`held_switchover`] with `extra` config.
+fn held_switchover_with(test: &str, extra: String) -> (Fo, PathBuf, Receiver<Output>) {
     let fo = Fo::new(
         test,
         Case {
             promote: HOLDS,
+            extra,
             ..Case::default()
         },
     );
@@ -544,6 +550,91 @@ fn one_switchover_at_a_time_in_the_pair() {
         stdout.contains("ok    peer not switching over: bob is switching no site over"),
         "{stdout}"
     );
+}
+
+/// A second site of alice's, `alice-blog`, on the same web server, failing over on its own.
+const BLOG: &str = "
+[sites.alice-blog]
+primary = \"alice\"
+standby = \"bob\"
+dns = \"lab\"
+records = [\"blog.example.org\"]
+ttl = 1
+health = [\"http://blog.example.org:8080/\"]
+witnesses = [\"tcp:192.0.2.61:80\", \"http://192.0.2.62/\"]
+failover = \"auto\"
+after = \"3s\"
+";
+
+/// `node`'s role and epoch of `site`, from its status.
+fn role_of(fo: &Fo, node: &str, site: &str) -> Result<(String, i64), String> {
+    let status = orch::status_json(&fo.pair.config(node))?;
+    let s = status["sites"]
+        .as_array()
+        .and_then(|s| s.iter().find(|s| s["name"] == site))
+        .ok_or_else(|| format!("no {site} in {status:#}"))?;
+    Ok((
+        s["role"].as_str().unwrap_or_default().to_owned(),
+        s["epoch"].as_i64().unwrap_or(-1),
+    ))
+}
+
+/// Each site has a failover task of its own: while bob's switchover of alice-web waits in
+/// his promote playbook, alice dies, and bob takes her other site over within its `after`
+/// (a switchover of that one is refused meanwhile: one at a time on a node).
+#[test]
+fn a_held_switchover_does_not_hold_another_sites_failover() {
+    let test = "a_held_switchover_does_not_hold_another_sites_failover";
+    if !needs(test) {
+        return;
+    }
+    let (mut fo, hold, cli) = held_switchover_with(test, BLOG.to_owned());
+    eventually("alice publishes alice-blog's lock record", WITHIN, || {
+        let txt = fo.bind.dig("_orch.alice-blog.example.org", "TXT");
+        (txt == "\"master=alice epoch=1\"")
+            .then_some(())
+            .ok_or_else(|| format!("{txt}\n{}", fo.logs()))
+    });
+    // One switchover at a time on a node too (`orch promote` prints its lines).
+    let out = fo.orch("bob", &["promote", "alice-blog"]);
+    let (stdout, stderr) = orch::text(&out);
+    assert_eq!(orch::code(&out), 1, "{stdout}{stderr}");
+    assert!(
+        stderr.contains("another switchover is under way on bob"),
+        "{stdout}{stderr}"
+    );
+    let killed = fo.kill_alice();
+    eventually("bob takes alice-blog over", WITHIN, || {
+        let role = role_of(&fo, "bob", "alice-blog")?;
+        (role == ("master".to_owned(), 2))
+            .then_some(())
+            .ok_or_else(|| format!("{role:?}\n{}", fo.logs()))
+    });
+    eprintln!(
+        "alice-blog taken over {:?} after alice died",
+        killed.elapsed()
+    );
+    assert_eq!(fo.bind.dig("blog.example.org", "A"), "192.0.2.2");
+    assert_eq!(
+        fo.bind.dig("_orch.alice-blog.example.org", "TXT"),
+        "\"master=bob epoch=2\""
+    );
+    // All the while alice-web's switchover waited in bob's promote playbook.
+    assert!(fo.noted("bob", "promoted").is_empty(), "{}", fo.logs());
+    assert!(cli.try_recv().is_err(), "bob's orch promote ended early");
+
+    std::fs::remove_file(&hold).unwrap();
+    // It goes through; alice, dead, cannot be asked to rejoin: said, exit 1.
+    let out = cli.recv_timeout(WITHIN).expect("bob's orch promote ends");
+    let (stdout, stderr) = orch::text(&out);
+    assert_eq!(orch::code(&out), 1, "{stdout}{stderr}\n{}", fo.logs());
+    assert!(
+        stdout.contains("bob is master at epoch 2, but alice did not rejoin"),
+        "{stdout}{stderr}"
+    );
+    fo.expect_lock("master=bob epoch=2")
+        .unwrap_or_else(|e| panic!("{e}\n{}", fo.logs()));
+    assert_eq!(fo.www(), "192.0.2.2");
 }
 
 /// Waits until the writer has committed `more` rows past what it had.

@@ -20,7 +20,11 @@
 //!   own name and the tunnel re-pointed, then the demote and rejoin playbooks, journaled
 //!   like a takeover, and an alert.
 //! - `orch ack`, `orch promote` (the planned switchover, in `switchover`, or `--force`)
-//!   and the peer's switchover steps (this node its master) reach the task through [`Ask`].
+//!   and the peer's switchover steps (this node its master) reach the site's task through
+//!   [`Ask`].
+//!
+//! Each site has a task of its own: one site's long step (a rejoin's playbooks, a
+//! switchover's final push) never holds another site's watch or switchover steps up.
 //!
 //! What it sees and why it acts or not is published for `orch status`, recorded in the
 //! history when it changes, and alerted (holds that need a person, the takeover).
@@ -32,7 +36,9 @@ use super::probes;
 use super::roles::Roles;
 use super::space;
 use crate::api::{FailoverStatus, Probe};
-use crate::cluster::failover::{data_guard, DataGuard, Decision, Event, Failover, Observation};
+use crate::cluster::failover::{
+    data_guard, DataGuard, Decision, Event, Failover, Hold, Observation,
+};
 use crate::cluster::lock::{self, Holder, Lock, MasterView, Resume};
 use crate::cluster::peer::PeerView;
 use crate::cluster::recovery::{DnsSeen, Recovery, Verdict};
@@ -58,6 +64,9 @@ use tunnel::device::{Command as TunnelCommand, TunnelHandle};
 pub const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long reading the site's records at the authoritative server may take.
 pub const READ_TIMEOUT: Duration = Duration::from_secs(4);
+/// How long one probe of the peer's agent answers for every site (their ticks, which
+/// come together, ask it once).
+const PROBE_SHARED: Duration = Duration::from_millis(500);
 /// How often the master checks its site's records against its public address.
 pub const MASTER_EVERY: Duration = Duration::from_secs(10);
 
@@ -192,6 +201,16 @@ pub enum Ask {
     Handover(agent::peer::Handover),
 }
 
+impl Ask {
+    /// The site it is about.
+    pub fn site(&self) -> &str {
+        match self {
+            Ask::Ack(site) | Ask::Promote { site, .. } => site,
+            Ask::Handover(h) => &h.site,
+        }
+    }
+}
+
 /// A control request and where its answer goes: a text, or an error.
 pub type AskRequest = (Ask, oneshot::Sender<Result<String, String>>);
 
@@ -209,6 +228,10 @@ pub struct Task {
     pub ddns_now: Arc<tokio::sync::Notify>,
     /// The lines of the switchover under way, for `orch promote` to print as they come.
     pub progress: watch::Sender<Vec<String>>,
+    /// Held by the switchover under way on this node (one at a time).
+    pub switchovers: tokio::sync::Mutex<()>,
+    /// The last probe of the peer's agent and when it ended: shared by the sites' ticks.
+    pub agent_probe: tokio::sync::Mutex<Option<(Instant, Probe, Option<Heartbeat>)>>,
 }
 
 /// One site's failover on this node.
@@ -240,6 +263,9 @@ struct SiteRun {
     recovery: Recovery,
     /// A failed rejoin was alerted (cleared once the rejoin succeeds).
     rejoin_alerted: bool,
+    /// Why a takeover stopped because someone else moved the site's records (shown while
+    /// the machine holds for it, until `orch ack`).
+    moved: Option<String>,
     /// The intent was made in this tick: its swap may be sent (a later tick that finds
     /// the lock not taken decides again instead).
     fresh: bool,
@@ -362,16 +388,66 @@ async fn all<T: Send + 'static>(futures: Vec<impl Future<Output = T> + Send + 's
     out.into_iter().flatten().collect()
 }
 
-/// The agent's task: every site's failover, until `stop`.
+/// The agent's task: every site's failover, until `stop`. Each site has a task of its
+/// own, so that one site's long step (a rejoin copying a database, a switchover's final
+/// push, a held playbook) does not hold another site's watch up; this one hands each
+/// control request to its site's task.
 pub async fn run(
     task: Task,
-    mut acks: mpsc::Receiver<AskRequest>,
+    mut asks: mpsc::Receiver<AskRequest>,
     stop: CancellationToken,
-) -> Result<(), std::convert::Infallible> {
-    let config = &task.loaded.config;
-    let mut runs = BTreeMap::new();
-    for site in &config.sites {
-        let (armed, intent) = match task.store.failover(&site.name).await {
+) -> Result<(), std::io::Error> {
+    let task = Arc::new(task);
+    let mut sites = BTreeMap::new();
+    let mut set = tokio::task::JoinSet::new();
+    for site in &task.loaded.config.sites {
+        let run = task.site_run(site).await;
+        let (tx, rx) = mpsc::channel(4);
+        sites.insert(site.name.clone(), tx);
+        let (task, stop, name) = (Arc::clone(&task), stop.clone(), site.name.clone());
+        set.spawn(async move {
+            task.site_loop(&name, run, rx, stop).await;
+            name
+        });
+    }
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => break,
+            Some(ended) = set.join_next() => {
+                // A site's task ends only when stopped: a panic. An agent that no longer
+                // watches a site would promise what it does not do; its restart does.
+                let what = match ended {
+                    Ok(name) => format!("the failover task of {name} ended"),
+                    Err(e) => format!("a site's failover task failed: {e}"),
+                };
+                return Err(std::io::Error::other(what));
+            }
+            Some((ask, reply)) = asks.recv() => {
+                let name = ask.site().to_owned();
+                let Some(tx) = sites.get(&name) else {
+                    let _ = reply.send(Err(format!("no site `{name}` in {}'s config", task.me())));
+                    continue;
+                };
+                if let Err(e) = tx.try_send((ask, reply)) {
+                    let (why, (_, reply)) = match e {
+                        mpsc::error::TrySendError::Full(r) => ("has requests waiting already", r),
+                        mpsc::error::TrySendError::Closed(r) => ("has stopped", r),
+                    };
+                    let _ = reply.send(Err(format!(
+                        "the failover task of {name} {why}; try again when `orch status` shows it idle"
+                    )));
+                }
+            }
+        }
+    }
+    while set.join_next().await.is_some() {}
+    Ok(())
+}
+
+impl Task {
+    /// A site's failover state at the agent's start, from the state store.
+    async fn site_run(&self, site: &Site) -> SiteRun {
+        let (armed, intent) = match self.store.failover(&site.name).await {
             Ok(kept) => kept,
             Err(e) => {
                 // Not knowing whether it already failed over once, it does not do it again.
@@ -394,7 +470,7 @@ pub async fn run(
             Some(Journal::Switching(s)) => switching = Some(s),
             None => {}
         }
-        task.roles.set_switching(
+        self.roles.set_switching(
             &site.name,
             switching_over(switching.as_ref(), intent.as_ref()),
         );
@@ -403,13 +479,13 @@ pub async fn run(
         }
         if let Some(h) = &handing {
             tracing::warn!(site = %site.name, to = %h.to, "Resuming a handover to the peer that was under way");
-            task.roles
+            self.roles
                 .fence(&site.name, Some(format!("handing over to {}", h.to)));
         }
         if let Some(r) = &rejoin {
             tracing::warn!(site = %site.name, to_master = %r.to_master, to_epoch = r.to_epoch, "Resuming a rejoin that was under way");
             // Until it is done, nothing is pushed from here.
-            task.roles.fence(
+            self.roles.fence(
                 &site.name,
                 Some(format!("rejoining as the standby of {}", r.to_master)),
             );
@@ -417,106 +493,112 @@ pub async fn run(
         if let Some(i) = &intent {
             tracing::warn!(site = %site.name, stage = ?i.stage, to_epoch = i.to_epoch, "Resuming a takeover that was under way");
         }
-        runs.insert(
-            site.name.clone(),
-            SiteRun {
-                machine: Failover::new(site.after, site.failover, armed),
-                armed,
-                dns: None,
-                guards: BTreeMap::new(),
-                addresses: Vec::new(),
-                master_addresses: Vec::new(),
-                recorded: String::new(),
-                next_master_check: Instant::now(),
-                intent,
-                rejoin,
-                handing,
-                switching,
-                recovery: Recovery::new(site.after),
-                rejoin_alerted: false,
-                failed_over_at: None,
-                fresh: false,
-                probes: Vec::new(),
-            },
-        );
-    }
-    let tick = config
-        .sites
-        .iter()
-        .map(|s| tick_for(s.after))
-        .min()
-        .unwrap_or(Duration::from_secs(5));
-    let mut interval = tokio::time::interval(tick);
-    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            () = stop.cancelled() => return Ok(()),
-            Some((ask, reply)) = acks.recv() => {
-                let answer = match ask {
-                    Ask::Ack(site) => task.ack(&mut runs, &site).await,
-                    Ask::Promote { site, dry_run, force: true } => {
-                        task.force_promote(&mut runs, &site, dry_run).await
-                    }
-                    Ask::Promote { site, dry_run, force: false } => {
-                        let answer = task.switchover(&mut runs, &site, dry_run).await;
-                        // `orch promote` prints the rest from the answer.
-                        task.progress.send_replace(Vec::new());
-                        answer
-                    }
-                    Ask::Handover(h) => task.handover(&mut runs, h).await,
-                };
-                let _ = reply.send(answer);
-                continue;
-            }
-            _ = interval.tick() => {}
-        }
-        // Stopping mid-takeover is safe: the journal resumes it at the next start.
-        tokio::select! {
-            () = stop.cancelled() => return Ok(()),
-            () = task.tick(&mut runs) => {}
+        SiteRun {
+            machine: Failover::new(site.after, site.failover, armed),
+            armed,
+            dns: None,
+            guards: BTreeMap::new(),
+            addresses: Vec::new(),
+            master_addresses: Vec::new(),
+            recorded: String::new(),
+            next_master_check: Instant::now(),
+            intent,
+            rejoin,
+            handing,
+            switching,
+            recovery: Recovery::new(site.after),
+            rejoin_alerted: false,
+            failed_over_at: None,
+            moved: None,
+            fresh: false,
+            probes: Vec::new(),
         }
     }
-}
 
-impl Task {
+    /// One site's failover: a tick every tenth of its `after` (1–5 s), and the control
+    /// requests about it in between, until `stop`.
+    async fn site_loop(
+        &self,
+        name: &str,
+        mut run: SiteRun,
+        mut asks: mpsc::Receiver<AskRequest>,
+        stop: CancellationToken,
+    ) {
+        let Some(site) = self.loaded.config.site(name) else {
+            return;
+        };
+        let mut interval = tokio::time::interval(tick_for(site.after));
+        interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                () = stop.cancelled() => return,
+                Some((ask, reply)) = asks.recv() => {
+                    let answer = self.answer(site, &mut run, ask).await;
+                    let _ = reply.send(answer);
+                    continue;
+                }
+                _ = interval.tick() => {}
+            }
+            // Stopping mid-takeover is safe: the journal resumes it at the next start.
+            tokio::select! {
+                () = stop.cancelled() => return,
+                () = self.tick(site, &mut run) => {}
+            }
+        }
+    }
+
+    /// A control request about `site`.
+    async fn answer(&self, site: &Site, run: &mut SiteRun, ask: Ask) -> Result<String, String> {
+        match ask {
+            Ask::Ack(_) => self.ack(site, run).await,
+            Ask::Promote {
+                dry_run,
+                force: true,
+                ..
+            } => self.force_promote(site, run, dry_run).await,
+            Ask::Promote {
+                dry_run,
+                force: false,
+                ..
+            } => {
+                // One switchover at a time on this node: `orch promote` prints the
+                // lines of the one under way.
+                let Ok(_one) = self.switchovers.try_lock() else {
+                    return Err(format!(
+                        "another switchover is under way on {} (see `orch status`); one at a time — nothing was changed",
+                        self.me()
+                    ));
+                };
+                let answer = self.switchover(site, run, dry_run).await;
+                // `orch promote` prints the rest from the answer.
+                self.progress.send_replace(Vec::new());
+                answer
+            }
+            Ask::Handover(h) => self.handover(site, run, h).await,
+        }
+    }
+
     fn me(&self) -> &str {
         &self.loaded.me
     }
 
-    async fn tick(&self, runs: &mut BTreeMap<String, SiteRun>) {
-        // The standbys' probes run while the master's agent is asked: one tick costs one
+    async fn tick(&self, site: &Site, run: &mut SiteRun) {
+        // The standby's probes run while the master's agent is asked: one tick costs one
         // probe timeout at most.
         let gather = async {
-            let mut out = BTreeMap::new();
-            for site in &self.loaded.config.sites {
-                let Some(run) = runs.get_mut(&site.name) else {
-                    continue;
-                };
-                let standby = self
-                    .roles
-                    .get(&site.name)
-                    .is_ok_and(|r| !r.is_master(self.me()));
-                if run.intent.is_some()
-                    || run.rejoin.is_some()
-                    || run.switching.is_some()
-                    || !standby
-                {
-                    continue;
-                }
-                if let Some(zone) = self.provider(site, run).await {
-                    let seen = self.gather(site, run, &zone).await;
-                    out.insert(site.name.clone(), (zone, seen));
-                }
+            let standby = self
+                .roles
+                .get(&site.name)
+                .is_ok_and(|r| !r.is_master(self.me()));
+            if run.intent.is_some() || run.rejoin.is_some() || run.switching.is_some() || !standby {
+                return None;
             }
-            out
+            let zone = self.provider(site, run).await?;
+            let seen = self.gather(site, run, &zone).await;
+            Some((zone, seen))
         };
-        let ((agent, beat), mut gathered) = tokio::join!(self.probe_agent(), gather);
-        for site in &self.loaded.config.sites {
-            if let Some(run) = runs.get_mut(&site.name) {
-                let seen = gathered.remove(&site.name);
-                self.site_tick(site, run, &agent, beat.as_ref(), seen).await;
-            }
-        }
+        let ((agent, beat), seen) = tokio::join!(self.probe_agent(), gather);
+        self.site_tick(site, run, &agent, beat.as_ref(), seen).await;
     }
 
     fn peer(&self) -> &str {
@@ -525,6 +607,20 @@ impl Task {
 
     /// One heartbeat to the peer's agent, answered or not within [`PROBE_TIMEOUT`].
     async fn probe_agent(&self) -> (Probe, Option<Heartbeat>) {
+        // The sites' ticks come together: one heartbeat answers them all (each its own
+        // would take as many of the peer's connection slots).
+        let mut last = self.agent_probe.lock().await;
+        if let Some((at, probe, beat)) = last.as_ref() {
+            if at.elapsed() < PROBE_SHARED {
+                return (probe.clone(), beat.clone());
+            }
+        }
+        let (probe, beat) = self.probe_agent_now().await;
+        *last = Some((Instant::now(), probe.clone(), beat.clone()));
+        (probe, beat)
+    }
+
+    async fn probe_agent_now(&self) -> (Probe, Option<Heartbeat>) {
         let peer = self.loaded.peer();
         let addr = SocketAddr::new(peer.tunnel_ip, self.loaded.config.cluster.control_port);
         let beat = crate::cluster::peer::heartbeat(
@@ -1153,7 +1249,11 @@ impl Task {
                 self.publish(site, run, "counting", text, Some(wall(since)), Some(left));
             }
             Decision::Holding { hold, lost_since } => {
-                let text = format!("{} ({seen})", hold.explain(&site.name, &role.master));
+                let explained = match (&hold, &run.moved) {
+                    (Hold::RecordsMoved, Some(why)) => why.clone(),
+                    _ => hold.explain(&site.name, &role.master),
+                };
+                let text = format!("{explained} ({seen})");
                 let state = format!("holding:{}", hold.key());
                 self.publish(site, run, &state, text, lost_since.map(wall), None);
             }
@@ -1675,6 +1775,7 @@ impl Task {
         if !retry {
             let key = format!("failover:{}:records-moved", site.name);
             self.alerter.raise(&key, Some(&site.name), &text).await;
+            run.moved = Some(text.clone());
         }
         self.publish(site, run, "holding", text, None, None);
     }
@@ -1844,18 +1945,11 @@ impl Task {
     /// this node knows, and the swap is the same compare-and-swap, journaled the same way.
     async fn force_promote(
         &self,
-        runs: &mut BTreeMap<String, SiteRun>,
-        name: &str,
+        site: &Site,
+        run: &mut SiteRun,
         dry_run: bool,
     ) -> Result<String, String> {
-        let site = self
-            .loaded
-            .config
-            .site(name)
-            .ok_or_else(|| format!("no site `{name}` in the config"))?;
-        let run = runs
-            .get_mut(name)
-            .ok_or_else(|| format!("no failover state for `{name}`"))?;
+        let name = site.name.as_str();
         let role = self.roles.get(name).map_err(|e| agent::error_chain(&e))?;
         if role.is_master(self.me()) {
             return Err(format!(
@@ -1970,17 +2064,8 @@ impl Task {
     }
 
     /// `orch ack SITE`: automatic failover possible again.
-    async fn ack(
-        &self,
-        runs: &mut BTreeMap<String, SiteRun>,
-        site: &str,
-    ) -> Result<String, String> {
-        let Some(config) = self.loaded.config.site(site) else {
-            return Err(format!("no site `{site}` in the config"));
-        };
-        let Some(run) = runs.get_mut(site) else {
-            return Err(format!("no failover state for `{site}`"));
-        };
+    async fn ack(&self, config: &Site, run: &mut SiteRun) -> Result<String, String> {
+        let site = config.name.as_str();
         if run.intent.is_some() {
             return Err(format!(
                 "a takeover of {site} is under way; `orch ack` re-arms automatic failover once it has ended"
@@ -2001,6 +2086,7 @@ impl Task {
         let was = run.armed;
         run.armed = true;
         run.failed_over_at = None;
+        run.moved = None;
         run.machine.ack();
         if !self.journal(config, run).await {
             run.armed = was;

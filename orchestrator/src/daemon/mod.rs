@@ -208,6 +208,8 @@ pub async fn run(loaded: Loaded) -> anyhow::Result<()> {
             status: failover_status,
             ddns_now,
             progress: switchover_tx,
+            switchovers: tokio::sync::Mutex::new(()),
+            agent_probe: tokio::sync::Mutex::new(None),
         };
         supervisor.spawn("failover", move |stop| {
             failover::run(task, ack_requests, stop)

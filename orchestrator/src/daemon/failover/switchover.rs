@@ -141,38 +141,29 @@ impl Task {
     /// ends without the lock is undone too.
     pub(super) async fn switchover(
         &self,
-        runs: &mut BTreeMap<String, SiteRun>,
-        name: &str,
+        site: &Site,
+        run: &mut SiteRun,
         dry_run: bool,
     ) -> Result<String, String> {
-        let answer = self.switch_over(runs, name, dry_run).await;
-        if let (Some(site), Some(run)) = (self.loaded.config.site(name), runs.get_mut(name)) {
-            if run.intent.is_none() && run.switching.take().is_some() {
-                self.journal(site, run).await;
-            }
-            // Raised for the pre-checks too: lowered unless still under way.
-            self.roles.set_switching(
-                name,
-                super::switching_over(run.switching.as_ref(), run.intent.as_ref()),
-            );
+        let answer = self.switch_over(site, run, dry_run).await;
+        if run.intent.is_none() && run.switching.take().is_some() {
+            self.journal(site, run).await;
         }
+        // Raised for the pre-checks too: lowered unless still under way.
+        self.roles.set_switching(
+            &site.name,
+            super::switching_over(run.switching.as_ref(), run.intent.as_ref()),
+        );
         answer
     }
 
     async fn switch_over(
         &self,
-        runs: &mut BTreeMap<String, SiteRun>,
-        name: &str,
+        site: &Site,
+        run: &mut SiteRun,
         dry_run: bool,
     ) -> Result<String, String> {
-        let site = self
-            .loaded
-            .config
-            .site(name)
-            .ok_or_else(|| format!("no site `{name}` in the config"))?;
-        let run = runs
-            .get_mut(name)
-            .ok_or_else(|| format!("no failover state for `{name}`"))?;
+        let name = site.name.as_str();
         let role = self.roles.get(name).map_err(|e| agent::error_chain(&e))?;
         if role.is_master(self.me()) {
             return Err(format!(
@@ -216,8 +207,9 @@ impl Task {
             self.roles.set_switching(name, true);
         }
         // The tunnel and the peer's agent: a heartbeat first (a dead peer costs seconds,
-        // not the check's timeout), then the master's own checks.
-        let (probe, beat) = self.probe_agent().await;
+        // not the check's timeout), then the master's own checks. A heartbeat of its own,
+        // not the ticks' shared one: it must be asked after the flag above was raised.
+        let (probe, beat) = self.probe_agent_now().await;
         let busy: Vec<&str> = beat
             .iter()
             .flat_map(|h| h.sites.iter())
@@ -1029,18 +1021,11 @@ impl Task {
     /// JSON. The push steps are the peering's; this answers the others.
     pub(super) async fn handover(
         &self,
-        runs: &mut BTreeMap<String, SiteRun>,
+        site: &Site,
+        run: &mut SiteRun,
         h: Handover,
     ) -> Result<String, String> {
         h.check()?;
-        let site = self
-            .loaded
-            .config
-            .site(&h.site)
-            .ok_or_else(|| format!("no site `{}` in {}'s config", h.site, self.me()))?;
-        let run = runs
-            .get_mut(&h.site)
-            .ok_or_else(|| format!("no failover state for `{}`", h.site))?;
         let role = self
             .roles
             .get(&h.site)
