@@ -35,13 +35,19 @@ pub enum Request {
         site: String,
     },
     /// Make this node master of `site` (`orch promote`); answers with the lines to print.
+    /// `run`: the caller's number for it, to ask its progress by.
     Promote {
         site: String,
         dry_run: bool,
         force: bool,
+        #[serde(default)]
+        run: u64,
     },
-    /// The lines the switchover under way has printed so far (`Vec<String>`).
-    PromoteProgress,
+    /// The lines the switchover `run` has printed so far (`Vec<String>`; empty while it
+    /// waits, or when another runs).
+    PromoteProgress {
+        run: u64,
+    },
 }
 
 #[derive(Debug, Serialize, Deserialize, PartialEq)]

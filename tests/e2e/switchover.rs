@@ -603,6 +603,8 @@ fn a_held_switchover_does_not_hold_another_sites_failover() {
         stderr.contains("another switchover is under way on bob"),
         "{stdout}{stderr}"
     );
+    // …and it prints none of the other's lines (they went out while it waited).
+    assert!(!stdout.contains("alice-web"), "{stdout}{stderr}");
     let killed = fo.kill_alice();
     eventually("bob takes alice-blog over", WITHIN, || {
         let role = role_of(&fo, "bob", "alice-blog")?;

@@ -300,10 +300,19 @@ pub(super) fn ack(loaded: &Loaded, site: &str) -> Result {
 /// `orch promote SITE [--dry-run] [--force]`: the agent takes the site over here.
 pub(super) fn promote(loaded: &Loaded, site: &str, dry_run: bool, force: bool) -> Result {
     let site = site_named(&loaded.config, site)?;
+    // This call's number: the agent publishes the switchover's lines under it, so that
+    // another `orch promote`'s lines are never printed here.
+    let run = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or_default()
+        ^ (u64::from(std::process::id()) << 32)
+        | 1;
     let request = crate::api::Request::Promote {
         site: site.name.clone(),
         dry_run,
         force,
+        run,
     };
     // Each line of a switchover is printed as it comes: the agent is asked for them
     // while the request runs (playbooks and the final push may take minutes).
@@ -321,7 +330,7 @@ pub(super) fn promote(loaded: &Loaded, site: &str, dry_run: bool, force: bool) -
                 _ = tick.tick() => {
                     let lines: std::result::Result<Vec<String>, _> = agent::control::call(
                         &socket,
-                        &crate::api::Request::PromoteProgress,
+                        &crate::api::Request::PromoteProgress { run },
                         std::time::Duration::from_secs(2),
                     )
                     .await;

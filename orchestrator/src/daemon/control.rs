@@ -36,8 +36,9 @@ pub struct Api {
     pub failover: watch::Receiver<BTreeMap<String, FailoverStatus>>,
     /// `orch ack` requests to the failover task.
     pub acks: mpsc::Sender<failover::AskRequest>,
-    /// The lines of the switchover under way (the failover task writes them).
-    pub switchover: watch::Receiver<Vec<String>>,
+    /// The lines of the switchover under way, and its caller's number (the failover task
+    /// writes them).
+    pub switchover: watch::Receiver<(u64, Vec<String>)>,
 }
 
 /// How long `orch report --send` waits for the first delivery attempt.
@@ -89,16 +90,24 @@ impl control::Handler for Api {
                 site,
                 dry_run,
                 force,
+                run,
             } => {
                 self.ask(failover::Ask::Promote {
                     site,
                     dry_run,
                     force,
+                    run,
                 })
                 .await
             }
-            Request::PromoteProgress => {
-                serde_json::to_value(self.switchover.borrow().clone()).map_err(|e| e.to_string())
+            Request::PromoteProgress { run } => {
+                // Only its own lines: not another's (a second `orch promote` waits, or is
+                // refused, while one runs).
+                let lines = match &*self.switchover.borrow() {
+                    (r, lines) if *r == run && run != 0 => lines.clone(),
+                    _ => Vec::new(),
+                };
+                serde_json::to_value(lines).map_err(|e| e.to_string())
             }
         }
     }

@@ -190,11 +190,13 @@ pub enum Ask {
     Ack(String),
     /// `orch promote SITE [--dry-run] [--force]`: a planned switchover to this node;
     /// with `force`, take the site over now, the old master taken to be dead: the
-    /// guards skipped, the DNS lock still required.
+    /// guards skipped, the DNS lock still required. `run`: the caller's number, under
+    /// which the switchover's lines are published.
     Promote {
         site: String,
         dry_run: bool,
         force: bool,
+        run: u64,
     },
     /// A step of a planned switchover, asked by the peer (this node is the site's
     /// master); answered with a [`agent::peer::HandoverReply`] as JSON.
@@ -226,8 +228,9 @@ pub struct Task {
     pub status: watch::Sender<BTreeMap<String, FailoverStatus>>,
     /// Asks the dynamic DNS task to check this node's own name now.
     pub ddns_now: Arc<tokio::sync::Notify>,
-    /// The lines of the switchover under way, for `orch promote` to print as they come.
-    pub progress: watch::Sender<Vec<String>>,
+    /// The lines of the switchover under way and its caller's number, for `orch promote`
+    /// to print as they come.
+    pub progress: watch::Sender<(u64, Vec<String>)>,
     /// Held by the switchover under way on this node (one at a time).
     pub switchovers: tokio::sync::Mutex<()>,
     /// The last probe of the peer's agent and when it ended: shared by the sites' ticks.
@@ -559,6 +562,7 @@ impl Task {
             Ask::Promote {
                 dry_run,
                 force: false,
+                run: caller,
                 ..
             } => {
                 // One switchover at a time on this node: `orch promote` prints the
@@ -569,9 +573,10 @@ impl Task {
                         self.me()
                     ));
                 };
+                self.progress.send_replace((caller, Vec::new()));
                 let answer = self.switchover(site, run, dry_run).await;
                 // `orch promote` prints the rest from the answer.
-                self.progress.send_replace(Vec::new());
+                self.progress.send_replace((0, Vec::new()));
                 answer
             }
             Ask::Handover(h) => self.handover(site, run, h).await,

@@ -124,7 +124,7 @@ pub async fn run(loaded: Loaded) -> anyhow::Result<()> {
         one: Arc::new(tokio::sync::Mutex::new(())),
     };
     let (failover_status, failover_view) = watch::channel(Default::default());
-    let (switchover_tx, switchover_view) = watch::channel(Vec::new());
+    let (switchover_tx, switchover_view) = watch::channel((0, Vec::new()));
     let (acks, ack_requests) = tokio::sync::mpsc::channel(4);
     let peering = Peering {
         loaded: Arc::clone(&loaded),

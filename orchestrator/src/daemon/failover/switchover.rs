@@ -50,7 +50,7 @@ fn inert(text: &str) -> String {
 /// The lines of a switchover, published as they come.
 struct Said<'a> {
     lines: Vec<String>,
-    progress: &'a tokio::sync::watch::Sender<Vec<String>>,
+    progress: &'a tokio::sync::watch::Sender<(u64, Vec<String>)>,
 }
 
 impl Said<'_> {
@@ -58,7 +58,7 @@ impl Said<'_> {
         let line = line.into();
         tracing::info!(%line, "Switchover");
         self.lines.push(line.clone());
-        self.progress.send_modify(|p| p.push(line));
+        self.progress.send_modify(|(_, lines)| lines.push(line));
     }
 
     fn text(&self) -> String {
@@ -182,7 +182,7 @@ impl Task {
                 "{name} is changing hands already (see `orch status`); nothing was changed"
             ));
         }
-        self.progress.send_replace(Vec::new());
+        self.progress.send_modify(|(_, lines)| lines.clear());
         let mut said = Said {
             lines: Vec::new(),
             progress: &self.progress,
@@ -199,10 +199,10 @@ impl Task {
         said.say("pre-checks:");
         let mut failed = Vec::new();
 
-        // One switchover at a time in the pair (each node's failover task answers the
-        // other's steps one at a time: two at once, each waiting for the other, would
-        // stall both for their timeouts). This node says it is switching over before it
-        // reads the peer's heartbeat: of two started at once, one sees the other.
+        // One switchover at a time in the pair: two changes of hands at once, each node
+        // demoting for the other while promoting, are hard to follow and to undo. This
+        // node says it is switching over before it reads the peer's heartbeat: of two
+        // started at once, one sees the other.
         if !dry_run {
             self.roles.set_switching(name, true);
         }
