@@ -74,6 +74,17 @@ pub(crate) fn needs(test: &str) -> bool {
     )
 }
 
+/// [`needs`], and PostgreSQL's programs.
+pub(crate) fn needs_postgres(test: &str) -> bool {
+    let programs = orch_tests::dbserver::pg_programs();
+    needs(test)
+        && prerequisites(
+            test,
+            true,
+            &programs.iter().map(String::as_str).collect::<Vec<_>>(),
+        )
+}
+
 pub(crate) fn ip(args: &[&str]) {
     let out = Command::new("ip").args(args).output().unwrap();
     assert!(

@@ -4,7 +4,8 @@
 //! stays fenced until it can. And a standby whose database stopped replicating does not
 //! take over.
 
-use super::failover::{assert_failed_over_to_bob, ip, needs, Case, Fo};
+use super::failover::{assert_failed_over_to_bob, ip, needs, needs_postgres, Case, Fo};
+use super::switchover::{db_verdict, postgres_pair};
 use orch_tests::dbserver::{self, Servers};
 use orch_tests::fixture::{find_file, write_secret};
 use orch_tests::{eventually, orch};
@@ -217,53 +218,11 @@ fn holds_bytes(dir: &std::path::Path, needle: &[u8]) -> bool {
 #[test]
 fn a_standby_whose_replication_broke_does_not_take_over() {
     let test = "a_standby_whose_replication_broke_does_not_take_over";
-    let programs = dbserver::pg_programs();
-    if !needs(test)
-        || !orch_tests::prerequisites(
-            test,
-            true,
-            &programs.iter().map(String::as_str).collect::<Vec<_>>(),
-        )
-    {
+    if !needs_postgres(test) {
         return;
     }
-    const ORCH_PW: &str = "orch-db-pw-5e0f";
-    const REPL_PW: &str = "repl-pw-77a2";
-    let mut servers = Servers::new();
-    let (a_data, b_data) = (servers.dir().join("pg-alice"), servers.dir().join("pg-bob"));
-    let password = servers.dir().join("db.pass");
-    write_secret(&password, ORCH_PW);
-    let mut fo = Fo::new(
-        test,
-        Case {
-            extra: format!(
-                "\n[[sites.alice-web.database]]\nname = \"app\"\nkind = \"postgres\"\n\
-                 url = \"postgres://orch@{{node}}:5432/app\"\npassword_file = \"{}\"\n\
-                 interval = \"2s\"\nheartbeat = false\n",
-                password.display(),
-            ),
-            ..Case::default()
-        },
-    );
-    let (alice, bob) = (fo.alice.clone(), fo.bob.clone());
-    let pg_alice = servers.postgres_primary(&mut fo.lab, &alice, "198.51.100.1", ORCH_PW, REPL_PW);
-    let pg_bob =
-        servers.postgres_standby(&mut fo.lab, &bob, "198.51.100.1", "198.51.100.2", REPL_PW);
-    assert_eq!((&pg_alice, &pg_bob), (&a_data, &b_data));
-    let verdict = |want: &str| {
-        eventually(
-            &format!("bob's check of the database is {want}"),
-            WITHIN,
-            || {
-                let s = orch::status_json(&fo.pair.config("bob"))?;
-                let db = &s["databases"][0];
-                (db["verdict"] == want)
-                    .then_some(())
-                    .ok_or_else(|| format!("{db:#}"))
-            },
-        );
-    };
-    verdict("healthy");
+    let (mut fo, servers, _, b_data) = postgres_pair(test);
+    let bob = fo.bob.clone();
     // Replication breaks while alice is up: bob's server no longer knows where its
     // primary is (its WAL receiver stops).
     servers.psql_on(
@@ -274,7 +233,7 @@ fn a_standby_whose_replication_broke_does_not_take_over() {
         "ALTER SYSTEM SET primary_conninfo = ''",
     );
     servers.psql_on(&fo.lab, &bob, &b_data, "app", "SELECT pg_reload_conf()");
-    verdict("broken");
+    db_verdict(&fo, "broken");
 
     fo.kill_alice();
     fo.wait_bob("holding", "failing over now would lose data", WITHIN);
@@ -284,19 +243,14 @@ fn a_standby_whose_replication_broke_does_not_take_over() {
     assert!(text.contains("orch promote alice-web --force"), "{text}");
     let got = servers.psql_on(&fo.lab, &bob, &b_data, "app", "SELECT pg_is_in_recovery()");
     assert_eq!(got, "t", "bob's database was promoted");
+    drop(fo);
+    drop(servers);
 }
 
 #[test]
 fn postgres_follows_the_new_master_after_an_automatic_failover() {
     let test = "postgres_follows_the_new_master_after_an_automatic_failover";
-    let programs = dbserver::pg_programs();
-    if !needs(test)
-        || !orch_tests::prerequisites(
-            test,
-            true,
-            &programs.iter().map(String::as_str).collect::<Vec<_>>(),
-        )
-    {
+    if !needs_postgres(test) {
         return;
     }
     const ORCH_PW: &str = "orch-db-pw-91ab";

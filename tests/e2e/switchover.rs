@@ -5,7 +5,7 @@
 //! killed half-way leaves no node demoted or promoted for long; one switchover at a time
 //! in the pair; a switchover held up does not hold another site's failover up.
 
-use super::failover::{needs, Case, Fo};
+use super::failover::{needs, needs_postgres, Case, Fo};
 use orch_tests::dbserver::{self, Commit, Servers, Writer};
 use orch_tests::fixture::write_secret;
 use orch_tests::{eventually, orch};
@@ -47,13 +47,19 @@ fn held_switchover_with(test: &str, extra: String) -> (Fo, PathBuf, Receiver<Out
     let hold = fo.pair.bob.join("state/hold");
     std::fs::write(&hold, "").unwrap();
     let cli = promote_in_background(&fo, "bob", SITE);
-    eventually("bob's promote playbook runs", WITHIN, || {
-        let started = fo.noted("bob", "promoting");
-        (started == ["2"])
-            .then_some(())
-            .ok_or_else(|| format!("{started:?}\n{}", fo.logs()))
-    });
+    wait_noted(&fo, "bob", "promoting", "2");
     (fo, hold, cli)
+}
+
+/// Waits until the playbook writing `state/NAME` on `node` has noted its one run, at
+/// `epoch`.
+fn wait_noted(fo: &Fo, node: &str, name: &str, epoch: &str) {
+    eventually(&format!("{node}'s playbook notes {name}"), WITHIN, || {
+        let noted = fo.noted(node, name);
+        (noted == [epoch])
+            .then_some(())
+            .ok_or_else(|| format!("{noted:?}\n{}", fo.logs()))
+    });
 }
 
 /// `orch promote SITE` on `node`, run on a thread: its output arrives on the channel.
@@ -439,12 +445,7 @@ fn an_old_master_killed_during_its_demote_serves_again_when_back() {
     let hold = fo.pair.alice.join("state/hold");
     std::fs::write(&hold, "").unwrap();
     let rx = promote_in_background(&fo, "bob", SITE);
-    eventually("alice's demote playbook runs", WITHIN, || {
-        let started = fo.noted("alice", "demoting");
-        (started == ["1"])
-            .then_some(())
-            .ok_or_else(|| format!("{started:?}\n{}", fo.logs()))
-    });
+    wait_noted(&fo, "alice", "demoting", "1");
     fo.lab
         .proc(fo.agents[0])
         .signal_and_wait(libc::SIGKILL, Duration::from_secs(5))
@@ -686,14 +687,7 @@ fn switch(fo: &Fo, writer: &Writer, to: &str, epoch: i64, www: &str) -> (Duratio
 #[test]
 fn postgres_switchover_and_back_lose_no_committed_row() {
     let test = "postgres_switchover_and_back_lose_no_committed_row";
-    let programs = dbserver::pg_programs();
-    if !needs(test)
-        || !orch_tests::prerequisites(
-            test,
-            true,
-            &programs.iter().map(String::as_str).collect::<Vec<_>>(),
-        )
-    {
+    if !needs_postgres(test) {
         return;
     }
     let (fo, servers, a_data, b_data) = postgres_pair(test);
@@ -844,7 +838,7 @@ fn mariadb_switchover_and_back_lose_no_committed_row() {
 /// streaming to bob's standby through the tunnel, table `t (n)` in database `app`, bob's
 /// check healthy. The site's promote list ends with [`FAILS_WHEN_ASKED`]. Returns the
 /// pair, the servers and the two data folders.
-fn postgres_pair(test: &str) -> (Fo, Servers, PathBuf, PathBuf) {
+pub(crate) fn postgres_pair(test: &str) -> (Fo, Servers, PathBuf, PathBuf) {
     const ORCH_PW: &str = "orch-db-pw-5e1f";
     const REPL_PW: &str = "repl-pw-77a0";
     let mut servers = Servers::new();
@@ -937,13 +931,22 @@ fn mariadb_pair(test: &str) -> (Fo, Servers, PathBuf, PathBuf) {
 
 /// Bob's check of the site's database is healthy.
 fn db_healthy(fo: &Fo) {
-    eventually("bob's check of the database is healthy", WITHIN, || {
-        let s = orch::status_json(&fo.pair.config("bob"))?;
-        let db = &s["databases"][0];
-        (db["verdict"] == "healthy")
-            .then_some(())
-            .ok_or_else(|| format!("{db:#}"))
-    });
+    db_verdict(fo, "healthy");
+}
+
+/// Waits until bob's check of the site's database has the verdict `want`.
+pub(crate) fn db_verdict(fo: &Fo, want: &str) {
+    eventually(
+        &format!("bob's check of the database is {want}"),
+        WITHIN,
+        || {
+            let s = orch::status_json(&fo.pair.config("bob"))?;
+            let db = &s["databases"][0];
+            (db["verdict"] == want)
+                .then_some(())
+                .ok_or_else(|| format!("{db:#}"))
+        },
+    );
 }
 
 /// `bench/failover`, the switchover part: on PostgreSQL and on MariaDB, a writer commits

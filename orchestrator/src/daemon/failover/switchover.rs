@@ -182,7 +182,6 @@ impl Task {
                 "{name} is changing hands already (see `orch status`); nothing was changed"
             ));
         }
-        self.progress.send_modify(|(_, lines)| lines.clear());
         let mut said = Said {
             lines: Vec::new(),
             progress: &self.progress,
