@@ -9,7 +9,7 @@ use super::switchover::{db_verdict, postgres_pair};
 use orch_tests::dbserver::{self, Servers};
 use orch_tests::fixture::{find_file, write_secret};
 use orch_tests::{eventually, orch};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 const SITE: &str = "alice-web";
 const WITHIN: Duration = Duration::from_secs(40);
@@ -86,15 +86,7 @@ fn the_old_master_returns_with_a_new_address_and_follows_the_new_one() {
     )
     .unwrap();
     // She comes back with a new address.
-    let renumber = "ip addr del 192.0.2.1/24 dev eth0 && ip addr add 192.0.2.21/24 dev eth0 \
-                    && ip link set eth0 up";
-    assert!(fo
-        .lab
-        .run(&fo.alice, &["sh", "-c", renumber])
-        .status
-        .success());
-    let back = Instant::now();
-    fo.spawn_agent("alice");
+    let back = fo.return_alice("192.0.2.21");
 
     // The tunnel heals within two keepalives (5 s in the lab) of her return.
     eventually("the tunnel heals", Duration::from_secs(10), || {

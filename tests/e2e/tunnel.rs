@@ -1,83 +1,10 @@
 //! The tunnel against independent implementations and hostile networks.
 
-use orch_tests::fixture::{write_secret, Pair};
+use orch_tests::fixture::Pair;
 use orch_tests::lab::{Host, Lab};
+use orch_tests::wg::{self, WgEnd};
 use orch_tests::{eventually, orch, prerequisites};
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
-
-fn must(lab: &Lab, host: &Host, argv: &[&str]) {
-    let out = lab.run(host, argv);
-    assert!(
-        out.status.success(),
-        "{argv:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-/// A wireguard-go interface name unique on this machine: their control sockets share
-/// one folder across namespaces.
-fn wg_name() -> String {
-    static N: AtomicU32 = AtomicU32::new(0);
-    format!(
-        "wgref{}x{}",
-        std::process::id() % 100_000,
-        N.fetch_add(1, Ordering::SeqCst)
-    )
-}
-
-/// Starts wireguard-go in `host` as node bob of `pair`, peered with alice at 192.0.2.1.
-fn start_wireguard_go(lab: &mut Lab, host: &Host, pair: &Pair) -> String {
-    let name = wg_name();
-    let mut cmd = std::process::Command::new("wireguard-go");
-    cmd.args(["-f", &name])
-        .env("WG_I_PREFER_BUGGY_USERSPACE_TO_POLISHED_KMOD", "1")
-        .env("WG_PROCESS_FOREGROUND", "1");
-    lab.spawn(host, "wireguard-go", cmd);
-    eventually(
-        "wireguard-go creates its interface",
-        Duration::from_secs(10),
-        || {
-            let out = lab.run(host, &["wg", "show", &name]);
-            if out.status.success() {
-                Ok(())
-            } else {
-                Err(String::from_utf8_lossy(&out.stderr).into_owned())
-            }
-        },
-    );
-    let key = lab.dir().join("bob-wg.key");
-    write_secret(&key, &pair.bob_key.to_base64());
-    let alice = pair.alice_key.public_key().to_string();
-    must(
-        lab,
-        host,
-        &[
-            "wg",
-            "set",
-            &name,
-            "listen-port",
-            "51820",
-            "private-key",
-            key.to_str().unwrap(),
-            "peer",
-            &alice,
-            "endpoint",
-            "192.0.2.1:51820",
-            "allowed-ips",
-            "198.51.100.1/32",
-            "persistent-keepalive",
-            "5",
-        ],
-    );
-    must(
-        lab,
-        host,
-        &["ip", "addr", "add", "198.51.100.2/24", "dev", &name],
-    );
-    must(lab, host, &["ip", "link", "set", &name, "up"]);
-    name
-}
 
 #[test]
 fn orch_and_wireguard_go_carry_traffic_both_ways() {
@@ -93,7 +20,19 @@ fn orch_and_wireguard_go_carry_traffic_both_ways() {
     let alice = lab.host("alice", &["192.0.2.1/24"]);
     let bob = lab.host("bob", &["192.0.2.2/24"]);
     // The responder first, as a real deployment would have it running already.
-    let wg = start_wireguard_go(&mut lab, &bob, &pair);
+    let (key, peer) = (
+        pair.bob_key.to_base64(),
+        pair.alice_key.public_key().to_string(),
+    );
+    let end = WgEnd {
+        private_key: &key,
+        peer: &peer,
+        endpoint: "192.0.2.1:51820",
+        peer_ip: "198.51.100.1",
+        address: "198.51.100.2/24",
+        keepalive: 5,
+    };
+    let (wg, _) = wg::start(&mut lab, &bob, &end);
     let mut cmd = std::process::Command::new(orch::bin());
     cmd.arg("--config").arg(pair.config("alice")).arg("agent");
     lab.spawn(&alice, "agent-alice", cmd); // bob is wireguard-go
@@ -159,13 +98,11 @@ fn one_side_changing_address_heals_without_restart() {
 
     // Alice's ISP hands out a new address; nobody restarts anything.
     // (Old address first: deleting a primary address also deletes its secondaries.)
-    must(
-        &lab,
+    lab.must(
         &hosts[0],
         &["ip", "addr", "del", "192.0.2.1/24", "dev", "eth0"],
     );
-    must(
-        &lab,
+    lab.must(
         &hosts[0],
         &["ip", "addr", "add", "192.0.2.11/24", "dev", "eth0"],
     );
@@ -210,7 +147,7 @@ fn a_peer_gone_for_more_than_three_minutes_is_back_promptly() {
 
     // Bob's line goes dead for longer than WireGuard's 90 s of handshake attempts and
     // its 180 s session lifetime: boringtun's `Tunn` expires on both sides.
-    must(&lab, &hosts[1], &["ip", "link", "set", "eth0", "down"]);
+    lab.must(&hosts[1], &["ip", "link", "set", "eth0", "down"]);
     let down = std::time::Instant::now();
     eventually(
         "alice sees the tunnel down",
@@ -225,7 +162,7 @@ fn a_peer_gone_for_more_than_three_minutes_is_back_promptly() {
         },
     );
     std::thread::sleep(Duration::from_secs(190).saturating_sub(down.elapsed())); // the outage itself
-    must(&lab, &hosts[1], &["ip", "link", "set", "eth0", "up"]);
+    lab.must(&hosts[1], &["ip", "link", "set", "eth0", "up"]);
     let back = std::time::Instant::now();
     // 2 x keepalive (5 s) + 15 s.
     eventually("the tunnel is back", Duration::from_secs(25), || {
@@ -453,8 +390,8 @@ fn both_sides_changing_address_heal_through_dns() {
         (&hosts[0], "alice", "192.0.2.1/24", "192.0.2.21/24"),
         (&hosts[1], "bob", "192.0.2.2/24", "192.0.2.22/24"),
     ] {
-        must(&lab, host, &["ip", "addr", "del", old, "dev", "eth0"]);
-        must(&lab, host, &["ip", "addr", "add", new, "dev", "eth0"]);
+        lab.must(host, &["ip", "addr", "del", old, "dev", "eth0"]);
+        lab.must(host, &["ip", "addr", "add", new, "dev", "eth0"]);
         bind.set_a(name, new.split('/').next().unwrap());
     }
     let changed = std::time::Instant::now();

@@ -168,6 +168,17 @@ impl Lab {
             .unwrap_or_else(|e| panic!("running {argv:?} in {}: {e}", host.name))
     }
 
+    /// Runs `argv` in `host`; panics with its stderr unless it succeeds.
+    pub fn must(&self, host: &Host, argv: &[&str]) {
+        let out = self.run(host, argv);
+        assert!(
+            out.status.success(),
+            "{argv:?} in {}: {}",
+            host.name,
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
     /// One ping from `host` to `to` with a 1 s timeout.
     pub fn ping(&self, from: &Host, to: &str) -> Result<(), String> {
         let out = self.run(from, &["ping", "-c", "1", "-W", "1", to]);

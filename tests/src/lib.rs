@@ -15,6 +15,7 @@ pub mod orch;
 pub mod process;
 pub mod sshd;
 pub mod wait;
+pub mod wg;
 
 pub use wait::eventually;
 
