@@ -79,6 +79,10 @@ pub struct SiteClaim {
     /// way: a master handing the site over waits for it while this holds.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub switching: bool,
+    /// Automatic failover of the site is armed on the sender (as its state store holds
+    /// it): a standby whose was disarmed by a failover follows its master's `orch ack`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub armed: bool,
 }
 
 impl Heartbeat {
@@ -655,6 +659,7 @@ mod tests {
                 master: "alice".into(),
                 epoch: 3,
                 switching: false,
+                armed: false,
             },
         );
         Heartbeat {
@@ -799,6 +804,7 @@ mod tests {
                 master: "alice".into(),
                 epoch: 1,
                 switching: false,
+                armed: false,
             },
         );
         assert!(h.check().is_err());
@@ -1003,6 +1009,7 @@ mod tests {
                     master: "a".into(),
                     epoch: 1,
                     switching: false,
+                    armed: false,
                 },
             );
         }

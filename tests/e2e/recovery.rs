@@ -9,7 +9,7 @@ use super::switchover::{db_verdict, postgres_pair};
 use orch_tests::dbserver::{self, Servers};
 use orch_tests::fixture::{find_file, write_secret};
 use orch_tests::{eventually, orch};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 const SITE: &str = "alice-web";
 const WITHIN: Duration = Duration::from_secs(40);
@@ -182,6 +182,132 @@ fn an_old_master_that_reaches_nobody_stays_fenced_until_it_does() {
     wait_rejoined(&fo);
     assert_eq!(fo.noted("alice", "demoted"), ["2"]);
     fo.expect_lock("master=bob epoch=2").unwrap();
+}
+
+#[test]
+fn a_master_cut_off_while_running_steps_down_when_back() {
+    let test = "a_master_cut_off_while_running_steps_down_when_back";
+    if !needs(test) {
+        return;
+    }
+    let fo = Fo::new(test, Case::default());
+    let out = fo.orch("alice", &["push", SITE]);
+    assert_eq!(orch::code(&out), 0, "{:?}", orch::text(&out));
+    // Alice's uplink goes down; her agent and her web server go on running.
+    let cut = std::time::Instant::now();
+    ip(&["-n", &fo.alice.netns, "link", "set", "eth0", "down"]);
+    assert_failed_over_to_bob(&fo, cut);
+    // Cut off, she cannot tell: she claims nothing (no push), and stops nothing.
+    wait_alice_state(
+        &fo,
+        "fenced",
+        "fenced: cannot tell whether alice-web was failed over",
+    );
+    let out = fo.orch("alice", &["push", SITE]);
+    assert_eq!(orch::code(&out), 1, "{:?}", orch::text(&out));
+    assert_eq!(alice_role(&fo).unwrap(), ("master".to_owned(), 1));
+    // Her link comes back with a new address: the running agent learns it was replaced
+    // and steps down, without moving the records to itself; its own name follows it.
+    let renumber = "ip addr del 192.0.2.1/24 dev eth0 && ip addr add 192.0.2.31/24 dev eth0 \
+                    && ip link set eth0 up";
+    fo.lab.must(&fo.alice, &["sh", "-c", renumber]);
+    wait_rejoined(&fo);
+    eventually("alice's name follows her", WITHIN, || {
+        let a = fo.bind.dig("alice.example.org", "A");
+        (a == "192.0.2.31").then_some(()).ok_or(a)
+    });
+    assert_eq!(fo.noted("alice", "demoted"), ["2"]);
+    assert_eq!(fo.noted("alice", "rejoined"), ["2"]);
+    fo.expect_lock("master=bob epoch=2").unwrap();
+    assert_eq!(fo.www(), "192.0.2.2");
+    assert!(fo.promoted("alice").is_empty());
+    let out = fo.orch("bob", &["push", SITE]);
+    let (stdout, stderr) = orch::text(&out);
+    assert_eq!(orch::code(&out), 0, "{stdout}{stderr}");
+    // And it stays so.
+    for _ in 0..6 {
+        std::thread::sleep(Duration::from_millis(500));
+        fo.expect_lock("master=bob epoch=2").unwrap();
+        assert_eq!(fo.www(), "192.0.2.2", "{}", fo.logs());
+    }
+}
+
+#[test]
+fn an_ack_on_the_new_master_rearms_the_old_one_when_back() {
+    let test = "an_ack_on_the_new_master_rearms_the_old_one_when_back";
+    if !needs(test) {
+        return;
+    }
+    let mut fo = Fo::new(test, Case::default());
+    let out = fo.orch("alice", &["push", SITE]);
+    assert_eq!(orch::code(&out), 0, "{:?}", orch::text(&out));
+    let killed = fo.kill_alice();
+    assert_failed_over_to_bob(&fo, killed);
+    // Bob's operator re-arms the site while alice is still down.
+    let out = fo.orch("bob", &["ack", SITE]);
+    let (stdout, stderr) = orch::text(&out);
+    assert_eq!(orch::code(&out), 0, "{stdout}{stderr}");
+    assert!(stdout.contains("re-armed"), "{stdout}");
+    // Alice comes back: she rejoins as bob's standby, and follows his ack.
+    fo.return_alice("192.0.2.21");
+    let f = eventually("alice rejoined and armed", WITHIN, || {
+        let role = alice_role(&fo)?;
+        let f = fo.failover("alice")?;
+        if role == ("standby".to_owned(), 2) && f["armed"] == true {
+            Ok(f)
+        } else {
+            Err(format!("{role:?} {f:#}\n{}", fo.logs()))
+        }
+    });
+    assert!(
+        !f["summary"].as_str().unwrap_or("").contains("disarmed"),
+        "{f:#}"
+    );
+    assert!(
+        fo.history("alice").contains("re-armed: it is armed on bob"),
+        "{}",
+        fo.history("alice")
+    );
+    // So when bob dies in turn, alice takes the site back on her own.
+    let killed = Instant::now();
+    fo.lab
+        .proc(fo.agents[1])
+        .signal_and_wait(libc::SIGKILL, Duration::from_secs(5))
+        .expect("bob's agent dies");
+    ip(&["-n", &fo.bob.netns, "link", "set", "eth0", "down"]);
+    eventually("the lock names alice at epoch 3", WITHIN, || {
+        fo.expect_lock("master=alice epoch=3")
+            .map_err(|e| format!("{e}\n{}", fo.logs()))
+    });
+    eprintln!("alice took the site back in {:?}", killed.elapsed());
+    assert_eq!(fo.www(), "192.0.2.21");
+    assert_eq!(fo.promoted("alice"), ["3"]);
+    assert_eq!(alice_role(&fo).unwrap(), ("master".to_owned(), 3));
+}
+
+#[test]
+fn without_an_ack_the_old_master_back_stays_disarmed() {
+    let test = "without_an_ack_the_old_master_back_stays_disarmed";
+    if !needs(test) {
+        return;
+    }
+    let mut fo = Fo::new(test, Case::default());
+    let killed = fo.kill_alice();
+    assert_failed_over_to_bob(&fo, killed);
+    fo.return_alice("192.0.2.21");
+    wait_rejoined(&fo);
+    // Bob dies in turn: alice, disarmed, does not take the site back on her own.
+    fo.lab
+        .proc(fo.agents[1])
+        .signal_and_wait(libc::SIGKILL, Duration::from_secs(5))
+        .expect("bob's agent dies");
+    ip(&["-n", &fo.bob.netns, "link", "set", "eth0", "down"]);
+    wait_alice_state(&fo, "holding", "orch ack alice-web");
+    for _ in 0..6 {
+        std::thread::sleep(Duration::from_millis(500));
+        fo.expect_lock("master=bob epoch=2").unwrap();
+    }
+    assert!(fo.promoted("alice").is_empty());
 }
 
 /// Whether any file under `dir` holds `needle`.

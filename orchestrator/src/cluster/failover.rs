@@ -392,6 +392,13 @@ impl Failover {
         self.armed = false;
     }
 
+    /// Automatic failover is possible again, with nothing else lifted: the master's
+    /// operator ran `orch ack` there (a hold of this node's own, records moved by someone
+    /// else, still needs one here).
+    pub fn arm(&mut self) {
+        self.armed = true;
+    }
+
     /// `orch ack SITE`: automatic failover is possible again.
     pub fn ack(&mut self) {
         self.armed = true;

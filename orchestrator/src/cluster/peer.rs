@@ -29,11 +29,13 @@ impl PeerView {
 }
 
 /// This node's heartbeat: its sites' masters and epochs, those it is taking over in a
-/// switchover (`switching`), and where it sees the peer's packets come from.
+/// switchover (`switching`), those whose automatic failover is armed here (`armed`), and
+/// where it sees the peer's packets come from.
 pub fn heartbeat(
     me: &str,
     roles: BTreeMap<String, SiteRole>,
     switching: &BTreeSet<String>,
+    armed: &BTreeSet<String>,
     observed_endpoint: Option<SocketAddr>,
 ) -> Heartbeat {
     Heartbeat {
@@ -45,6 +47,7 @@ pub fn heartbeat(
                     master: role.master,
                     epoch: role.epoch,
                     switching: switching.contains(&name),
+                    armed: armed.contains(&name),
                 };
                 (name, claim)
             })
@@ -78,6 +81,25 @@ mod tests {
         tokio::time::advance(Duration::from_millis(1)).await;
         assert!(!view.reachable());
         assert!(!PeerView::default().reachable());
+    }
+
+    #[test]
+    fn a_heartbeat_says_which_sites_are_armed_and_an_older_one_none() {
+        let role = |m: &str| SiteRole {
+            master: m.into(),
+            epoch: 2,
+        };
+        let roles = BTreeMap::from([("a".to_owned(), role("bob")), ("b".to_owned(), role("bob"))]);
+        let armed = BTreeSet::from(["b".to_owned()]);
+        let beat = heartbeat("bob", roles, &BTreeSet::new(), &armed, None);
+        assert!(!beat.sites["a"].armed);
+        assert!(beat.sites["b"].armed);
+        let json = serde_json::to_string(&beat).unwrap();
+        assert_eq!(json.matches("\"armed\"").count(), 1, "{json}");
+        // A peer that does not say it (an older agent) arms nothing here.
+        let older = json.replace(",\"armed\":true", "");
+        let read: Heartbeat = serde_json::from_str(&older).unwrap();
+        assert!(!read.sites["b"].armed, "{older}");
     }
 
     #[test]

@@ -357,6 +357,13 @@ fn now_ms() -> i64 {
 /// Whether this node is taking a site over in a planned switchover: from just before it
 /// asks the master to demote until the switchover (and the takeover it journals for its
 /// DNS swap) has ended. Said in the heartbeats: a master handing over waits while it is.
+/// Whether the heartbeat says the site is armed here: not while an automatic takeover is
+/// under way (it ends disarmed, and a standby back meanwhile must not take the flag for an
+/// `orch ack` given after it).
+fn said_armed(armed: bool, intent: Option<&Intent>) -> bool {
+    armed && !intent.is_some_and(|i| !i.forced && !i.switchover)
+}
+
 fn switching_over(switching: Option<&Switching>, intent: Option<&Intent>) -> bool {
     switching.is_some() || intent.is_some_and(|i| i.switchover)
 }
@@ -477,6 +484,8 @@ impl Task {
             &site.name,
             switching_over(switching.as_ref(), intent.as_ref()),
         );
+        self.roles
+            .set_armed(&site.name, said_armed(armed, intent.as_ref()));
         if let Some(s) = &switching {
             tracing::warn!(site = %site.name, from = %s.from_master, to_epoch = s.to_epoch, promoting = s.promoting, "A switchover to this node was cut off before its DNS swap: undoing it");
         }
@@ -632,6 +641,7 @@ impl Task {
             self.me(),
             self.roles.all(),
             &self.roles.switching(),
+            &self.roles.armed(),
             self.tunnel.stats().endpoint,
         );
         let request = Request::Heartbeat(beat);
@@ -688,6 +698,7 @@ impl Task {
             return;
         }
         if let Some((zone, seen)) = seen {
+            self.follow_ack(site, run, &role, beat).await;
             self.watch_master(site, run, &role, agent, &zone, seen)
                 .await;
             return;
@@ -707,6 +718,48 @@ impl Task {
             let read = self.read_dns(site, run, &zone).await;
             self.continue_takeover(site, run, read).await;
         }
+    }
+
+    /// On the standby, disarmed by the failover that made the peer master: once the
+    /// master says the site is armed there under the epoch both hold (its operator ran
+    /// `orch ack` there, after the failover), automatic failover is armed here too. So
+    /// `orch ack` works on either node, and an ack given while this node was down holds
+    /// when it is back.
+    async fn follow_ack(
+        &self,
+        site: &Site,
+        run: &mut SiteRun,
+        role: &SiteRole,
+        beat: Option<&Heartbeat>,
+    ) {
+        if run.armed || run.intent.is_some() || run.rejoin.is_some() {
+            return;
+        }
+        let Some(beat) = beat else {
+            return;
+        };
+        let master_armed = beat.sites.get(&site.name).is_some_and(|c| {
+            c.armed && c.master == beat.node && c.master == role.master && c.epoch == role.epoch
+        });
+        if !master_armed {
+            return;
+        }
+        run.armed = true;
+        run.machine.arm();
+        if !self.journal(site, run).await {
+            run.armed = false;
+            run.machine.disarm();
+            return;
+        }
+        self.alerter
+            .clear(&format!("failover:{}:disarmed", site.name))
+            .await;
+        let text = format!(
+            "automatic failover of {} re-armed: it is armed on {}, its master (`orch ack` there)",
+            site.name, role.master
+        );
+        self.history(&site.name, Outcome::Info, &text, None).await;
+        run.recorded.clear();
     }
 
     // ---- the master, and the old master's way back ---------------------------------
@@ -1451,7 +1504,12 @@ impl Task {
             .put_failover(&site.name, run.armed, text.as_deref(), now_ms())
             .await
         {
-            Ok(()) => true,
+            Ok(()) => {
+                // The heartbeat says it only once the store holds it.
+                self.roles
+                    .set_armed(&site.name, said_armed(run.armed, run.intent.as_ref()));
+                true
+            }
             Err(e) => {
                 tracing::error!(site = %site.name, error = agent::error_chain(&e), "Takeover journal not written");
                 false
@@ -2213,5 +2271,18 @@ mod tests {
         let text = serde_json::to_string(&i).unwrap();
         assert!(text.contains("\"stage\":\"locked\""), "{text}");
         assert_eq!(serde_json::from_str::<Intent>(&text).unwrap(), i);
+        // While an automatic takeover is under way, the heartbeat says nothing is armed
+        // (it ends disarmed); an operator's takeover stays armed.
+        assert!(said_armed(true, None));
+        assert!(!said_armed(false, None));
+        assert!(!said_armed(true, Some(&i)));
+        for forced in [true, false] {
+            let decided = Intent {
+                forced,
+                switchover: !forced,
+                ..i.clone()
+            };
+            assert!(said_armed(true, Some(&decided)));
+        }
     }
 }

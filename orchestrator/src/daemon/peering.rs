@@ -45,6 +45,7 @@ impl Peering {
             &self.loaded.me,
             self.roles.all(),
             &self.roles.switching(),
+            &self.roles.armed(),
             self.tunnel.borrow().endpoint,
         )
     }

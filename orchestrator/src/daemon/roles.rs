@@ -92,6 +92,27 @@ struct Inner {
     fenced: std::sync::Mutex<BTreeMap<String, String>>,
     /// Sites this node is taking over in a planned switchover now (said in heartbeats).
     switching: std::sync::Mutex<BTreeSet<String>>,
+    /// Sites whose automatic failover is armed on this node (said in heartbeats: the
+    /// standby follows its master's `orch ack`).
+    armed: std::sync::Mutex<BTreeSet<String>>,
+}
+
+/// Adds `site` to `set` or takes it out.
+fn mark(set: &std::sync::Mutex<BTreeSet<String>>, site: &str, on: bool) {
+    let mut set = set
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    if on {
+        set.insert(site.to_owned());
+    } else {
+        set.remove(site);
+    }
+}
+
+fn marked(set: &std::sync::Mutex<BTreeSet<String>>) -> BTreeSet<String> {
+    set.lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .clone()
 }
 
 impl Roles {
@@ -119,6 +140,7 @@ impl Roles {
                 write: tokio::sync::Mutex::new(()),
                 fenced: std::sync::Mutex::new(BTreeMap::new()),
                 switching: std::sync::Mutex::new(BTreeSet::new()),
+                armed: std::sync::Mutex::new(BTreeSet::new()),
             }),
         })
     }
@@ -166,25 +188,23 @@ impl Roles {
     /// Marks `site` as being taken over by this node in a planned switchover (`true`),
     /// or no longer (`false`).
     pub fn set_switching(&self, site: &str, on: bool) {
-        let mut switching = self
-            .inner
-            .switching
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if on {
-            switching.insert(site.to_owned());
-        } else {
-            switching.remove(site);
-        }
+        mark(&self.inner.switching, site, on);
     }
 
     /// The sites this node is taking over in a planned switchover now.
     pub fn switching(&self) -> BTreeSet<String> {
-        self.inner
-            .switching
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .clone()
+        marked(&self.inner.switching)
+    }
+
+    /// Records whether automatic failover of `site` is armed on this node (as its state
+    /// store holds it).
+    pub fn set_armed(&self, site: &str, on: bool) {
+        mark(&self.inner.armed, site, on);
+    }
+
+    /// The sites whose automatic failover is armed on this node.
+    pub fn armed(&self) -> BTreeSet<String> {
+        marked(&self.inner.armed)
     }
 
     /// Why `site` is fenced on this node, if it is.
