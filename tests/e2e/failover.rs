@@ -330,12 +330,26 @@ impl Fo {
 
     /// Alice's server dies: its agent is killed and its link cut.
     pub(crate) fn kill_alice(&mut self) -> Instant {
+        self.kill(0)
+    }
+
+    /// Bob's server dies, as [`Fo::kill_alice`].
+    pub(crate) fn kill_bob(&mut self) -> Instant {
+        self.kill(1)
+    }
+
+    fn kill(&mut self, node: usize) -> Instant {
         let at = Instant::now();
         self.lab
-            .proc(self.agents[0])
+            .proc(self.agents[node])
             .signal_and_wait(libc::SIGKILL, Duration::from_secs(5))
-            .expect("alice's agent dies");
-        ip(&["-n", &self.alice.netns, "link", "set", "eth0", "down"]);
+            .expect("the agent dies");
+        let netns = if node == 0 {
+            &self.alice.netns
+        } else {
+            &self.bob.netns
+        };
+        ip(&["-n", netns, "link", "set", "eth0", "down"]);
         at
     }
 
@@ -664,11 +678,7 @@ fn a_second_loss_waits_for_ack() {
         }
     });
     // Bob dies in turn: alice must not take the site back on her own.
-    fo.lab
-        .proc(fo.agents[1])
-        .signal_and_wait(libc::SIGKILL, Duration::from_secs(5))
-        .expect("bob's agent dies");
-    ip(&["-n", &fo.bob.netns, "link", "set", "eth0", "down"]);
+    fo.kill_bob();
     let waiting = |fo: &Fo| {
         eventually("alice holds: disarmed", FAILOVER_WITHIN, || {
             let f = fo.failover("alice")?;
