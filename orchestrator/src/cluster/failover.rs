@@ -165,6 +165,9 @@ impl Hold {
             Hold::NoHealthChecks => format!(
                 "not failing over: {site} has no health URL, so a broken tunnel cannot be told from a lost master (add health = [\"https://…\"])"
             ),
+            Hold::CutOff { of: 0, .. } => format!(
+                "not failing over: {site} has no witnesses, so this node cannot tell a lost master from being cut off itself (add witnesses = [\"tcp:HOST:PORT\", …], two or more independent ones)"
+            ),
             Hold::CutOff { answering, of } => format!(
                 "this node may be the one cut off ({answering}/{of} witnesses answer): not failing over"
             ),

@@ -198,6 +198,23 @@ fn a_node_that_may_be_cut_off_never_acts_and_its_time_cut_off_is_no_evidence() {
             "{witnesses:?}: {ds:?}"
         );
     }
+    // Said in words: without witnesses at all, what to add.
+    let none = Hold::CutOff {
+        answering: 0,
+        of: 0,
+    }
+    .explain("web", "alice");
+    assert!(none.contains("web has no witnesses"), "{none}");
+    assert!(none.contains("add witnesses"), "{none}");
+    let some = Hold::CutOff {
+        answering: 1,
+        of: 2,
+    }
+    .explain("web", "alice");
+    assert!(
+        some.contains("may be the one cut off (1/2 witnesses answer)"),
+        "{some}"
+    );
     // Online again, the master still silent: the whole `after` is counted from now.
     let ds = s.run(&lost(), AFTER - TICK);
     assert_eq!(failovers(&ds), 0);
