@@ -138,6 +138,21 @@ fn the_old_master_returns_with_a_new_address_and_follows_the_new_one() {
         std::fs::read_to_string(kept).unwrap(),
         "written on alice after the split\n"
     );
+    // Both disarmed by the failover; `orch ack` on alice, the standby, re-arms bob too.
+    assert_eq!(fo.failover("bob").unwrap()["armed"], false);
+    let out = fo.orch("alice", &["ack", SITE]);
+    assert_eq!(orch::code(&out), 0, "{:?}", orch::text(&out));
+    eventually("bob follows alice's ack", WITHIN, || {
+        let f = fo.failover("bob")?;
+        (f["armed"] == true)
+            .then_some(())
+            .ok_or_else(|| format!("{f:#}"))
+    });
+    assert!(
+        fo.history("bob").contains("re-armed: it is armed on alice"),
+        "{}",
+        fo.history("bob")
+    );
 }
 
 #[test]

@@ -103,8 +103,8 @@ pub enum Command {
         html: bool,
     },
     /// Re-arm automatic failover of a site after one has happened (one automatic failover
-    /// per site until then), on either node: the standby follows its master's ack; and
-    /// clear a "records moved by someone else" hold on this node
+    /// per site until then), on either node: the other follows; and clear a "records moved
+    /// by someone else" hold on this node
     Ack { site: String },
     /// Make this node master of a site, run on its standby: a planned switchover (checks,
     /// final push from the master, its demote playbooks, databases caught up, promote here,

@@ -697,8 +697,8 @@ impl Task {
             self.undo_cut_switchover(site, run, &role, agent).await;
             return;
         }
+        self.follow_ack(site, run, &role, beat).await;
         if let Some((zone, seen)) = seen {
-            self.follow_ack(site, run, &role, beat).await;
             self.watch_master(site, run, &role, agent, &zone, seen)
                 .await;
             return;
@@ -720,11 +720,11 @@ impl Task {
         }
     }
 
-    /// On the standby, disarmed by the failover that made the peer master: once the
-    /// master says the site is armed there under the epoch both hold (its operator ran
-    /// `orch ack` there, after the failover), automatic failover is armed here too. So
-    /// `orch ack` works on either node, and an ack given while this node was down holds
-    /// when it is back.
+    /// Disarmed by the last failover, on either node: once the peer says the site is
+    /// armed there under the master and epoch both hold (its operator ran `orch ack`
+    /// there, after the failover), automatic failover is armed here too. So `orch ack`
+    /// works on either node, an ack given while this node was down holds when it is back,
+    /// and the master's report tells what its standby would do.
     async fn follow_ack(
         &self,
         site: &Site,
@@ -732,22 +732,29 @@ impl Task {
         role: &SiteRole,
         beat: Option<&Heartbeat>,
     ) {
-        if run.armed || run.intent.is_some() || run.rejoin.is_some() {
+        let busy = run.intent.is_some()
+            || run.rejoin.is_some()
+            || run.handing.is_some()
+            || run.switching.is_some();
+        if run.armed || busy {
             return;
         }
         let Some(beat) = beat else {
             return;
         };
-        let master_armed = beat.sites.get(&site.name).is_some_and(|c| {
-            c.armed && c.master == beat.node && c.master == role.master && c.epoch == role.epoch
-        });
-        if !master_armed {
+        let peer_armed = beat
+            .sites
+            .get(&site.name)
+            .is_some_and(|c| c.armed && c.master == role.master && c.epoch == role.epoch);
+        if !peer_armed {
             return;
         }
+        let failed_over_at = run.failed_over_at.take();
         run.armed = true;
         run.machine.arm();
         if !self.journal(site, run).await {
             run.armed = false;
+            run.failed_over_at = failed_over_at;
             run.machine.disarm();
             return;
         }
@@ -755,8 +762,8 @@ impl Task {
             .clear(&format!("failover:{}:disarmed", site.name))
             .await;
         let text = format!(
-            "automatic failover of {} re-armed: it is armed on {}, its master (`orch ack` there)",
-            site.name, role.master
+            "automatic failover of {} re-armed: it is armed on {} (`orch ack` there)",
+            site.name, beat.node
         );
         self.history(&site.name, Outcome::Info, &text, None).await;
         run.recorded.clear();
