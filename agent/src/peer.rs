@@ -80,7 +80,8 @@ pub struct SiteClaim {
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub switching: bool,
     /// Automatic failover of the site is armed on the sender (as its state store holds
-    /// it): a standby whose was disarmed by a failover follows its master's `orch ack`.
+    /// it): a node disarmed by a failover follows its peer's `orch ack` when both hold the
+    /// same master and epoch.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub armed: bool,
 }

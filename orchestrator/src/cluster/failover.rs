@@ -395,9 +395,9 @@ impl Failover {
         self.armed = false;
     }
 
-    /// Automatic failover is possible again, with nothing else lifted: the master's
-    /// operator ran `orch ack` there (a hold of this node's own, records moved by someone
-    /// else, still needs one here).
+    /// Automatic failover is possible again, with nothing else lifted: the peer's operator
+    /// ran `orch ack` there (a hold of this node's own, records moved by someone else,
+    /// still needs one here).
     pub fn arm(&mut self) {
         self.armed = true;
     }

@@ -354,9 +354,6 @@ fn now_ms() -> i64 {
     agent::unix_millis(SystemTime::now())
 }
 
-/// Whether this node is taking a site over in a planned switchover: from just before it
-/// asks the master to demote until the switchover (and the takeover it journals for its
-/// DNS swap) has ended. Said in the heartbeats: a master handing over waits while it is.
 /// Whether the heartbeat says the site is armed here: not while an automatic takeover is
 /// under way (it ends disarmed, and a standby back meanwhile must not take the flag for an
 /// `orch ack` given after it).
@@ -364,6 +361,9 @@ fn said_armed(armed: bool, intent: Option<&Intent>) -> bool {
     armed && !intent.is_some_and(|i| !i.forced && !i.switchover)
 }
 
+/// Whether this node is taking a site over in a planned switchover: from just before it
+/// asks the master to demote until the switchover (and the takeover it journals for its
+/// DNS swap) has ended. Said in the heartbeats: a master handing over waits while it is.
 fn switching_over(switching: Option<&Switching>, intent: Option<&Intent>) -> bool {
     switching.is_some() || intent.is_some_and(|i| i.switchover)
 }
@@ -762,7 +762,7 @@ impl Task {
             .clear(&format!("failover:{}:disarmed", site.name))
             .await;
         let text = format!(
-            "automatic failover of {} re-armed: it is armed on {} (`orch ack` there)",
+            "automatic failover of {} re-armed: it is armed on {}, under the same master and epoch (`orch ack` there)",
             site.name, beat.node
         );
         self.history(&site.name, Outcome::Info, &text, None).await;
