@@ -749,24 +749,46 @@ impl Task {
         if !peer_armed {
             return;
         }
-        let failed_over_at = run.failed_over_at.take();
-        run.armed = true;
-        run.machine.arm();
-        if !self.journal(site, run).await {
-            run.armed = false;
-            run.failed_over_at = failed_over_at;
-            run.machine.disarm();
-            return;
-        }
-        self.alerter
-            .clear(&format!("failover:{}:disarmed", site.name))
-            .await;
         let text = format!(
             "automatic failover of {} re-armed: it is armed on {}, under the same master and epoch (`orch ack` there)",
             site.name, beat.node
         );
-        self.history(&site.name, Outcome::Info, &text, None).await;
+        self.rearm(site, run, false, &text).await;
+    }
+
+    /// Arms automatic failover of `site` here (`orch ack` also lifts a "records moved by
+    /// someone else" hold: `lift_moved`), records it, clears the alerts it ends and says
+    /// `text` in the history; `false`, nothing changed, when the store could not record it.
+    async fn rearm(&self, site: &Site, run: &mut SiteRun, lift_moved: bool, text: &str) -> bool {
+        let before = (run.armed, run.failed_over_at, run.moved.clone());
+        run.armed = true;
+        run.failed_over_at = None;
+        if lift_moved {
+            run.moved = None;
+            run.machine.ack();
+        } else {
+            run.machine.arm();
+        }
+        if !self.journal(site, run).await {
+            (run.armed, run.failed_over_at, run.moved) = before;
+            if !run.armed {
+                run.machine.disarm();
+            }
+            return false;
+        }
+        let holds: &[&str] = if lift_moved {
+            &["disarmed", "records-moved"]
+        } else {
+            &["disarmed"]
+        };
+        for hold in holds {
+            self.alerter
+                .clear(&format!("failover:{}:{hold}", site.name))
+                .await;
+        }
+        self.history(&site.name, Outcome::Info, text, None).await;
         run.recorded.clear();
+        true
     }
 
     // ---- the master, and the old master's way back ---------------------------------
@@ -2153,25 +2175,14 @@ impl Task {
             self.history(site, Outcome::Info, &text, None).await;
             return Ok(text);
         }
-        let was = run.armed;
-        run.armed = true;
-        run.failed_over_at = None;
-        run.moved = None;
-        run.machine.ack();
-        if !self.journal(config, run).await {
-            run.armed = was;
-            return Err("the state store could not record it (see the agent's log)".into());
-        }
-        for hold in ["disarmed", "records-moved"] {
-            self.alerter.clear(&format!("failover:{site}:{hold}")).await;
-        }
-        let text = if was {
+        let text = if run.armed {
             format!("automatic failover of {site} was armed already")
         } else {
             format!("automatic failover of {site} re-armed (orch ack)")
         };
-        self.history(site, Outcome::Info, &text, None).await;
-        run.recorded.clear();
+        if !self.rearm(config, run, true, &text).await {
+            return Err("the state store could not record it (see the agent's log)".into());
+        }
         Ok(text)
     }
 }
